@@ -1,0 +1,31 @@
+//! What changed between a clean and an adversarial pass: per-tap amplification and colour maps.
+
+pub mod colormap;
+
+use crate::array::Array;
+
+/// `‖A(x_adv) − A(x)‖₂ / ‖A(x)‖₂` for each example of one tap (0 when the clean activation is 0).
+pub fn amplification(clean: &Array, adv: &Array) -> Vec<f32> {
+    (0..clean.batch())
+        .map(|i| {
+            let (c, a) = (clean.example(i), adv.example(i));
+            let num: f32 = c.iter().zip(a).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+            let den: f32 = c.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if den > 0.0 { num / den } else { 0.0 }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amplification_is_relative_change() {
+        let c = Array::new(vec![2, 2], vec![3.0, 4.0, 0.0, 0.0]).unwrap();
+        let a = Array::new(vec![2, 2], vec![3.0, 5.0, 1.0, 0.0]).unwrap();
+        let r = amplification(&c, &a);
+        assert!((r[0] - 0.2).abs() < 1e-6);
+        assert_eq!(r[1], 0.0);
+    }
+}

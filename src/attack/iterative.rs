@@ -1,0 +1,131 @@
+//! The loop shared by the iterative gradient attacks (BIM, PGD, MI-FGSM): optional random start,
+//! `steps` updates of size α along the (momentum-accumulated) gradient, projection onto the ε ball
+//! ∩ [0, 1] after every step.
+
+use rand::Rng as _;
+use rand_chacha::ChaCha8Rng;
+
+use super::project::{l1, l2, project, step};
+use super::{AttackError, Context, Norm, StepRecord, record};
+use crate::array::Array;
+use crate::engine::Engine;
+use crate::model::init::normal;
+
+/// Settings of one run of the loop.
+#[derive(Clone, Copy, Debug)]
+pub struct IterParams {
+    /// Budget.
+    pub eps: f32,
+    /// Step size.
+    pub alpha: f32,
+    /// Number of updates.
+    pub steps: usize,
+    /// Norm.
+    pub norm: Norm,
+    /// Start from a uniform point in the ball.
+    pub random_start: bool,
+    /// MI-FGSM decay μ (gradients L1-normalised per example and accumulated).
+    pub momentum: Option<f32>,
+}
+
+/// What one run produced.
+pub struct IterOutcome {
+    /// Adversarial images.
+    pub x_adv: Array,
+    /// Per-example history.
+    pub history: Vec<Vec<StepRecord>>,
+    /// Final loss per example.
+    pub loss: Vec<f32>,
+    /// Final logits.
+    pub logits: Array,
+}
+
+/// Draws a random start inside the ball around `x`, clipped to [0, 1].
+pub fn random_start(x: &[f32], eps: f32, norm: Norm, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut out: Vec<f32> = match norm {
+        Norm::Linf => x
+            .iter()
+            .map(|&v| v + rng.random_range(-1.0f32..=1.0) * eps)
+            .collect(),
+        Norm::L2 => {
+            let dir: Vec<f32> = x.iter().map(|_| normal(rng)).collect();
+            let n = l2(&dir).max(f32::MIN_POSITIVE);
+            // Uniform in the ball: radius ε·u^(1/d).
+            let r = eps * rng.random::<f32>().powf(1.0 / x.len() as f32);
+            x.iter().zip(&dir).map(|(&v, &d)| v + r * d / n).collect()
+        }
+    };
+    project(&mut out, x, eps, norm);
+    out
+}
+
+/// Runs the loop once.
+pub fn run_once(
+    engine: &mut dyn Engine,
+    ctx: &Context<'_>,
+    p: &IterParams,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<IterOutcome, AttackError> {
+    let x = ctx.x;
+    let n = x.batch();
+    let (loss, dir) = ctx.ce_loss();
+    let mut x_adv = x.clone();
+    if p.random_start {
+        for (i, rng) in rngs.iter_mut().enumerate().take(n) {
+            let start = random_start(x.example(i), p.eps, p.norm, rng);
+            x_adv.example_mut(i).copy_from_slice(&start);
+        }
+    }
+    let mut acc = Array::zeros(x.shape().to_vec());
+    let mut history: Vec<Vec<StepRecord>> = vec![Vec::with_capacity(p.steps + 1); n];
+    for s in 0..p.steps {
+        ctx.cancel.check()?;
+        let g = engine.input_grad(&x_adv, &loss, ctx.opts)?;
+        for i in 0..n {
+            history[i].push(record(
+                s,
+                g.loss[i],
+                g.logits.example(i),
+                ctx.labels[i],
+                ctx.target(i),
+                x_adv.example(i),
+                x.example(i),
+            ));
+            let gi = g.grad.example(i);
+            let direction: &[f32] = match p.momentum {
+                Some(mu) => {
+                    let norm1 = l1(gi);
+                    let a = acc.example_mut(i);
+                    for (av, &gv) in a.iter_mut().zip(gi) {
+                        *av = mu * *av + if norm1 > 0.0 { gv / norm1 } else { 0.0 };
+                    }
+                    acc.example(i)
+                }
+                None => gi,
+            };
+            let xi = x_adv.example_mut(i);
+            step(xi, direction, dir * p.alpha, p.norm);
+            project(xi, x.example(i), p.eps, p.norm);
+        }
+    }
+    ctx.cancel.check()?;
+    let fwd = engine.forward(&x_adv, ctx.opts)?;
+    let (final_loss, _) = loss.evaluate(&fwd.logits)?;
+    for (i, h) in history.iter_mut().enumerate() {
+        h.push(record(
+            p.steps,
+            final_loss[i],
+            fwd.logits.example(i),
+            ctx.labels[i],
+            ctx.target(i),
+            x_adv.example(i),
+            x.example(i),
+        ));
+    }
+    Ok(IterOutcome {
+        x_adv,
+        history,
+        loss: final_loss,
+        logits: fwd.logits,
+    })
+}

@@ -1,0 +1,195 @@
+//! `advlens attack`: attack images and write the adversarial image, the perturbation and a JSON
+//! record per run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::analysis::colormap::perturbation_image;
+use crate::array::Array;
+use crate::attack::report::{RunRecord, image_records};
+use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
+use crate::data::image_io;
+use crate::engine::cpu::CpuEngine;
+use crate::engine::{Engine, ForwardOptions};
+
+/// Arguments of `attack`.
+#[derive(Args, Debug)]
+pub struct AttackArgs {
+    /// A safetensors model file, or `builtin:default`.
+    #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
+    pub model: String,
+    /// Image files (repeat for several); `builtin:default` is the built-in test pattern.
+    #[arg(long = "image", required = true)]
+    pub images: Vec<String>,
+    /// True labels, one per image (default: the clean predictions).
+    #[arg(long = "label")]
+    pub labels: Vec<usize>,
+    /// fgsm, bim, pgd, mifgsm, cw or deepfool.
+    #[arg(long, default_value = "pgd")]
+    pub attack: String,
+    /// Budget in pixel units, e.g. 8/255 or 0.03.
+    #[arg(long, default_value = "8/255", value_parser = super::parse_fraction)]
+    pub eps: f32,
+    /// Step size in pixel units (default: the attack's rule).
+    #[arg(long, value_parser = super::parse_fraction)]
+    pub alpha: Option<f32>,
+    /// Iterations (default: the attack's rule).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// PGD restarts.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// linf or l2.
+    #[arg(long, default_value = "linf")]
+    pub norm: String,
+    /// none, random, least-likely, or a class number.
+    #[arg(long, default_value = "none")]
+    pub target: String,
+    /// Seed for every random choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Attack with the denoise blocks bypassed.
+    #[arg(long)]
+    pub bypass_denoise: bool,
+    /// Output folder.
+    #[arg(long, default_value = "advlens-out")]
+    pub out: PathBuf,
+}
+
+/// Parses `--target`.
+pub fn parse_target(s: &str) -> anyhow::Result<TargetMode> {
+    Ok(match s {
+        "none" | "untargeted" => TargetMode::Untargeted,
+        "random" => TargetMode::Random,
+        "least-likely" | "ll" | "least_likely" => TargetMode::LeastLikely,
+        n => TargetMode::Class(n.parse().with_context(|| {
+            format!("--target {n:?}: expected none, random, least-likely or a class number")
+        })?),
+    })
+}
+
+impl AttackArgs {
+    /// The attack configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<AttackConfig> {
+        let kind: AttackKind = self.attack.parse()?;
+        let mut norm: Norm = self.norm.parse()?;
+        if kind == AttackKind::Cw {
+            norm = Norm::L2;
+        }
+        Ok(AttackConfig {
+            kind,
+            norm,
+            eps: self.eps,
+            alpha: self.alpha,
+            steps: self.steps,
+            restarts: self.restarts,
+            target: parse_target(&self.target)?,
+            seed: self.seed,
+            bypass_denoise: self.bypass_denoise,
+            ..AttackConfig::default()
+        })
+    }
+}
+
+fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<Array> {
+    let [c, h, w] = shape;
+    let mut parts = Vec::with_capacity(specs.len());
+    for s in specs {
+        let a = if s == crate::zoo::DEFAULT_IMAGE {
+            let img = crate::zoo::default_image();
+            if img.shape()[1..] != shape[..] {
+                anyhow::bail!("the built-in image is 1×28×28; this model takes {c}×{h}×{w}");
+            }
+            img
+        } else {
+            image_io::load_for_model(Path::new(s), c, [h, w])?
+        };
+        parts.push(a);
+    }
+    Ok(Array::concat(&parts)?)
+}
+
+fn stem(source: &str, i: usize) -> String {
+    let base = Path::new(source)
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace(|c: char| !c.is_alphanumeric(), "_"))
+        .unwrap_or_else(|| "image".into());
+    format!("{i:03}_{base}")
+}
+
+/// Runs the attack and writes its outputs.
+pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    cfg.validate()?;
+    let net = Arc::new(
+        crate::zoo::load_model(&args.model)
+            .with_context(|| format!("cannot open model {}", args.model))?,
+    );
+    let shape = net.input_shape();
+    let x = load_images(&args.images, shape)?;
+    if !args.labels.is_empty() && args.labels.len() != args.images.len() {
+        anyhow::bail!(
+            "{} --label values for {} --image values",
+            args.labels.len(),
+            args.images.len()
+        );
+    }
+    let mut engine = CpuEngine::new(net.clone())?;
+    let labels = (!args.labels.is_empty()).then_some(args.labels.as_slice());
+    let result = crate::attack::run(&mut engine, &x, labels, &cfg, &Cancel::new())?;
+    let opts = ForwardOptions {
+        bypass_denoise: cfg.bypass_denoise,
+        ..ForwardOptions::default()
+    };
+    let clean = engine.forward(&x, &opts)?;
+    let adv = engine.forward(&result.x_adv, &opts)?;
+    let mut images = image_records(&net, &x, &args.images, &result, &clean.logits, &adv.logits);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    for (i, rec) in images.iter_mut().enumerate() {
+        let name = stem(&args.images[i], i);
+        let adv_path = args.out.join(format!("{name}_adv.png"));
+        let img = image_io::example_to_image(result.x_adv.example(i), shape)?;
+        image_io::save_png(&img, &adv_path)?;
+        let delta: Vec<f32> = result
+            .x_adv
+            .example(i)
+            .iter()
+            .zip(x.example(i))
+            .map(|(a, b)| a - b)
+            .collect();
+        let scale = crate::attack::project::linf(&delta).max(1e-12);
+        let (pimg, _) = perturbation_image(&delta, shape, scale);
+        let p_path = args.out.join(format!("{name}_perturbation.png"));
+        image_io::save_png(&image::DynamicImage::ImageRgb8(pimg), &p_path)?;
+        rec.files = vec![adv_path.display().to_string(), p_path.display().to_string()];
+        println!(
+            "{}: {} ({:.1}%) → {} ({:.1}%), L∞ {:.4}, L2 {:.4}{}",
+            rec.source,
+            rec.clean_top5[0].name,
+            100.0 * rec.clean_top5[0].prob,
+            rec.adversarial_top5[0].name,
+            100.0 * rec.adversarial_top5[0].prob,
+            rec.linf,
+            rec.l2,
+            if rec.success { ", success" } else { "" }
+        );
+    }
+    let record = RunRecord {
+        advlens_version: env!("CARGO_PKG_VERSION").into(),
+        engine: engine.describe(),
+        model: args.model.clone(),
+        architecture: net.config.summary(),
+        attack: cfg,
+        images,
+    };
+    let json = serde_json::to_vec_pretty(&record)?;
+    let rec_path = args.out.join("record.json");
+    crate::io::write_atomic(&rec_path, &json)
+        .with_context(|| format!("cannot write {}", rec_path.display()))?;
+    println!("wrote {}", rec_path.display());
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `advlens new-model`: a freshly initialised resnet-denoise network, saved with its config.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::model::{ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig};
+
+/// Arguments of `new-model`.
+#[derive(Args, Debug)]
+pub struct NewModelArgs {
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Denoise operation: nonlocal_gaussian, gaussian_no_embed, dot_product, mean, median,
+    /// bilateral.
+    #[arg(long, default_value = "nonlocal_gaussian")]
+    pub denoise: String,
+    /// Placement: none, after-stage, after-every-block.
+    #[arg(long, default_value = "after-stage")]
+    pub placement: String,
+    /// Stage widths, comma separated.
+    #[arg(long, default_value = "16,32,64", value_delimiter = ',')]
+    pub widths: Vec<usize>,
+    /// Residual blocks per stage, comma separated.
+    #[arg(long, default_value = "1,1,1", value_delimiter = ',')]
+    pub blocks: Vec<usize>,
+    /// Input channels.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Input side length.
+    #[arg(long, default_value_t = 28)]
+    pub size: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Initialisation seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Parses a placement name.
+pub fn parse_placement(s: &str) -> anyhow::Result<Placement> {
+    match s.replace('_', "-").as_str() {
+        "none" => Ok(Placement::None),
+        "after-stage" | "stage" => Ok(Placement::AfterStage),
+        "after-every-block" | "all" | "every-block" => Ok(Placement::AfterEveryBlock),
+        _ => anyhow::bail!("unknown placement {s:?}; expected none, after-stage or after-every-block"),
+    }
+}
+
+/// Builds and saves the model.
+pub fn run(args: &NewModelArgs) -> anyhow::Result<()> {
+    let denoise: DenoiseVariant = args.denoise.parse()?;
+    let cfg = ResnetDenoiseConfig {
+        in_channels: args.channels,
+        image_size: [args.size, args.size],
+        num_classes: args.classes,
+        stem_width: args.widths.first().copied().unwrap_or(16),
+        widths: args.widths.clone(),
+        blocks: args.blocks.clone(),
+        denoise,
+        placement: parse_placement(&args.placement)?,
+        denoise_stages: None,
+        mean: vec![0.5; args.channels],
+        std: vec![0.5; args.channels],
+    };
+    let net = Network::random(ArchConfig::ResnetDenoise(cfg), args.seed)?;
+    crate::model::weights::save(&net, &args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "wrote {} ({} parameters)",
+        args.out.display(),
+        net.graph.param_count()
+    );
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The cpu engine: runs the architecture description on candle (the reference engine). With the
+//! `cuda` or `metal` cargo features, candle's GPU devices can be selected too.
+//!
+//! Weights are constants: they are plain tensors, never variables, and the convolution's custom
+//! backward skips the kernel gradient, so an input gradient costs one forward and one
+//! backward-data pass.
+
+pub mod conv;
+pub mod denoise;
+pub mod pool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::{
+    Engine, EngineError, Forward, ForwardOptions, Gradient, Loss, check_input, resolve_taps,
+};
+use crate::array::Array;
+use crate::model::graph::{Graph, NodeId, Op};
+use crate::model::Network;
+use conv::Conv2dOp;
+use pool::{PoolKind, PoolOp};
+
+type R<T> = candle_core::Result<T>;
+
+fn backend(e: candle_core::Error) -> EngineError {
+    EngineError::Backend {
+        engine: "cpu",
+        message: e.to_string(),
+    }
+}
+
+/// The candle-based engine.
+pub struct CpuEngine {
+    net: Arc<Network>,
+    device: Device,
+    params: HashMap<String, Tensor>,
+}
+
+impl CpuEngine {
+    /// Loads `net` onto the CPU.
+    pub fn new(net: Arc<Network>) -> Result<Self, EngineError> {
+        Self::with_device(net, Device::Cpu)
+    }
+
+    /// Loads `net` onto a candle device (CPU, or CUDA/Metal when built with those features).
+    pub fn with_device(net: Arc<Network>, device: Device) -> Result<Self, EngineError> {
+        let mut params = HashMap::new();
+        for (name, a) in &net.weights {
+            let t = Tensor::from_slice(a.data(), a.shape(), &device).map_err(backend)?;
+            params.insert(name.clone(), t);
+        }
+        Ok(Self {
+            net,
+            device,
+            params,
+        })
+    }
+
+    /// The candle device in use.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn input_tensor(&self, x: &Array) -> Result<Tensor, EngineError> {
+        check_input(&self.net, x)?;
+        Tensor::from_slice(x.data(), x.shape(), &self.device).map_err(backend)
+    }
+}
+
+/// Copies a candle tensor to a host array.
+pub fn to_array(t: &Tensor) -> Result<Array, EngineError> {
+    let shape = t.dims().to_vec();
+    let data = t
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(backend)?;
+    Array::new(shape, data).map_err(|e| EngineError::Backend {
+        engine: "cpu",
+        message: e.to_string(),
+    })
+}
+
+/// How a graph evaluation treats parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamMode {
+    /// Constant weights: convolution backward computes the input gradient only.
+    Frozen,
+    /// Trained weights: convolution backward also computes the kernel gradient.
+    Trained,
+}
+
+/// Evaluates `graph` on `x` with `params`, returning the value of every node listed in `keep`
+/// (others are dropped as soon as their last reader has run).
+pub fn run_graph(
+    graph: &Graph,
+    params: &HashMap<String, Tensor>,
+    x: &Tensor,
+    bypass_denoise: bool,
+    keep: &[NodeId],
+    mode: ParamMode,
+) -> R<Vec<Option<Tensor>>> {
+    let n_nodes = graph.nodes.len();
+    let mut last_use = vec![0usize; n_nodes];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            last_use[j] = i;
+        }
+    }
+    for &k in keep {
+        last_use[k] = usize::MAX;
+    }
+    let p = |name: &str| -> R<&Tensor> {
+        params
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("weight {name:?} not loaded")))
+    };
+    let mut values: Vec<Option<Tensor>> = vec![None; n_nodes];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let value = match (node.denoise_block, bypass_denoise) {
+            (Some(b), true) => values[graph.denoise_blocks[b].input]
+                .clone()
+                .ok_or_else(|| candle_core::Error::Msg("denoise input missing".into()))?,
+            _ => {
+                let args = node
+                    .inputs
+                    .iter()
+                    .map(|&j| {
+                        values[j].clone().ok_or_else(|| {
+                            candle_core::Error::Msg(format!("{}: input missing", node.name))
+                        })
+                    })
+                    .collect::<R<Vec<Tensor>>>()?;
+                eval_node(&node.op, &args, &p, x, mode)?
+            }
+        };
+        values[i] = Some(value);
+        for &j in &node.inputs {
+            if last_use[j] == i {
+                values[j] = None;
+            }
+        }
+    }
+    Ok(values)
+}
+
+fn eval_node<'a>(
+    op: &Op,
+    args: &[Tensor],
+    p: &dyn Fn(&str) -> R<&'a Tensor>,
+    x: &Tensor,
+    mode: ParamMode,
+) -> R<Tensor> {
+    let arg = |k: usize| -> R<&Tensor> {
+        args.get(k)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: input {k} missing", op.kind())))
+    };
+    Ok(match op {
+        Op::Input => x.clone(),
+        Op::Normalize {
+            channel_order,
+            mean,
+            std,
+        } => {
+            let a = arg(0)?;
+            let dev = a.device();
+            let c = mean.len();
+            let identity = channel_order.iter().enumerate().all(|(i, &o)| i == o);
+            let a = if identity {
+                a.clone()
+            } else {
+                let idx: Vec<u32> = channel_order.iter().map(|&o| o as u32).collect();
+                a.index_select(&Tensor::new(idx.as_slice(), dev)?, 1)?
+            };
+            let m = Tensor::from_slice(mean, (1, c, 1, 1), dev)?;
+            let s = Tensor::from_slice(std, (1, c, 1, 1), dev)?;
+            a.broadcast_sub(&m)?.broadcast_div(&s)?
+        }
+        Op::Conv2d {
+            weight,
+            bias,
+            kernel,
+            stride,
+            padding,
+            groups,
+            ..
+        } => {
+            let a = arg(0)?;
+            let (_, _, h, w) = a.dims4()?;
+            let op = Conv2dOp {
+                stride: *stride,
+                pads: padding.resolve(h, w, *kernel, *stride),
+                groups: *groups,
+                kernel_grad: mode == ParamMode::Trained,
+            };
+            let k = p(weight)?;
+            let y = if a.device().is_cpu() {
+                a.contiguous()?.apply_op2(&k.contiguous()?, op)?
+            } else {
+                op.forward_plain(a, k)?
+            };
+            match bias {
+                Some(b) => y.broadcast_add(&p(b)?.reshape((1, (), 1, 1))?)?,
+                None => y,
+            }
+        }
+        Op::BatchNorm { prefix, eps, .. } => {
+            let [g, b, m, v] = crate::model::graph::bn_param_names(prefix);
+            let scale = p(&g)?.broadcast_div(&(p(&v)? + *eps as f64)?.sqrt()?)?;
+            let shift = (p(&b)? - (p(&m)? * &scale)?)?;
+            arg(0)?
+                .broadcast_mul(&scale.reshape((1, (), 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, (), 1, 1))?)?
+        }
+        Op::Relu => arg(0)?.relu()?,
+        Op::Relu6 => arg(0)?.clamp(0f32, 6f32)?,
+        Op::Add => (arg(0)? + arg(1)?)?,
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+        }
+        | Op::AvgPool {
+            kernel,
+            stride,
+            padding,
+        } => {
+            let a = arg(0)?;
+            let (_, _, h, w) = a.dims4()?;
+            let kind = if matches!(op, Op::MaxPool { .. }) {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let op = PoolOp {
+                kind,
+                kernel: *kernel,
+                stride: *stride,
+                pads: padding.resolve(h, w, *kernel, *stride),
+            };
+            denoise::on_cpu(a, |t| t.apply_op1(op.clone()))?
+        }
+        Op::GlobalAvgPool => arg(0)?.mean(3)?.mean(2)?,
+        Op::Linear { weight, bias, .. } => {
+            let y = arg(0)?.matmul(&p(weight)?.t()?)?;
+            match bias {
+                Some(b) => y.broadcast_add(p(b)?)?,
+                None => y,
+            }
+        }
+        Op::DenoiseOp {
+            variant,
+            theta,
+            phi,
+            ..
+        } => {
+            let squeeze = |name: &Option<String>| -> R<Option<Tensor>> {
+                name.as_ref()
+                    .map(|n| {
+                        let t = p(n)?;
+                        let (o, i, _, _) = t.dims4()?;
+                        t.reshape((o, i))
+                    })
+                    .transpose()
+            };
+            let th = squeeze(theta)?;
+            let ph = squeeze(phi)?;
+            denoise::apply(*variant, arg(0)?, th.as_ref(), ph.as_ref())?
+        }
+    })
+}
+
+impl Engine for CpuEngine {
+    fn describe(&self) -> String {
+        match &self.device {
+            Device::Cpu => format!("cpu (candle, {} threads)", rayon::current_num_threads()),
+            other => format!("cpu engine on candle {:?}", other.location()),
+        }
+    }
+
+    fn network(&self) -> &Network {
+        &self.net
+    }
+
+    fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError> {
+        let xt = self.input_tensor(x)?;
+        let taps = resolve_taps(&self.net, &opts.taps)?;
+        let graph = &self.net.graph;
+        let mut keep: Vec<NodeId> = taps.iter().map(|(_, n)| *n).collect();
+        keep.push(graph.output);
+        let values = run_graph(
+            graph,
+            &self.params,
+            &xt,
+            opts.bypass_denoise,
+            &keep,
+            ParamMode::Frozen,
+        )
+        .map_err(backend)?;
+        let get = |n: NodeId| {
+            values[n].as_ref().ok_or_else(|| EngineError::Backend {
+                engine: "cpu",
+                message: format!("node {n} was not kept"),
+            })
+        };
+        let logits = to_array(get(graph.output)?)?;
+        let mut out = Vec::with_capacity(taps.len());
+        for (name, node) in taps {
+            out.push((name, to_array(get(node)?)?));
+        }
+        Ok(Forward { logits, taps: out })
+    }
+
+    fn input_grad(
+        &mut self,
+        x: &Array,
+        loss: &Loss,
+        opts: &ForwardOptions,
+    ) -> Result<Gradient, EngineError> {
+        let xt = self.input_tensor(x)?;
+        let xv = Var::from_tensor(&xt).map_err(backend)?;
+        let graph = &self.net.graph;
+        let values = run_graph(
+            graph,
+            &self.params,
+            xv.as_tensor(),
+            opts.bypass_denoise,
+            &[graph.output],
+            ParamMode::Frozen,
+        )
+        .map_err(backend)?;
+        let logits_t = values[graph.output]
+            .as_ref()
+            .ok_or_else(|| EngineError::Backend {
+                engine: "cpu",
+                message: "logits missing".into(),
+            })?;
+        let logits = to_array(logits_t)?;
+        let (values, dz) = loss.evaluate(&logits)?;
+        let seed = Tensor::from_slice(dz.data(), dz.shape(), &self.device).map_err(backend)?;
+        let grads = (logits_t * seed)
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.backward())
+            .map_err(backend)?;
+        let grad = match grads.get(xv.as_tensor()) {
+            Some(g) => to_array(g)?,
+            // The loss does not depend on the input (e.g. a clamped margin everywhere).
+            None => Array::zeros(x.shape().to_vec()),
+        };
+        Ok(Gradient {
+            logits,
+            loss: values,
+            grad,
+        })
+    }
+}

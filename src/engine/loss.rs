@@ -1,0 +1,207 @@
+//! Losses over logits, evaluated on the host for every engine: the value per example and its
+//! gradient with respect to the logits, which engines then propagate back to the input.
+
+use crate::array::Array;
+
+use super::EngineError;
+
+/// A per-example loss on the logits `Z` (`[N, K]`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loss {
+    /// Softmax cross-entropy against `classes[n]`. Attacks ascend it for the true label
+    /// (untargeted) or descend it for a target class (targeted).
+    CrossEntropy {
+        /// One class per example.
+        classes: Vec<usize>,
+    },
+    /// The Carlini–Wagner margin `f`, to be minimised. Untargeted, with `classes` the true labels:
+    /// `max(Z_y − max_{i≠y} Z_i, −κ)`. Targeted, with `classes` the targets:
+    /// `max(max_{i≠t} Z_i − Z_t, −κ)`.
+    Margin {
+        /// True labels or targets.
+        classes: Vec<usize>,
+        /// Whether `classes` are targets.
+        targeted: bool,
+        /// Confidence κ ≥ 0.
+        kappa: f32,
+    },
+    /// A linear function of the logits, `Σ_k w_nk Z_nk` (DeepFool uses `Z_k − Z_k̂`).
+    LogitWeights {
+        /// Weights `[N, K]`, row-major.
+        weights: Vec<f32>,
+    },
+}
+
+impl Loss {
+    /// Evaluates the loss on `logits`: the value per example and `∂loss/∂Z`.
+    pub fn evaluate(&self, logits: &Array) -> Result<(Vec<f32>, Array), EngineError> {
+        let n = logits.batch();
+        let k = logits.example_len();
+        let mut dz = Array::zeros(vec![n, k]);
+        let mut values = Vec::with_capacity(n);
+        let check_classes = |classes: &[usize]| {
+            if classes.len() != n {
+                return Err(EngineError::Loss(format!(
+                    "{} classes for a batch of {n}",
+                    classes.len()
+                )));
+            }
+            if let Some(c) = classes.iter().find(|&&c| c >= k) {
+                return Err(EngineError::Loss(format!(
+                    "class {c} is out of range for {k} logits"
+                )));
+            }
+            Ok(())
+        };
+        match self {
+            Loss::CrossEntropy { classes } => {
+                check_classes(classes)?;
+                for (i, &y) in classes.iter().enumerate() {
+                    let z = logits.example(i);
+                    let p = crate::array::softmax(z);
+                    values.push(-(p[y].max(f32::MIN_POSITIVE)).ln());
+                    let row = dz.example_mut(i);
+                    row.copy_from_slice(&p);
+                    row[y] -= 1.0;
+                }
+            }
+            Loss::Margin {
+                classes,
+                targeted,
+                kappa,
+            } => {
+                check_classes(classes)?;
+                for (i, &c) in classes.iter().enumerate() {
+                    let z = logits.example(i);
+                    let other = best_other(z, c);
+                    let (raw, plus, minus) = if *targeted {
+                        (z[other] - z[c], other, c)
+                    } else {
+                        (z[c] - z[other], c, other)
+                    };
+                    let row = dz.example_mut(i);
+                    if raw > -kappa {
+                        values.push(raw);
+                        row[plus] += 1.0;
+                        row[minus] -= 1.0;
+                    } else {
+                        values.push(-kappa);
+                    }
+                }
+            }
+            Loss::LogitWeights { weights } => {
+                if weights.len() != n * k {
+                    return Err(EngineError::Loss(format!(
+                        "{} logit weights for a [{n}, {k}] batch",
+                        weights.len()
+                    )));
+                }
+                for i in 0..n {
+                    let z = logits.example(i);
+                    let w = &weights[i * k..(i + 1) * k];
+                    values.push(z.iter().zip(w).map(|(a, b)| a * b).sum());
+                }
+                dz.data_mut().copy_from_slice(weights);
+            }
+        }
+        Ok((values, dz))
+    }
+}
+
+/// The index of the largest logit other than `c` (first on ties).
+pub fn best_other(z: &[f32], c: usize) -> usize {
+    let mut best = if c == 0 { 1.min(z.len() - 1) } else { 0 };
+    for (i, &v) in z.iter().enumerate() {
+        if i != c && v > z[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Array {
+        Array::new(vec![2, 3], vec![1.0, 2.0, 0.5, -1.0, 0.0, 3.0]).unwrap()
+    }
+
+    /// Central finite difference of each loss with respect to each logit.
+    fn check_fd(loss: &Loss) {
+        let z = logits();
+        let (_, dz) = loss.evaluate(&z).unwrap();
+        for j in 0..z.len() {
+            let h = 1e-3;
+            let mut zp = z.clone();
+            zp.data_mut()[j] += h;
+            let mut zm = z.clone();
+            zm.data_mut()[j] -= h;
+            let (vp, _) = loss.evaluate(&zp).unwrap();
+            let (vm, _) = loss.evaluate(&zm).unwrap();
+            let fd = (vp.iter().sum::<f32>() - vm.iter().sum::<f32>()) / (2.0 * h);
+            assert!(
+                (fd - dz.data()[j]).abs() < 1e-2,
+                "{loss:?} logit {j}: fd {fd} vs {}",
+                dz.data()[j]
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        check_fd(&Loss::CrossEntropy {
+            classes: vec![0, 2],
+        });
+        check_fd(&Loss::Margin {
+            classes: vec![0, 1],
+            targeted: false,
+            kappa: 10.0,
+        });
+        check_fd(&Loss::Margin {
+            classes: vec![2, 1],
+            targeted: true,
+            kappa: 10.0,
+        });
+        check_fd(&Loss::LogitWeights {
+            weights: vec![1.0, -1.0, 0.0, 0.5, 0.0, -0.5],
+        });
+    }
+
+    #[test]
+    fn margin_values_and_clamp() {
+        let (v, dz) = Loss::Margin {
+            classes: vec![1, 2],
+            targeted: false,
+            kappa: 0.0,
+        }
+        .evaluate(&logits())
+        .unwrap();
+        // Example 0: Z_1 - Z_0 = 1; example 1: Z_2 - Z_1 = 3.
+        assert_eq!(v, vec![1.0, 3.0]);
+        let (v, dz0) = Loss::Margin {
+            classes: vec![0, 0],
+            targeted: false,
+            kappa: 0.5,
+        }
+        .evaluate(&logits())
+        .unwrap();
+        // Both already misclassified by more than kappa: clamped, zero gradient.
+        assert_eq!(v, vec![-0.5, -0.5]);
+        assert!(dz0.data().iter().all(|&g| g == 0.0));
+        assert_eq!(dz.data()[1], 1.0);
+    }
+
+    #[test]
+    fn bad_labels_are_errors() {
+        let z = logits();
+        assert!(Loss::CrossEntropy { classes: vec![0] }.evaluate(&z).is_err());
+        assert!(
+            Loss::CrossEntropy {
+                classes: vec![0, 3]
+            }
+            .evaluate(&z)
+            .is_err()
+        );
+    }
+}

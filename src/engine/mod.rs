@@ -1,0 +1,154 @@
+//! Engines run a [`Network`] forward (logits and taps) and compute the gradient of a loss with
+//! respect to the **input only**: attacks never need weight gradients.
+//!
+//! Every engine walks the same architecture description ([`crate::model::Graph`]); the loss and
+//! its gradient with respect to the logits are computed on the host by [`loss`], so all engines
+//! agree on the definitions.
+
+pub mod cpu;
+pub mod loss;
+
+use crate::array::Array;
+use crate::model::Network;
+pub use loss::Loss;
+
+/// Errors raised by engines.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The input batch does not match the network.
+    #[error("input has shape {actual:?}, the network expects [N, {}, {}, {}]", expected[0], expected[1], expected[2])]
+    InputShape {
+        /// `[C, H, W]` the network takes.
+        expected: [usize; 3],
+        /// Shape given.
+        actual: Vec<usize>,
+    },
+    /// The input holds NaN or infinity.
+    #[error("input contains NaN or infinite values")]
+    NonFiniteInput,
+    /// A loss was given labels or weights that do not fit the batch.
+    #[error("invalid loss: {0}")]
+    Loss(String),
+    /// A tap name that the network does not have.
+    #[error("the network has no tap named {0:?}")]
+    UnknownTap(String),
+    /// The backend failed.
+    #[error("{engine} engine: {message}")]
+    Backend {
+        /// Which engine.
+        engine: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Which taps a forward pass returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum TapSelection {
+    /// None (fastest).
+    #[default]
+    None,
+    /// Every tap of the network.
+    All,
+    /// These taps, by name.
+    Names(Vec<String>),
+}
+
+/// Options shared by forward and gradient passes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ForwardOptions {
+    /// Taps to return.
+    pub taps: TapSelection,
+    /// Skip every denoise block (its output equals its input), to compare the same weights with
+    /// and without denoising.
+    pub bypass_denoise: bool,
+}
+
+/// The result of a forward pass.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// Logits `[N, K]`.
+    pub logits: Array,
+    /// Requested taps in network order, each NCHW (or `[N, F]`).
+    pub taps: Vec<(String, Array)>,
+}
+
+/// The result of a gradient pass.
+#[derive(Clone, Debug)]
+pub struct Gradient {
+    /// Logits `[N, K]` at the input.
+    pub logits: Array,
+    /// The loss of each example.
+    pub loss: Vec<f32>,
+    /// `∂(Σ_n loss_n) / ∂x`, shaped like the input. Examples never mix, so row `n` is the gradient
+    /// of `loss_n` alone.
+    pub grad: Array,
+}
+
+/// A network loaded onto a compute device.
+pub trait Engine: Send {
+    /// A short description for logs, records and the status bar (engine and device).
+    fn describe(&self) -> String;
+
+    /// The network being run.
+    fn network(&self) -> &Network;
+
+    /// Runs the network on a batch `x` in [0, 1], NCHW.
+    fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError>;
+
+    /// Runs the network and returns the gradient of `loss` with respect to `x` only.
+    fn input_grad(
+        &mut self,
+        x: &Array,
+        loss: &Loss,
+        opts: &ForwardOptions,
+    ) -> Result<Gradient, EngineError>;
+}
+
+/// Checks that `x` is a finite batch shaped for `net`.
+pub fn check_input(net: &Network, x: &Array) -> Result<(), EngineError> {
+    let expected = net.input_shape();
+    let ok = x.shape().len() == 4 && x.shape()[1..] == expected[..] && x.shape()[0] > 0;
+    if !ok {
+        return Err(EngineError::InputShape {
+            expected,
+            actual: x.shape().to_vec(),
+        });
+    }
+    if !x.all_finite() {
+        return Err(EngineError::NonFiniteInput);
+    }
+    Ok(())
+}
+
+/// Resolves a tap selection to `(name, node)` pairs in network order.
+pub fn resolve_taps(
+    net: &Network,
+    sel: &TapSelection,
+) -> Result<Vec<(String, usize)>, EngineError> {
+    match sel {
+        TapSelection::None => Ok(vec![]),
+        TapSelection::All => Ok(net
+            .graph
+            .taps
+            .iter()
+            .map(|t| (t.name.clone(), t.node))
+            .collect()),
+        TapSelection::Names(names) => names
+            .iter()
+            .map(|n| {
+                net.graph
+                    .tap(n)
+                    .map(|t| (t.name.clone(), t.node))
+                    .ok_or_else(|| EngineError::UnknownTap(n.clone()))
+            })
+            .collect(),
+    }
+}
+
+/// The predicted class of each example.
+pub fn predictions(logits: &Array) -> Vec<usize> {
+    (0..logits.batch())
+        .map(|i| crate::array::argmax(logits.example(i)).unwrap_or(0))
+        .collect()
+}

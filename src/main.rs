@@ -1,0 +1,5 @@
+//! The advlens binary: no arguments opens the app, otherwise a subcommand runs headless.
+
+fn main() -> std::process::ExitCode {
+    advlens::cli::main()
+}

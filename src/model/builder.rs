@@ -1,0 +1,293 @@
+//! A small helper that appends nodes to a [`Graph`], infers shapes and records parameters, so
+//! that architecture families are written as readable sequences of named layers.
+
+use super::denoise::DenoiseVariant;
+use super::graph::{
+    DenoiseBlock, Graph, Init, Node, NodeId, Op, Padding, ParamSpec, Tap, TapKind, bn_param_names,
+};
+use super::ModelError;
+
+/// Builds a [`Graph`] node by node.
+pub struct GraphBuilder {
+    graph: Graph,
+    current_block: Option<usize>,
+}
+
+impl GraphBuilder {
+    /// Starts a graph with an input node of shape `[C, H, W]`.
+    pub fn new(input_shape: [usize; 3], num_classes: usize) -> Self {
+        let input = Node {
+            name: "input".into(),
+            op: Op::Input,
+            inputs: vec![],
+            shape: input_shape.to_vec(),
+            denoise_block: None,
+        };
+        Self {
+            graph: Graph {
+                nodes: vec![input],
+                output: 0,
+                taps: vec![],
+                denoise_blocks: vec![],
+                params: vec![],
+                input_shape,
+                num_classes,
+            },
+            current_block: None,
+        }
+    }
+
+    /// The input node.
+    pub fn input(&self) -> NodeId {
+        0
+    }
+
+    /// Output shape of a node.
+    pub fn shape(&self, id: NodeId) -> &[usize] {
+        &self.graph.nodes[id].shape
+    }
+
+    fn chw(&self, id: NodeId) -> Result<[usize; 3], ModelError> {
+        match self.shape(id) {
+            &[c, h, w] => Ok([c, h, w]),
+            s => Err(ModelError::Architecture(format!(
+                "node {} has shape {s:?}, expected [C, H, W]",
+                self.graph.nodes[id].name
+            ))),
+        }
+    }
+
+    fn push(&mut self, name: String, op: Op, inputs: Vec<NodeId>, shape: Vec<usize>) -> NodeId {
+        self.graph.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            shape,
+            denoise_block: self.current_block,
+        });
+        self.graph.nodes.len() - 1
+    }
+
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init, trainable: bool) {
+        self.graph.params.push(ParamSpec {
+            name,
+            shape,
+            init,
+            trainable,
+        });
+    }
+
+    /// The model's preprocessing.
+    pub fn normalize(
+        &mut self,
+        x: NodeId,
+        channel_order: Vec<usize>,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    ) -> Result<NodeId, ModelError> {
+        let [c, h, w] = self.chw(x)?;
+        if channel_order.len() != c || mean.len() != c || std.len() != c {
+            return Err(ModelError::Architecture(format!(
+                "normalisation needs {c} channel entries"
+            )));
+        }
+        if channel_order.iter().any(|&o| o >= c) || std.iter().any(|&s| s == 0.0 || !s.is_finite())
+        {
+            return Err(ModelError::Architecture(
+                "normalisation has an out-of-range channel or a zero std".into(),
+            ));
+        }
+        let op = Op::Normalize {
+            channel_order,
+            mean,
+            std,
+        };
+        Ok(self.push("preprocess".into(), op, vec![x], vec![c, h, w]))
+    }
+
+    /// A convolution without bias, weights `{name}/W`.
+    pub fn conv(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        init: Init,
+    ) -> Result<NodeId, ModelError> {
+        let [c, h, w] = self.chw(x)?;
+        if groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+            return Err(ModelError::Architecture(format!(
+                "{name}: {c}→{out_channels} channels do not split into {groups} groups"
+            )));
+        }
+        let padding = Padding::Same;
+        let [oh, ow] = padding
+            .output_size(h, w, [kernel, kernel], stride)
+            .ok_or_else(|| ModelError::Architecture(format!("{name}: kernel larger than input")))?;
+        let weight = format!("{name}/W");
+        self.param(
+            weight.clone(),
+            vec![out_channels, c / groups, kernel, kernel],
+            init,
+            true,
+        );
+        let op = Op::Conv2d {
+            weight,
+            bias: None,
+            in_channels: c,
+            out_channels,
+            kernel: [kernel, kernel],
+            stride,
+            padding,
+            groups,
+        };
+        Ok(self.push(name.into(), op, vec![x], vec![out_channels, oh, ow]))
+    }
+
+    /// Batch norm with tensors under `{name}`; `zero_gamma` starts the layer at zero output.
+    pub fn bn(&mut self, name: &str, x: NodeId, zero_gamma: bool) -> Result<NodeId, ModelError> {
+        let [c, h, w] = self.chw(x)?;
+        let [g, b, m, v] = bn_param_names(name);
+        let gamma_init = if zero_gamma { Init::Zeros } else { Init::Ones };
+        self.param(g, vec![c], gamma_init, true);
+        self.param(b, vec![c], Init::Zeros, true);
+        self.param(m, vec![c], Init::Zeros, false);
+        self.param(v, vec![c], Init::Ones, false);
+        let op = Op::BatchNorm {
+            prefix: name.into(),
+            channels: c,
+            eps: 1e-5,
+        };
+        Ok(self.push(name.into(), op, vec![x], vec![c, h, w]))
+    }
+
+    /// ReLU.
+    pub fn relu(&mut self, name: &str, x: NodeId) -> NodeId {
+        let shape = self.shape(x).to_vec();
+        self.push(name.into(), Op::Relu, vec![x], shape)
+    }
+
+    /// Element-wise sum.
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId, ModelError> {
+        if self.shape(a) != self.shape(b) {
+            return Err(ModelError::Architecture(format!(
+                "{name}: cannot add shapes {:?} and {:?}",
+                self.shape(a),
+                self.shape(b)
+            )));
+        }
+        let shape = self.shape(a).to_vec();
+        Ok(self.push(name.into(), Op::Add, vec![a, b], shape))
+    }
+
+    /// Global average pooling.
+    pub fn global_avg_pool(&mut self, name: &str, x: NodeId) -> Result<NodeId, ModelError> {
+        let [c, _, _] = self.chw(x)?;
+        Ok(self.push(name.into(), Op::GlobalAvgPool, vec![x], vec![c]))
+    }
+
+    /// Fully connected layer with bias, tensors `{name}/W` (`[out, in]`) and `{name}/b`.
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        out_features: usize,
+    ) -> Result<NodeId, ModelError> {
+        let in_features = match self.shape(x) {
+            &[f] => f,
+            s => {
+                return Err(ModelError::Architecture(format!(
+                    "{name}: linear input has shape {s:?}, expected [F]"
+                )));
+            }
+        };
+        let weight = format!("{name}/W");
+        let bias = format!("{name}/b");
+        self.param(
+            weight.clone(),
+            vec![out_features, in_features],
+            Init::Normal(0.01),
+            true,
+        );
+        self.param(bias.clone(), vec![out_features], Init::Zeros, true);
+        let op = Op::Linear {
+            weight,
+            bias: Some(bias),
+            in_features,
+            out_features,
+        };
+        Ok(self.push(name.into(), op, vec![x], vec![out_features]))
+    }
+
+    /// A denoise block named `scope`: `x + BN(conv1x1(op(x)))` with taps `{scope}/before` and
+    /// `{scope}/after`.
+    pub fn denoise(
+        &mut self,
+        scope: &str,
+        x: NodeId,
+        variant: DenoiseVariant,
+    ) -> Result<NodeId, ModelError> {
+        let [c, h, w] = self.chw(x)?;
+        let block = self.graph.denoise_blocks.len();
+        self.current_block = Some(block);
+        let (theta, phi) = if variant.embedded() {
+            if c < 2 {
+                return Err(ModelError::Architecture(format!(
+                    "{scope}: an embedded denoise block needs at least 2 channels"
+                )));
+            }
+            let theta = format!("{scope}/embedding_theta/W");
+            let phi = format!("{scope}/embedding_phi/W");
+            self.param(theta.clone(), vec![c / 2, c, 1, 1], Init::Normal(0.01), true);
+            self.param(phi.clone(), vec![c / 2, c, 1, 1], Init::Normal(0.01), true);
+            (Some(theta), Some(phi))
+        } else {
+            (None, None)
+        };
+        let op = Op::DenoiseOp {
+            variant,
+            channels: c,
+            theta,
+            phi,
+        };
+        let f = self.push(format!("{scope}/op"), op, vec![x], vec![c, h, w]);
+        let f = self.conv(&format!("{scope}/conv"), f, c, 1, 1, 1, Init::HeFanOut)?;
+        let f = self.bn(&format!("{scope}/conv/bn"), f, true)?;
+        let y = self.add(&format!("{scope}/add"), x, f)?;
+        self.current_block = None;
+        self.graph.denoise_blocks.push(DenoiseBlock {
+            name: scope.into(),
+            input: x,
+            output: y,
+            variant,
+        });
+        self.tap(&format!("{scope}/before"), x, TapKind::DenoiseBefore(block));
+        self.tap(&format!("{scope}/after"), y, TapKind::DenoiseAfter(block));
+        Ok(y)
+    }
+
+    /// Names an activation.
+    pub fn tap(&mut self, name: &str, node: NodeId, kind: TapKind) {
+        self.graph.taps.push(Tap {
+            name: name.into(),
+            node,
+            kind,
+        });
+    }
+
+    /// Finishes the graph with `output` as the logits node.
+    pub fn finish(mut self, output: NodeId) -> Result<Graph, ModelError> {
+        if self.shape(output) != [self.graph.num_classes] {
+            return Err(ModelError::Architecture(format!(
+                "output has shape {:?}, expected [{}]",
+                self.shape(output),
+                self.graph.num_classes
+            )));
+        }
+        self.graph.output = output;
+        self.tap("logits", output, TapKind::Logits);
+        Ok(self.graph)
+    }
+}

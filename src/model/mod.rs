@@ -1,0 +1,205 @@
+//! Networks: the architecture description ([`graph`]), the families built from it ([`resnet`]),
+//! the denoise variants ([`denoise`]) and weight files ([`weights`]).
+
+pub mod builder;
+pub mod denoise;
+pub mod graph;
+pub mod init;
+pub mod resnet;
+pub mod weights;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::array::Array;
+pub use denoise::{DenoiseVariant, Placement};
+pub use graph::{Graph, NodeId, Op, Padding, Tap, TapKind};
+pub use resnet::ResnetDenoiseConfig;
+
+/// Errors about architectures and weights.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The configuration does not describe a valid network.
+    #[error("invalid architecture: {0}")]
+    Architecture(String),
+    /// A tensor the architecture needs is not in the weights.
+    #[error("weight tensor {0:?} is missing")]
+    MissingTensor(String),
+    /// The weights hold a tensor the architecture does not use.
+    #[error("weight tensor {0:?} is not used by this architecture")]
+    UnexpectedTensor(String),
+    /// A tensor has the wrong shape.
+    #[error("weight tensor {name:?} has shape {actual:?}, expected {expected:?}")]
+    WrongShape {
+        /// Tensor name.
+        name: String,
+        /// Shape the architecture needs.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        actual: Vec<usize>,
+    },
+    /// A tensor holds NaN or infinity.
+    #[error("weight tensor {0:?} contains NaN or infinite values")]
+    NonFinite(String),
+    /// A weight file could not be parsed.
+    #[error("{path}: {reason}")]
+    BadFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Which family a network belongs to, with its configuration; saved in the weight file so that
+/// one file is enough to rebuild the network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum ArchConfig {
+    /// The small-image resnet-denoise family.
+    ResnetDenoise(ResnetDenoiseConfig),
+}
+
+impl ArchConfig {
+    /// Builds the architecture graph.
+    pub fn build(&self) -> Result<Graph, ModelError> {
+        match self {
+            ArchConfig::ResnetDenoise(c) => c.build(),
+        }
+    }
+
+    /// A one-line description.
+    pub fn summary(&self) -> String {
+        match self {
+            ArchConfig::ResnetDenoise(c) => format!(
+                "resnet-denoise {}x{}x{} → {} classes, widths {:?}, blocks {:?}, denoise {} ({:?})",
+                c.in_channels,
+                c.image_size[0],
+                c.image_size[1],
+                c.num_classes,
+                c.widths,
+                c.blocks,
+                c.denoise,
+                c.placement
+            ),
+        }
+    }
+}
+
+/// An architecture with its weights: everything an engine needs.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// The configuration it was built from.
+    pub config: ArchConfig,
+    /// The architecture.
+    pub graph: Graph,
+    /// Parameters by name, in the layouts [`graph::Op`] documents.
+    pub weights: BTreeMap<String, Array>,
+    /// Class names, one per logit (generated as `class N` when the file has none).
+    pub class_names: Vec<String>,
+    /// Free-form metadata carried with the weights (for example the training record).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Network {
+    /// A network with freshly initialised weights drawn from `seed`.
+    pub fn random(config: ArchConfig, seed: u64) -> Result<Self, ModelError> {
+        let graph = config.build()?;
+        let weights = init::initialise(&graph, seed);
+        let class_names = default_class_names(graph.num_classes);
+        Ok(Self {
+            config,
+            graph,
+            weights,
+            class_names,
+            metadata: BTreeMap::new(),
+        })
+    }
+
+    /// Checks `weights` against the architecture and assembles the network. Errors name the
+    /// missing, unexpected, mis-shaped or non-finite tensor.
+    pub fn from_weights(
+        config: ArchConfig,
+        weights: BTreeMap<String, Array>,
+        class_names: Option<Vec<String>>,
+    ) -> Result<Self, ModelError> {
+        let graph = config.build()?;
+        for spec in &graph.params {
+            let t = weights
+                .get(&spec.name)
+                .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))?;
+            if t.shape() != spec.shape.as_slice() {
+                return Err(ModelError::WrongShape {
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    actual: t.shape().to_vec(),
+                });
+            }
+            if !t.all_finite() {
+                return Err(ModelError::NonFinite(spec.name.clone()));
+            }
+        }
+        if let Some(extra) = weights
+            .keys()
+            .find(|k| !graph.params.iter().any(|p| &p.name == *k))
+        {
+            return Err(ModelError::UnexpectedTensor(extra.clone()));
+        }
+        let class_names = match class_names {
+            Some(names) if names.len() == graph.num_classes => names,
+            Some(names) => {
+                return Err(ModelError::Architecture(format!(
+                    "{} class names for {} classes",
+                    names.len(),
+                    graph.num_classes
+                )));
+            }
+            None => default_class_names(graph.num_classes),
+        };
+        Ok(Self {
+            config,
+            graph,
+            weights,
+            class_names,
+            metadata: BTreeMap::new(),
+        })
+    }
+
+    /// A parameter by name.
+    pub fn param(&self, name: &str) -> Result<&Array, ModelError> {
+        self.weights
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    /// Input shape `[C, H, W]`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.graph.input_shape
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.graph.num_classes
+    }
+
+    /// The name of class `k`, or its number when out of range.
+    pub fn class_name(&self, k: usize) -> String {
+        self.class_names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("class {k}"))
+    }
+}
+
+fn default_class_names(n: usize) -> Vec<String> {
+    (0..n).map(|k| format!("class {k}")).collect()
+}

@@ -1,0 +1,234 @@
+//! The resnet-denoise family for small images (He et al. residual networks with basic blocks, and
+//! the denoise blocks of Xie et al. placed after each stage or after every residual block).
+//!
+//! Names follow the tensorpack convention of the released ImageNet models: `conv0`,
+//! `group{g}/block{b}/conv{1,2}`, `group{g}/block{b}/convshortcut`, `group{g}_denoise` (after a
+//! stage) or `group{g}/block{b}/non_local` (after every block), `linear`.
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::builder::GraphBuilder;
+use super::denoise::{DenoiseVariant, Placement};
+use super::graph::{Graph, Init, TapKind};
+
+/// Configuration of a resnet-denoise network; stored in the weight file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResnetDenoiseConfig {
+    /// Input channels (1 for grey, 3 for RGB).
+    pub in_channels: usize,
+    /// Input height and width.
+    pub image_size: [usize; 2],
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Width of the 3×3 stem convolution.
+    pub stem_width: usize,
+    /// Channels of each stage; stage `g > 0` halves the resolution in its first block.
+    pub widths: Vec<usize>,
+    /// Residual blocks per stage.
+    pub blocks: Vec<usize>,
+    /// Denoise operation.
+    pub denoise: DenoiseVariant,
+    /// Where denoise blocks go.
+    pub placement: Placement,
+    /// Stages that get denoise blocks (`None`: all stages).
+    #[serde(default)]
+    pub denoise_stages: Option<Vec<usize>>,
+    /// Per-channel mean of the preprocessing, in [0, 1] units.
+    pub mean: Vec<f32>,
+    /// Per-channel std of the preprocessing.
+    pub std: Vec<f32>,
+}
+
+impl ResnetDenoiseConfig {
+    /// A small network for 28×28 grey images and 10 classes: widths 16/32/64, one block per stage,
+    /// non-local Gaussian denoise blocks after each stage.
+    pub fn small_gray(placement: Placement) -> Self {
+        Self {
+            in_channels: 1,
+            image_size: [28, 28],
+            num_classes: 10,
+            stem_width: 16,
+            widths: vec![16, 32, 64],
+            blocks: vec![1, 1, 1],
+            denoise: DenoiseVariant::NonlocalGaussian,
+            placement,
+            denoise_stages: None,
+            mean: vec![0.5],
+            std: vec![0.5],
+        }
+    }
+
+    fn check(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Architecture(m));
+        if self.in_channels == 0 || self.num_classes == 0 || self.stem_width == 0 {
+            return bad("in_channels, num_classes and stem_width must be positive".into());
+        }
+        if self.image_size.contains(&0) || self.image_size.iter().any(|&s| s > 4096) {
+            return bad(format!("image size {:?} is out of range", self.image_size));
+        }
+        if self.widths.is_empty() || self.widths.len() != self.blocks.len() {
+            return bad(format!(
+                "{} stage widths but {} block counts",
+                self.widths.len(),
+                self.blocks.len()
+            ));
+        }
+        if self.widths.contains(&0) || self.blocks.contains(&0) {
+            return bad("stage widths and block counts must be positive".into());
+        }
+        if self.mean.len() != self.in_channels || self.std.len() != self.in_channels {
+            return bad(format!(
+                "mean/std need {} entries (one per input channel)",
+                self.in_channels
+            ));
+        }
+        if let Some(stages) = &self.denoise_stages
+            && let Some(s) = stages.iter().find(|&&s| s >= self.widths.len())
+        {
+            return bad(format!("denoise stage {s} does not exist"));
+        }
+        Ok(())
+    }
+
+    fn denoise_in_stage(&self, g: usize) -> bool {
+        self.placement != Placement::None
+            && self
+                .denoise_stages
+                .as_ref()
+                .is_none_or(|stages| stages.contains(&g))
+    }
+
+    /// Builds the graph.
+    pub fn build(&self) -> Result<Graph, ModelError> {
+        self.check()?;
+        let [h, w] = self.image_size;
+        let mut b = GraphBuilder::new([self.in_channels, h, w], self.num_classes);
+        let order: Vec<usize> = (0..self.in_channels).collect();
+        let mut x = b.normalize(b.input(), order, self.mean.clone(), self.std.clone())?;
+        x = b.conv("conv0", x, self.stem_width, 3, 1, 1, Init::HeFanOut)?;
+        x = b.bn("conv0/bn", x, false)?;
+        x = b.relu("conv0/relu", x);
+        b.tap("conv0", x, TapKind::Stem);
+        for (g, (&width, &nblocks)) in self.widths.iter().zip(&self.blocks).enumerate() {
+            let denoise = self.denoise_in_stage(g);
+            for blk in 0..nblocks {
+                let stride = if g > 0 && blk == 0 { 2 } else { 1 };
+                let scope = format!("group{g}/block{blk}");
+                x = basic_block(&mut b, &scope, x, width, stride)?;
+                b.tap(&scope, x, TapKind::Block);
+                if denoise && self.placement == Placement::AfterEveryBlock {
+                    x = b.denoise(&format!("{scope}/non_local"), x, self.denoise)?;
+                }
+            }
+            b.tap(&format!("group{g}"), x, TapKind::Stage);
+            if denoise && self.placement == Placement::AfterStage {
+                x = b.denoise(&format!("group{g}_denoise"), x, self.denoise)?;
+            }
+        }
+        let pooled = b.global_avg_pool("gap", x)?;
+        let logits = b.linear("linear", pooled, self.num_classes)?;
+        b.finish(logits)
+    }
+}
+
+/// A basic residual block: two 3×3 convs (stride on the first), BN after each, a projection
+/// shortcut when the shape changes, ReLU after the sum.
+fn basic_block(
+    b: &mut GraphBuilder,
+    scope: &str,
+    x: usize,
+    width: usize,
+    stride: usize,
+) -> Result<usize, ModelError> {
+    let in_ch = b.shape(x)[0];
+    let mut y = b.conv(&format!("{scope}/conv1"), x, width, 3, stride, 1, Init::HeFanOut)?;
+    y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
+    y = b.relu(&format!("{scope}/conv1/relu"), y);
+    y = b.conv(&format!("{scope}/conv2"), y, width, 3, 1, 1, Init::HeFanOut)?;
+    y = b.bn(&format!("{scope}/conv2/bn"), y, true)?;
+    let shortcut = if in_ch != width || stride != 1 {
+        let s = b.conv(
+            &format!("{scope}/convshortcut"),
+            x,
+            width,
+            1,
+            stride,
+            1,
+            Init::HeFanOut,
+        )?;
+        b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
+    } else {
+        x
+    };
+    let sum = b.add(&format!("{scope}/add"), y, shortcut)?;
+    Ok(b.relu(&format!("{scope}/block_output"), sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::Op;
+
+    #[test]
+    fn placements_give_expected_blocks_and_taps() {
+        let mut cfg = ResnetDenoiseConfig::small_gray(Placement::AfterStage);
+        cfg.blocks = vec![2, 1, 1];
+        let g = cfg.build().unwrap();
+        let names: Vec<_> = g.denoise_blocks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["group0_denoise", "group1_denoise", "group2_denoise"]);
+        assert!(g.tap("group1_denoise/before").is_some());
+        assert!(g.tap("group1_denoise/after").is_some());
+        assert_eq!(g.nodes[g.output].shape, vec![10]);
+        // 28 -> 14 -> 7 with SAME padding.
+        let d2 = &g.denoise_blocks[2];
+        assert_eq!(g.nodes[d2.output].shape, vec![64, 7, 7]);
+
+        cfg.placement = Placement::AfterEveryBlock;
+        let g = cfg.build().unwrap();
+        assert_eq!(g.denoise_blocks.len(), 4);
+        assert_eq!(g.denoise_blocks[1].name, "group0/block1/non_local");
+
+        cfg.placement = Placement::None;
+        let g = cfg.build().unwrap();
+        assert!(g.denoise_blocks.is_empty());
+        assert!(g.params.iter().all(|p| !p.name.contains("denoise")));
+    }
+
+    #[test]
+    fn denoise_stages_restricts_placement() {
+        let mut cfg = ResnetDenoiseConfig::small_gray(Placement::AfterStage);
+        cfg.denoise_stages = Some(vec![1, 2]);
+        let g = cfg.build().unwrap();
+        assert_eq!(g.denoise_blocks.len(), 2);
+        assert_eq!(g.denoise_blocks[0].name, "group1_denoise");
+        cfg.denoise_stages = Some(vec![3]);
+        assert!(cfg.build().is_err());
+    }
+
+    #[test]
+    fn stride_two_convs_pad_asymmetrically() {
+        let g = ResnetDenoiseConfig::small_gray(Placement::None).build().unwrap();
+        let id = g.node_id("group1/block0/conv1").unwrap();
+        let Op::Conv2d {
+            padding, stride, ..
+        } = &g.nodes[id].op
+        else {
+            panic!("not a conv")
+        };
+        assert_eq!(*stride, 2);
+        assert_eq!(padding.resolve(28, 28, [3, 3], 2), [0, 1, 0, 1]);
+        assert_eq!(padding.resolve(28, 28, [3, 3], 1), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let mut cfg = ResnetDenoiseConfig::small_gray(Placement::None);
+        cfg.blocks = vec![1, 1];
+        assert!(cfg.build().unwrap_err().to_string().contains("block counts"));
+        let mut cfg = ResnetDenoiseConfig::small_gray(Placement::None);
+        cfg.mean = vec![0.5, 0.5];
+        assert!(cfg.build().is_err());
+    }
+}

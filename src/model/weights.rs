@@ -1,0 +1,142 @@
+//! Weight files: safetensors with the architecture configuration in the file's metadata, so that
+//! one file is enough to open a model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::{ArchConfig, ModelError, Network};
+use crate::array::Array;
+
+/// Metadata key holding the [`ArchConfig`] as JSON.
+pub const META_ARCH: &str = "advlens.arch";
+/// Metadata key holding the class names as a JSON list.
+pub const META_CLASSES: &str = "advlens.classes";
+/// Metadata key holding the format version.
+pub const META_FORMAT: &str = "advlens.format";
+/// The format version this build writes.
+pub const FORMAT_VERSION: &str = "1";
+/// Largest weight file advlens opens (4 GiB).
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Serialises a network to safetensors bytes.
+pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
+    let mut meta: HashMap<String, String> = net
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bad = |reason: String| ModelError::BadFile {
+        path: "<memory>".into(),
+        reason,
+    };
+    meta.insert(
+        META_ARCH.into(),
+        serde_json::to_string(&net.config).map_err(|e| bad(e.to_string()))?,
+    );
+    meta.insert(
+        META_CLASSES.into(),
+        serde_json::to_string(&net.class_names).map_err(|e| bad(e.to_string()))?,
+    );
+    meta.insert(META_FORMAT.into(), FORMAT_VERSION.into());
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = net
+        .weights
+        .iter()
+        .map(|(name, a)| {
+            let b: Vec<u8> = a.data().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), b, a.shape().to_vec())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (name, b, shape) in &bytes {
+        let view =
+            TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| bad(e.to_string()))?;
+        views.push((name.clone(), view));
+    }
+    safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
+}
+
+/// Saves a network atomically.
+pub fn save(net: &Network, path: &Path) -> Result<(), ModelError> {
+    let bytes = to_bytes(net)?;
+    crate::io::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Loads a network from a safetensors file written by [`save`].
+pub fn load(path: &Path) -> Result<Network, ModelError> {
+    let bytes = crate::io::read_limited(path, MAX_FILE_BYTES).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|e| match e {
+        ModelError::BadFile { reason, .. } => ModelError::BadFile {
+            path: path.display().to_string(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Parses safetensors bytes into a network.
+pub fn from_bytes(bytes: &[u8]) -> Result<Network, ModelError> {
+    let bad = |reason: String| ModelError::BadFile {
+        path: "<memory>".into(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let arch_json = meta.get(META_ARCH).ok_or_else(|| {
+        bad(format!(
+            "no {META_ARCH:?} entry in the metadata: this file does not say which architecture it holds"
+        ))
+    })?;
+    let config: ArchConfig = serde_json::from_str(arch_json)
+        .map_err(|e| bad(format!("the architecture in the metadata is not valid: {e}")))?;
+    let class_names = match meta.get(META_CLASSES) {
+        Some(s) => Some(
+            serde_json::from_str::<Vec<String>>(s)
+                .map_err(|e| bad(format!("the class names in the metadata are not valid: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut weights = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = decode_f32(&name, &view).map_err(bad)?;
+        let array = Array::new(view.shape().to_vec(), data).map_err(|e| bad(e.to_string()))?;
+        weights.insert(name, array);
+    }
+    let mut net = Network::from_weights(config, weights, class_names)?;
+    net.metadata = meta
+        .into_iter()
+        .filter(|(k, _)| k != META_ARCH && k != META_CLASSES && k != META_FORMAT)
+        .collect();
+    Ok(net)
+}
+
+fn decode_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, String> {
+    let raw = view.data();
+    match view.dtype() {
+        Dtype::F32 => Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        Dtype::F64 => Ok(raw
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                f64::from_le_bytes(b) as f32
+            })
+            .collect()),
+        other => Err(format!(
+            "tensor {name:?} has dtype {other:?}; advlens reads F32 and F64"
+        )),
+    }
+}

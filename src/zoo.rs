@@ -1,0 +1,57 @@
+//! The built-in default model and image, so the app and CLI work with no files at all.
+//!
+//! Until trained Fashion-MNIST models ship in assets/, the default model is the small
+//! resnet-denoise network with seeded random weights, and the default image is drawn in code.
+
+use crate::array::Array;
+use crate::model::{ArchConfig, ModelError, Network, Placement, ResnetDenoiseConfig};
+
+/// The name the CLI accepts for the built-in model.
+pub const DEFAULT_MODEL: &str = "builtin:default";
+/// The name the CLI accepts for the built-in image.
+pub const DEFAULT_IMAGE: &str = "builtin:default";
+
+/// The default configuration: 28×28 grey, widths 16/32/64, one block per stage, non-local
+/// Gaussian denoise blocks after each stage.
+pub fn default_config() -> ArchConfig {
+    ArchConfig::ResnetDenoise(ResnetDenoiseConfig::small_gray(Placement::AfterStage))
+}
+
+/// The built-in model (seeded random weights).
+pub fn default_network() -> Result<Network, ModelError> {
+    let mut net = Network::random(default_config(), 0)?;
+    net.metadata.insert(
+        "advlens.note".into(),
+        "untrained: seeded random weights (seed 0)".into(),
+    );
+    Ok(net)
+}
+
+/// A 28×28 grey test pattern: a soft ring with a bar, `[1, 1, 28, 28]`.
+pub fn default_image() -> Array {
+    let (h, w) = (28usize, 28usize);
+    let mut data = vec![0f32; h * w];
+    for y in 0..h {
+        for x in 0..w {
+            let (dy, dx) = (y as f32 - 13.5, x as f32 - 13.5);
+            let r = (dx * dx + dy * dy).sqrt();
+            let ring = (-((r - 8.0) * (r - 8.0)) / 6.0).exp();
+            let bar = if (12..16).contains(&x) && (6..22).contains(&y) {
+                0.8
+            } else {
+                0.0
+            };
+            data[y * w + x] = (ring + bar).min(1.0);
+        }
+    }
+    Array::new(vec![1, 1, h, w], data).unwrap_or_else(|_| Array::zeros(vec![1, 1, h, w]))
+}
+
+/// Resolves a model argument: [`DEFAULT_MODEL`] or a safetensors path.
+pub fn load_model(spec: &str) -> Result<Network, ModelError> {
+    if spec == DEFAULT_MODEL {
+        default_network()
+    } else {
+        crate::model::weights::load(std::path::Path::new(spec))
+    }
+}
