@@ -15,4 +15,5 @@ pub mod data;
 pub mod engine;
 pub mod io;
 pub mod model;
+pub mod train;
 pub mod zoo;

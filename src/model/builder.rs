@@ -169,6 +169,43 @@ impl GraphBuilder {
         self.push(name.into(), Op::Relu, vec![x], shape)
     }
 
+    /// ReLU6.
+    pub fn relu6(&mut self, name: &str, x: NodeId) -> NodeId {
+        let shape = self.shape(x).to_vec();
+        self.push(name.into(), Op::Relu6, vec![x], shape)
+    }
+
+    /// Max (`max = true`) or average pooling with TF `SAME` padding.
+    pub fn pool(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        kernel: usize,
+        stride: usize,
+        max: bool,
+    ) -> Result<NodeId, ModelError> {
+        let [c, h, w] = self.chw(x)?;
+        let padding = Padding::Same;
+        let [oh, ow] = padding
+            .output_size(h, w, [kernel, kernel], stride)
+            .ok_or_else(|| ModelError::Architecture(format!("{name}: window larger than input")))?;
+        let (kernel, stride) = ([kernel, kernel], stride);
+        let op = if max {
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+        } else {
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            }
+        };
+        Ok(self.push(name.into(), op, vec![x], vec![c, oh, ow]))
+    }
+
     /// Element-wise sum.
     pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId, ModelError> {
         if self.shape(a) != self.shape(b) {

@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests: small networks with every weight randomised, random
+//! images, and a small model trained on a synthetic four-class problem.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use advlens::array::Array;
+use advlens::model::{
+    ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig, init::normal,
+};
+use advlens::train::{SgdConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A tiny resnet-denoise: 2×8×8 input, widths 4/6, 5 classes.
+pub fn tiny_config(variant: DenoiseVariant, placement: Placement) -> ResnetDenoiseConfig {
+    ResnetDenoiseConfig {
+        in_channels: 2,
+        image_size: [8, 8],
+        num_classes: 5,
+        stem_width: 4,
+        widths: vec![4, 6],
+        blocks: vec![1, 1],
+        denoise: variant,
+        placement,
+        denoise_stages: None,
+        mean: vec![0.4, 0.6],
+        std: vec![0.5, 0.25],
+    }
+}
+
+/// A network with every parameter random (batch-norm gammas included, so that fresh denoise
+/// blocks are not the identity and every path carries gradient).
+pub fn randomized(cfg: ResnetDenoiseConfig, seed: u64) -> Network {
+    let mut net = Network::random(ArchConfig::ResnetDenoise(cfg), seed).unwrap();
+    randomize_weights(&mut net, seed);
+    net
+}
+
+/// Overwrites every weight with random values of a sensible scale.
+pub fn randomize_weights(net: &mut Network, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(99));
+    for (name, a) in net.weights.iter_mut() {
+        let fan_in: usize = a.shape().iter().skip(1).product::<usize>().max(1);
+        for v in a.data_mut() {
+            *v = if name.ends_with("variance/EMA") {
+                rng.random_range(0.5..1.5)
+            } else if name.ends_with("gamma") {
+                rng.random_range(0.5..1.5)
+            } else if name.ends_with("beta") || name.ends_with("mean/EMA") || name.ends_with("/b")
+            {
+                0.1 * normal(&mut rng)
+            } else {
+                normal(&mut rng) * (1.5 / fan_in as f32).sqrt()
+            };
+        }
+    }
+}
+
+/// Uniform random images in [0, 1].
+pub fn random_images(n: usize, chw: [usize; 3], seed: u64) -> Array {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let len = n * chw.iter().product::<usize>();
+    let data = (0..len).map(|_| rng.random::<f32>()).collect();
+    Array::new(vec![n, chw[0], chw[1], chw[2]], data).unwrap()
+}
+
+/// The synthetic problem: 1×8×8 images of four kinds (horizontal stripes, vertical stripes, a
+/// bright centre, a bright border) with noise. Returns images and labels.
+pub fn synthetic(n: usize, seed: u64) -> (Array, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut data = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = i % 4;
+        labels.push(k);
+        for y in 0..8 {
+            for x in 0..8 {
+                let on = match k {
+                    0 => y % 2 == 0,
+                    1 => x % 2 == 0,
+                    2 => (2..6).contains(&x) && (2..6).contains(&y),
+                    _ => x == 0 || y == 0 || x == 7 || y == 7,
+                };
+                let base = if on { 0.75 } else { 0.25 };
+                data.push((base + 0.1 * normal(&mut rng)).clamp(0.0, 1.0));
+            }
+        }
+    }
+    (Array::new(vec![n, 1, 8, 8], data).unwrap(), labels)
+}
+
+fn train_model() -> Network {
+    let cfg = ResnetDenoiseConfig {
+        in_channels: 1,
+        image_size: [8, 8],
+        num_classes: 4,
+        stem_width: 8,
+        widths: vec![8, 16],
+        blocks: vec![1, 1],
+        denoise: DenoiseVariant::NonlocalGaussian,
+        placement: Placement::AfterStage,
+        denoise_stages: None,
+        mean: vec![0.5],
+        std: vec![0.5],
+    };
+    let net = Network::random(ArchConfig::ResnetDenoise(cfg), 7).unwrap();
+    let mut trainer = Trainer::new(net, SgdConfig::default()).unwrap();
+    for step in 0..120 {
+        let (x, y) = synthetic(32, 1000 + step);
+        trainer.step(&x, &y).unwrap();
+    }
+    trainer.into_network().unwrap()
+}
+
+/// A small model trained on [`synthetic`] (trained once per test binary).
+pub fn trained() -> Arc<Network> {
+    static NET: OnceLock<Arc<Network>> = OnceLock::new();
+    NET.get_or_init(|| Arc::new(train_model())).clone()
+}
+
+/// Test images of the synthetic problem that the trained model classifies correctly.
+pub fn correctly_classified(n: usize) -> (Array, Vec<usize>) {
+    use advlens::engine::{Engine, ForwardOptions, cpu::CpuEngine, predictions};
+    let (x, y) = synthetic(4 * n, 5);
+    let mut e = CpuEngine::new(trained()).unwrap();
+    let p = predictions(&e.forward(&x, &ForwardOptions::default()).unwrap().logits);
+    let keep: Vec<usize> = (0..x.batch()).filter(|&i| p[i] == y[i]).take(n).collect();
+    assert_eq!(keep.len(), n, "the trained model is not accurate enough");
+    (x.select(&keep), keep.iter().map(|&i| y[i]).collect())
+}

@@ -1,0 +1,134 @@
+//! The cpu engine's input gradient against finite differences, through every node type and
+//! every denoise variant and placement.
+
+mod common;
+
+use std::sync::Arc;
+
+use advlens::array::Array;
+use advlens::engine::cpu::CpuEngine;
+use advlens::engine::{Engine, ForwardOptions, Loss};
+use advlens::model::builder::GraphBuilder;
+use advlens::model::graph::Init;
+use advlens::model::{DenoiseVariant, Network, Placement};
+use common::{randomize_weights, randomized, random_images};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Compares the analytic gradient with central finite differences on sampled input coordinates,
+/// with a random linear loss on the logits. Coordinates where the two one-sided slopes disagree
+/// sit on a kink (ReLU, max, median) and are skipped; at most a third may be.
+fn check_network(net: Network, bypass: bool, label: &str) {
+    let net = Arc::new(net);
+    let [c, h, w] = net.input_shape();
+    let mut engine = CpuEngine::new(net.clone()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = random_images(2, [c, h, w], 11);
+    let k = net.num_classes();
+    let weights: Vec<f32> = (0..2 * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let loss = Loss::LogitWeights { weights };
+    let opts = ForwardOptions {
+        bypass_denoise: bypass,
+        ..Default::default()
+    };
+    let g = engine.input_grad(&x, &loss, &opts).unwrap();
+    assert!(g.grad.all_finite(), "{label}: non-finite gradient");
+    assert!(
+        g.grad.data().iter().any(|&v| v != 0.0),
+        "{label}: gradient is identically zero"
+    );
+    let total = |e: &mut CpuEngine, xx: &Array| -> f64 {
+        let lg = e.forward(xx, &opts).unwrap().logits;
+        let (vals, _) = loss.evaluate(&lg).unwrap();
+        vals.iter().map(|&v| v as f64).sum()
+    };
+    let f0 = total(&mut engine, &x);
+    let hstep = 1e-3f32;
+    let samples = 24;
+    let mut skipped = 0;
+    for _ in 0..samples {
+        let j = rng.random_range(0..x.len());
+        let mut xp = x.clone();
+        xp.data_mut()[j] += hstep;
+        let mut xm = x.clone();
+        xm.data_mut()[j] -= hstep;
+        let (fp, fm) = (total(&mut engine, &xp), total(&mut engine, &xm));
+        let h = hstep as f64;
+        let (up, down) = ((fp - f0) / h, (f0 - fm) / h);
+        let an = g.grad.data()[j] as f64;
+        let tol = 2e-2 * up.abs().max(down.abs()).max(an.abs()) + 2e-3;
+        if (up - down).abs() > tol {
+            skipped += 1;
+            continue;
+        }
+        let fd = (fp - fm) / (2.0 * h);
+        assert!(
+            (fd - an).abs() <= tol,
+            "{label} coordinate {j}: finite difference {fd} vs analytic {an}"
+        );
+    }
+    assert!(
+        skipped * 3 <= samples,
+        "{label}: {skipped} of {samples} coordinates sit on kinks"
+    );
+}
+
+#[test]
+fn every_denoise_variant_and_placement() {
+    for variant in DenoiseVariant::ALL {
+        for placement in [Placement::AfterStage, Placement::AfterEveryBlock] {
+            let net = randomized(common::tiny_config(variant, placement), 1);
+            check_network(net, false, &format!("{variant} {placement:?}"));
+        }
+    }
+    let net = randomized(
+        common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage),
+        2,
+    );
+    check_network(net, true, "bypassed denoise");
+}
+
+#[test]
+fn dot_product_in_both_channel_forms() {
+    // The dot-product block switches to its channel form when C <= H·W; make C > H·W too.
+    let mut cfg = common::tiny_config(DenoiseVariant::DotProduct, Placement::AfterStage);
+    cfg.image_size = [4, 4];
+    cfg.widths = vec![4, 12];
+    check_network(randomized(cfg, 4), false, "dot product, C > HW");
+}
+
+#[test]
+fn pooling_relu6_and_channel_reordering() {
+    // A graph with the node types the resnet family does not use: BGR-style reordering, ReLU6,
+    // max and average pooling with SAME padding and stride 2, a grouped and a depthwise conv.
+    let mut b = GraphBuilder::new([3, 9, 9], 4);
+    let x = b
+        .normalize(
+            b.input(),
+            vec![2, 1, 0],
+            vec![0.5, 0.4, 0.3],
+            vec![0.5, 0.6, 0.7],
+        )
+        .unwrap();
+    let x = b.conv("conv0", x, 6, 3, 2, 1, Init::HeFanOut).unwrap();
+    let x = b.bn("conv0/bn", x, false).unwrap();
+    let x = b.relu6("conv0/relu6", x);
+    let x = b.pool("pool_max", x, 3, 2, true).unwrap();
+    let x = b.conv("grouped", x, 6, 3, 1, 3, Init::HeFanOut).unwrap();
+    let x = b.conv("depthwise", x, 6, 3, 1, 6, Init::HeFanOut).unwrap();
+    let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
+    let x = b.global_avg_pool("gap", x).unwrap();
+    let x = b.linear("linear", x, 4).unwrap();
+    let graph = b.finish(x).unwrap();
+    let weights = advlens::model::init::initialise(&graph, 5);
+    let mut net = Network {
+        config: advlens::zoo::default_config(),
+        class_names: (0..4).map(|k| k.to_string()).collect(),
+        graph,
+        weights,
+        metadata: Default::default(),
+    };
+    randomize_weights(&mut net, 5);
+    check_network(net, false, "pooling graph");
+}
+

@@ -1,0 +1,265 @@
+//! The cpu engine's building blocks against direct reference computations: the convolution op
+//! (forward, input gradient and kernel gradient) against candle's own convolution, the denoise
+//! operations against naive loops, and the denoise blocks' structural properties.
+
+mod common;
+
+use std::sync::Arc;
+
+use advlens::engine::cpu::conv::{Conv2dOp, pad_nchw};
+use advlens::engine::cpu::{CpuEngine, denoise};
+use advlens::engine::{Engine, ForwardOptions, TapSelection};
+use advlens::model::graph::Padding;
+use advlens::model::{ArchConfig, DenoiseVariant, Network, Placement};
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Every stride/padding/group combination the shipped and ImageNet architectures use: 3×3/1
+/// SAME, 3×3/2 SAME (asymmetric), 7×7/2, 1×1/2 shortcuts, 32-group 3×3, depthwise 3×3 and 5×5.
+#[test]
+fn conv_op_matches_candle_forward_and_both_gradients() {
+    let cases: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+        // (n, c_in, size, c_out, kernel, stride, groups)
+        (2, 3, 9, 4, 3, 1, 1),
+        (2, 4, 8, 6, 3, 2, 1),
+        (1, 3, 15, 4, 7, 2, 1),
+        (2, 4, 8, 6, 1, 2, 1),
+        (1, 64, 6, 64, 3, 1, 32),
+        (2, 6, 7, 6, 3, 2, 6),
+        (1, 4, 9, 4, 5, 2, 4),
+    ];
+    for (i, &(n, c, s, o, k, stride, groups)) in cases.iter().enumerate() {
+        let x = rand_tensor(&[n, c, s, s], i as u64);
+        let w = rand_tensor(&[o, c / groups, k, k], 100 + i as u64);
+        let pads = Padding::Same.resolve(s, s, [k, k], stride);
+        let op = Conv2dOp {
+            stride,
+            pads,
+            groups,
+            kernel_grad: true,
+        };
+        // Reference: candle's conv on the explicitly padded input, with autograd on both.
+        let xv = Var::from_tensor(&x).unwrap();
+        let wv = Var::from_tensor(&w).unwrap();
+        let y_ref = pad_nchw(xv.as_tensor(), pads)
+            .unwrap()
+            .conv2d(wv.as_tensor(), 0, stride, 1, groups)
+            .unwrap();
+        let seed = rand_tensor(y_ref.dims(), 200 + i as u64);
+        let g_ref = (&y_ref * &seed).unwrap().sum_all().unwrap().backward().unwrap();
+        // Ours.
+        let xo = Var::from_tensor(&x).unwrap();
+        let wo = Var::from_tensor(&w).unwrap();
+        let y = xo.as_tensor().apply_op2(wo.as_tensor(), op.clone()).unwrap();
+        assert!(max_diff(&y, &y_ref) < 1e-4, "case {i}: forward");
+        let g = (&y * &seed).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = g.get(xo.as_tensor()).unwrap();
+        let dw = g.get(wo.as_tensor()).unwrap();
+        assert!(
+            max_diff(dx, g_ref.get(xv.as_tensor()).unwrap()) < 1e-4,
+            "case {i}: input gradient"
+        );
+        assert!(
+            max_diff(dw, g_ref.get(wv.as_tensor()).unwrap()) < 1e-3,
+            "case {i}: kernel gradient"
+        );
+        // Frozen weights: no kernel gradient is computed at all.
+        let frozen = Conv2dOp {
+            kernel_grad: false,
+            ..op
+        };
+        let xf = Var::from_tensor(&x).unwrap();
+        let wf = Var::from_tensor(&w).unwrap();
+        let yf = xf.as_tensor().apply_op2(wf.as_tensor(), frozen).unwrap();
+        let gf = (&yf * &seed).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(gf.get(wf.as_tensor()).is_none(), "case {i}: kernel gradient computed");
+        assert!(gf.get(xf.as_tensor()).is_some());
+    }
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Naive non-local Gaussian: y_i = Σ_j softmax_j(θ_i·φ_j/√d) x_j, with θ = Wθ x, φ = Wφ x.
+fn naive_nonlocal(x: &[f32], c: usize, p: usize, th: &[f32], ph: &[f32], d: usize) -> Vec<f32> {
+    let emb = |w: &[f32], j: usize| -> Vec<f32> {
+        (0..d)
+            .map(|o| (0..c).map(|ci| w[o * c + ci] * x[ci * p + j]).sum())
+            .collect()
+    };
+    let mut y = vec![0f32; c * p];
+    for i in 0..p {
+        let ti = emb(th, i);
+        let logits: Vec<f32> = (0..p)
+            .map(|j| {
+                let pj = emb(ph, j);
+                ti.iter().zip(&pj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+            })
+            .collect();
+        let w = advlens::array::softmax(&logits);
+        for ci in 0..c {
+            y[ci * p + i] = (0..p).map(|j| w[j] * x[ci * p + j]).sum();
+        }
+    }
+    y
+}
+
+#[test]
+fn denoise_ops_match_naive_definitions() {
+    let (c, h, w) = (4usize, 3usize, 5usize);
+    let p = h * w;
+    let x = rand_tensor(&[1, c, h, w], 1);
+    let xs = to_vec(&x);
+    let th = rand_tensor(&[c / 2, c], 2);
+    let ph = rand_tensor(&[c / 2, c], 3);
+    // Non-local Gaussian with embedding.
+    let y = denoise::apply(DenoiseVariant::NonlocalGaussian, &x, Some(&th), Some(&ph)).unwrap();
+    let want = naive_nonlocal(&xs, c, p, &to_vec(&th), &to_vec(&ph), c / 2);
+    for (a, b) in to_vec(&y).iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "nonlocal {a} vs {b}");
+    }
+    // Gaussian without embedding = identity embeddings with d = C.
+    let eye: Vec<f32> = (0..c * c).map(|k| if k / c == k % c { 1.0 } else { 0.0 }).collect();
+    let y = denoise::apply(DenoiseVariant::GaussianNoEmbed, &x, None, None).unwrap();
+    let want = naive_nonlocal(&xs, c, p, &eye, &eye, c);
+    for (a, b) in to_vec(&y).iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "gaussian no embed {a} vs {b}");
+    }
+    // Dot product: y_i = (1/HW) Σ_j (x_i·x_j) x_j.
+    let y = to_vec(&denoise::apply(DenoiseVariant::DotProduct, &x, None, None).unwrap());
+    for i in 0..p {
+        for ci in 0..c {
+            let v: f32 = (0..p)
+                .map(|j| {
+                    let dot: f32 = (0..c).map(|k| xs[k * p + i] * xs[k * p + j]).sum();
+                    dot * xs[ci * p + j]
+                })
+                .sum::<f32>()
+                / p as f32;
+            assert!((y[ci * p + i] - v).abs() < 1e-5);
+        }
+    }
+    // Mean and median over the in-map 3×3 window; bilateral weights sum to one over the window.
+    let mean = to_vec(&denoise::apply(DenoiseVariant::Mean, &x, None, None).unwrap());
+    let median = to_vec(&denoise::apply(DenoiseVariant::Median, &x, None, None).unwrap());
+    for ci in 0..c {
+        for yy in 0..h {
+            for xx in 0..w {
+                let mut win = vec![];
+                for dy in -1i32..=1 {
+                    for dx in -1i32..=1 {
+                        let (sy, sx) = (yy as i32 + dy, xx as i32 + dx);
+                        if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                            win.push(xs[ci * p + sy as usize * w + sx as usize]);
+                        }
+                    }
+                }
+                let at = ci * p + yy * w + xx;
+                let m = win.iter().sum::<f32>() / win.len() as f32;
+                assert!((mean[at] - m).abs() < 1e-6, "mean");
+                win.sort_by(f32::total_cmp);
+                assert_eq!(median[at], win[(win.len() - 1) / 2], "median");
+            }
+        }
+    }
+    // Bilateral on a constant map returns the constant (weights are a convex combination).
+    let ones = Tensor::ones((1, c, h, w), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let b = to_vec(&denoise::apply(DenoiseVariant::Bilateral, &ones, Some(&th), Some(&ph)).unwrap());
+    assert!(b.iter().all(|v| (v - 1.0).abs() < 1e-5));
+}
+
+#[test]
+fn fresh_denoise_blocks_are_identity_and_bypass_removes_them() {
+    use advlens::model::ResnetDenoiseConfig;
+    // Fresh network: BN gamma = 0 in every denoise block, so after == before.
+    let cfg = common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage);
+    let net = Arc::new(Network::random(ArchConfig::ResnetDenoise(cfg.clone()), 3).unwrap());
+    let mut e = CpuEngine::new(net.clone()).unwrap();
+    let x = common::random_images(2, [2, 8, 8], 4);
+    let opts = ForwardOptions {
+        taps: TapSelection::All,
+        ..Default::default()
+    };
+    let f = e.forward(&x, &opts).unwrap();
+    let tap = |name: &str| f.taps.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(tap("group0_denoise/before"), tap("group0_denoise/after"));
+
+    // Randomised weights: the block changes the features, and bypassing it gives exactly the
+    // logits of the same network built without denoise blocks.
+    let net = Arc::new(common::randomized(cfg.clone(), 5));
+    let mut e = CpuEngine::new(net.clone()).unwrap();
+    let f = e.forward(&x, &opts).unwrap();
+    let tap = |name: &str| f.taps.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_ne!(tap("group0_denoise/before"), tap("group0_denoise/after"));
+    let bypass = ForwardOptions {
+        bypass_denoise: true,
+        ..Default::default()
+    };
+    let bypassed = e.forward(&x, &bypass).unwrap().logits;
+    let plain_cfg = ResnetDenoiseConfig {
+        placement: Placement::None,
+        ..cfg
+    };
+    let graph = plain_cfg.build().unwrap();
+    let weights = net
+        .weights
+        .iter()
+        .filter(|(k, _)| graph.params.iter().any(|p| &p.name == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let plain = Network::from_weights(ArchConfig::ResnetDenoise(plain_cfg), weights, None).unwrap();
+    let mut pe = CpuEngine::new(Arc::new(plain)).unwrap();
+    let plain_logits = pe.forward(&x, &ForwardOptions::default()).unwrap().logits;
+    assert_eq!(bypassed, plain_logits);
+    let with = e.forward(&x, &ForwardOptions::default()).unwrap().logits;
+    assert_ne!(with, plain_logits);
+}
+
+#[test]
+fn forward_is_batch_independent_and_rejects_bad_input() {
+    let net = Arc::new(common::randomized(
+        common::tiny_config(DenoiseVariant::Bilateral, Placement::AfterEveryBlock),
+        8,
+    ));
+    let mut e = CpuEngine::new(net).unwrap();
+    let x = common::random_images(3, [2, 8, 8], 9);
+    let all = e.forward(&x, &ForwardOptions::default()).unwrap().logits;
+    let one = e.forward(&x.select(&[1]), &ForwardOptions::default()).unwrap().logits;
+    for (a, b) in all.example(1).iter().zip(one.example(0)) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    let wrong = common::random_images(1, [1, 8, 8], 1);
+    let err = e.forward(&wrong, &ForwardOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("expects [N, 2, 8, 8]"), "{err}");
+    let mut nan = x.clone();
+    nan.data_mut()[5] = f32::NAN;
+    assert!(e.forward(&nan, &ForwardOptions::default()).is_err());
+    let taps = ForwardOptions {
+        taps: TapSelection::Names(vec!["nope".into()]),
+        ..Default::default()
+    };
+    assert!(e.forward(&x, &taps).unwrap_err().to_string().contains("nope"));
+}
