@@ -1,6 +1,8 @@
 //! The cpu engine's input gradient against finite differences, through every node type and
 //! every denoise variant and placement.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -8,10 +10,9 @@ use std::sync::Arc;
 use advlens::array::Array;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, ForwardOptions, Loss};
-use advlens::model::builder::GraphBuilder;
-use advlens::model::graph::Init;
+use advlens::model::builder::{ConvSpec, GraphBuilder};
 use advlens::model::{DenoiseVariant, Network, Placement};
-use common::{randomize_weights, randomized, random_images};
+use common::{random_images, randomize_weights, randomized};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -110,12 +111,16 @@ fn pooling_relu6_and_channel_reordering() {
             vec![0.5, 0.6, 0.7],
         )
         .unwrap();
-    let x = b.conv("conv0", x, 6, 3, 2, 1, Init::HeFanOut).unwrap();
+    let x = b.conv("conv0", x, ConvSpec::new(6, 3, 2)).unwrap();
     let x = b.bn("conv0/bn", x, false).unwrap();
     let x = b.relu6("conv0/relu6", x);
     let x = b.pool("pool_max", x, 3, 2, true).unwrap();
-    let x = b.conv("grouped", x, 6, 3, 1, 3, Init::HeFanOut).unwrap();
-    let x = b.conv("depthwise", x, 6, 3, 1, 6, Init::HeFanOut).unwrap();
+    let x = b
+        .conv("grouped", x, ConvSpec::new(6, 3, 1).groups(3))
+        .unwrap();
+    let x = b
+        .conv("depthwise", x, ConvSpec::new(6, 3, 1).groups(6))
+        .unwrap();
     let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
     let x = b.global_avg_pool("gap", x).unwrap();
     let x = b.linear("linear", x, 4).unwrap();
@@ -131,4 +136,3 @@ fn pooling_relu6_and_channel_reordering() {
     randomize_weights(&mut net, 5);
     check_network(net, false, "pooling graph");
 }
-

@@ -2,6 +2,8 @@
 //! (forward, input gradient and kernel gradient) against candle's own convolution, the denoise
 //! operations against naive loops, and the denoise blocks' structural properties.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -68,11 +70,19 @@ fn conv_op_matches_candle_forward_and_both_gradients() {
             .conv2d(wv.as_tensor(), 0, stride, 1, groups)
             .unwrap();
         let seed = rand_tensor(y_ref.dims(), 200 + i as u64);
-        let g_ref = (&y_ref * &seed).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (&y_ref * &seed)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         // Ours.
         let xo = Var::from_tensor(&x).unwrap();
         let wo = Var::from_tensor(&w).unwrap();
-        let y = xo.as_tensor().apply_op2(wo.as_tensor(), op.clone()).unwrap();
+        let y = xo
+            .as_tensor()
+            .apply_op2(wo.as_tensor(), op.clone())
+            .unwrap();
         assert!(max_diff(&y, &y_ref) < 1e-4, "case {i}: forward");
         let g = (&y * &seed).unwrap().sum_all().unwrap().backward().unwrap();
         let dx = g.get(xo.as_tensor()).unwrap();
@@ -93,8 +103,16 @@ fn conv_op_matches_candle_forward_and_both_gradients() {
         let xf = Var::from_tensor(&x).unwrap();
         let wf = Var::from_tensor(&w).unwrap();
         let yf = xf.as_tensor().apply_op2(wf.as_tensor(), frozen).unwrap();
-        let gf = (&yf * &seed).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(gf.get(wf.as_tensor()).is_none(), "case {i}: kernel gradient computed");
+        let gf = (&yf * &seed)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(
+            gf.get(wf.as_tensor()).is_none(),
+            "case {i}: kernel gradient computed"
+        );
         assert!(gf.get(xf.as_tensor()).is_some());
     }
 }
@@ -142,7 +160,9 @@ fn denoise_ops_match_naive_definitions() {
         assert!((a - b).abs() < 1e-5, "nonlocal {a} vs {b}");
     }
     // Gaussian without embedding = identity embeddings with d = C.
-    let eye: Vec<f32> = (0..c * c).map(|k| if k / c == k % c { 1.0 } else { 0.0 }).collect();
+    let eye: Vec<f32> = (0..c * c)
+        .map(|k| if k / c == k % c { 1.0 } else { 0.0 })
+        .collect();
     let y = denoise::apply(DenoiseVariant::GaussianNoEmbed, &x, None, None).unwrap();
     let want = naive_nonlocal(&xs, c, p, &eye, &eye, c);
     for (a, b) in to_vec(&y).iter().zip(&want) {
@@ -187,7 +207,8 @@ fn denoise_ops_match_naive_definitions() {
     }
     // Bilateral on a constant map returns the constant (weights are a convex combination).
     let ones = Tensor::ones((1, c, h, w), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let b = to_vec(&denoise::apply(DenoiseVariant::Bilateral, &ones, Some(&th), Some(&ph)).unwrap());
+    let b =
+        to_vec(&denoise::apply(DenoiseVariant::Bilateral, &ones, Some(&th), Some(&ph)).unwrap());
     assert!(b.iter().all(|v| (v - 1.0).abs() < 1e-5));
 }
 
@@ -247,7 +268,10 @@ fn forward_is_batch_independent_and_rejects_bad_input() {
     let mut e = CpuEngine::new(net).unwrap();
     let x = common::random_images(3, [2, 8, 8], 9);
     let all = e.forward(&x, &ForwardOptions::default()).unwrap().logits;
-    let one = e.forward(&x.select(&[1]), &ForwardOptions::default()).unwrap().logits;
+    let one = e
+        .forward(&x.select(&[1]), &ForwardOptions::default())
+        .unwrap()
+        .logits;
     for (a, b) in all.example(1).iter().zip(one.example(0)) {
         assert!((a - b).abs() < 1e-5);
     }
@@ -261,5 +285,10 @@ fn forward_is_batch_independent_and_rejects_bad_input() {
         taps: TapSelection::Names(vec!["nope".into()]),
         ..Default::default()
     };
-    assert!(e.forward(&x, &taps).unwrap_err().to_string().contains("nope"));
+    assert!(
+        e.forward(&x, &taps)
+            .unwrap_err()
+            .to_string()
+            .contains("nope")
+    );
 }

@@ -4,7 +4,11 @@ use image::{Rgb, RgbImage};
 
 /// A diverging blue–white–red map of `v` in [-1, 1].
 pub fn diverging(v: f32) -> [u8; 3] {
-    let v = if v.is_finite() { v.clamp(-1.0, 1.0) } else { 0.0 };
+    let v = if v.is_finite() {
+        v.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
     let fade = |t: f32| (255.0 * (1.0 - t)).round() as u8;
     if v >= 0.0 {
         [255, fade(v), fade(v)]

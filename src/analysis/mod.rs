@@ -9,7 +9,12 @@ pub fn amplification(clean: &Array, adv: &Array) -> Vec<f32> {
     (0..clean.batch())
         .map(|i| {
             let (c, a) = (clean.example(i), adv.example(i));
-            let num: f32 = c.iter().zip(a).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt();
+            let num: f32 = c
+                .iter()
+                .zip(a)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt();
             let den: f32 = c.iter().map(|x| x * x).sum::<f32>().sqrt();
             if den > 0.0 { num / den } else { 0.0 }
         })

@@ -8,6 +8,19 @@ use super::{AttackError, Context, Norm, StepRecord, record};
 use crate::array::{Array, top_k};
 use crate::engine::{Engine, Loss};
 
+/// The nearest linearised boundary found so far for one example.
+#[derive(Clone)]
+struct Closest {
+    /// `|f| / ‖w‖`, the distance to the boundary.
+    ratio: f32,
+    /// Gradient of the logit difference.
+    w: Vec<f32>,
+    /// `|f|`, the logit difference.
+    f: f32,
+    /// `‖w‖` in the dual norm.
+    norm: f32,
+}
+
 /// Runs DeepFool.
 pub fn run(
     engine: &mut dyn Engine,
@@ -77,8 +90,7 @@ pub fn run(
         }
         let xs = xa.select(&still);
         let ids: Vec<usize> = still.iter().map(|&a| active[a]).collect();
-        // Best (ratio, step direction, |f|, norm) per still-active example.
-        let mut best: Vec<Option<(f32, Vec<f32>, f32, f32)>> = vec![None; ids.len()];
+        let mut best: Vec<Option<Closest>> = vec![None; ids.len()];
         let rounds = ids.iter().map(|&i| cands[i].len()).max().unwrap_or(0);
         for r in 0..rounds {
             let mut weights = vec![0f32; ids.len() * k_total];
@@ -103,20 +115,25 @@ pub fn run(
                     continue;
                 }
                 let ratio = f / nrm;
-                if best[b].as_ref().is_none_or(|(q, ..)| ratio < *q) {
-                    best[b] = Some((ratio, wk.to_vec(), f, nrm));
+                if best[b].as_ref().is_none_or(|c| ratio < c.ratio) {
+                    best[b] = Some(Closest {
+                        ratio,
+                        w: wk.to_vec(),
+                        f,
+                        norm: nrm,
+                    });
                 }
             }
         }
         for (b, &i) in ids.iter().enumerate() {
-            let Some((_, wk, f, nrm)) = &best[b] else {
+            let Some(c) = &best[b] else {
                 continue;
             };
             let r = &mut r_tot[i * d..(i + 1) * d];
-            for (rv, &wv) in r.iter_mut().zip(wk) {
+            for (rv, &wv) in r.iter_mut().zip(&c.w) {
                 *rv += match ctx.cfg.norm {
-                    Norm::L2 => (f + 1e-4) / (nrm * nrm) * wv,
-                    Norm::Linf => (f + 1e-4) / nrm * sign(wv),
+                    Norm::L2 => (c.f + 1e-4) / (c.norm * c.norm) * wv,
+                    Norm::Linf => (c.f + 1e-4) / c.norm * sign(wv),
                 };
             }
         }

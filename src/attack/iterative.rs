@@ -81,8 +81,8 @@ pub fn run_once(
     for s in 0..p.steps {
         ctx.cancel.check()?;
         let g = engine.input_grad(&x_adv, &loss, ctx.opts)?;
-        for i in 0..n {
-            history[i].push(record(
+        for (i, h) in history.iter_mut().enumerate() {
+            h.push(record(
                 s,
                 g.loss[i],
                 g.logits.example(i),

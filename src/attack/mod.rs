@@ -478,7 +478,9 @@ impl Context<'_> {
     pub fn ce_loss(&self) -> (crate::engine::Loss, f32) {
         match self.targets {
             Some(t) => (
-                crate::engine::Loss::CrossEntropy { classes: t.to_vec() },
+                crate::engine::Loss::CrossEntropy {
+                    classes: t.to_vec(),
+                },
                 -1.0,
             ),
             None => (

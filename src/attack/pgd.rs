@@ -32,11 +32,13 @@ pub fn run(
     let cfg = ctx.cfg;
     let (default_steps, default_alpha) = defaults(cfg.kind, cfg.eps);
     let steps = cfg.steps.unwrap_or(default_steps);
-    let alpha = cfg.alpha.unwrap_or(if cfg.steps.is_some() && cfg.kind == AttackKind::Pgd {
-        2.5 * cfg.eps / steps as f32
-    } else {
-        default_alpha
-    });
+    let alpha = cfg
+        .alpha
+        .unwrap_or(if cfg.steps.is_some() && cfg.kind == AttackKind::Pgd {
+            2.5 * cfg.eps / steps as f32
+        } else {
+            default_alpha
+        });
     let p = IterParams {
         eps: cfg.eps,
         alpha,

@@ -90,8 +90,7 @@ pub fn image_records(
     (0..x.batch())
         .map(|i| {
             let target = result.targets.as_ref().map(|t| t[i]);
-            let margin =
-                super::success_margin(adv_logits.example(i), result.labels[i], target);
+            let margin = super::success_margin(adv_logits.example(i), result.labels[i], target);
             ImageRecord {
                 source: sources.get(i).cloned().unwrap_or_default(),
                 label: result.labels[i],

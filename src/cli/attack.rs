@@ -115,7 +115,10 @@ fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<Array> {
 fn stem(source: &str, i: usize) -> String {
     let base = Path::new(source)
         .file_stem()
-        .map(|s| s.to_string_lossy().replace(|c: char| !c.is_alphanumeric(), "_"))
+        .map(|s| {
+            s.to_string_lossy()
+                .replace(|c: char| !c.is_alphanumeric(), "_")
+        })
         .unwrap_or_else(|| "image".into());
     format!("{i:03}_{base}")
 }

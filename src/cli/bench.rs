@@ -49,7 +49,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     for &b in &args.batch {
         let n = b * c * h * w;
-        let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let data: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
         let x = Array::new(vec![b, c, h, w], data)?;
         let opts = ForwardOptions::default();
         let fwd = median_ms(args.reps, || {

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]
-#[command(name = "advlens", version, about = "See adversarial attacks flow through image classifiers and feature-denoising blocks")]
+#[command(
+    name = "advlens",
+    version,
+    about = "See adversarial attacks flow through image classifiers and feature-denoising blocks"
+)]
 pub struct Cli {
     /// What to do; none opens the app.
     #[command(subcommand)]

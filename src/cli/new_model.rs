@@ -46,7 +46,9 @@ pub fn parse_placement(s: &str) -> anyhow::Result<Placement> {
         "none" => Ok(Placement::None),
         "after-stage" | "stage" => Ok(Placement::AfterStage),
         "after-every-block" | "all" | "every-block" => Ok(Placement::AfterEveryBlock),
-        _ => anyhow::bail!("unknown placement {s:?}; expected none, after-stage or after-every-block"),
+        _ => anyhow::bail!(
+            "unknown placement {s:?}; expected none, after-stage or after-every-block"
+        ),
     }
 }
 

@@ -67,7 +67,11 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
 
 /// Converts an image to a `[1, C, H, W]` array in [0, 1] of the given size: grey for one
 /// channel, RGB for three; resized with a triangle filter when the size differs.
-pub fn to_array(img: &DynamicImage, channels: usize, size: [usize; 2]) -> Result<Array, ImageError> {
+pub fn to_array(
+    img: &DynamicImage,
+    channels: usize,
+    size: [usize; 2],
+) -> Result<Array, ImageError> {
     let [h, w] = size;
     let img = if img.dimensions() != (w as u32, h as u32) {
         img.resize_exact(w as u32, h as u32, FilterType::Triangle)
@@ -100,11 +104,7 @@ pub fn to_array(img: &DynamicImage, channels: usize, size: [usize; 2]) -> Result
 }
 
 /// Loads an image file straight into a model-shaped array.
-pub fn load_for_model(
-    path: &Path,
-    channels: usize,
-    size: [usize; 2],
-) -> Result<Array, ImageError> {
+pub fn load_for_model(path: &Path, channels: usize, size: [usize; 2]) -> Result<Array, ImageError> {
     to_array(&load(path)?, channels, size)
 }
 

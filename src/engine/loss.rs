@@ -195,7 +195,11 @@ mod tests {
     #[test]
     fn bad_labels_are_errors() {
         let z = logits();
-        assert!(Loss::CrossEntropy { classes: vec![0] }.evaluate(&z).is_err());
+        assert!(
+            Loss::CrossEntropy { classes: vec![0] }
+                .evaluate(&z)
+                .is_err()
+        );
         assert!(
             Loss::CrossEntropy {
                 classes: vec![0, 3]

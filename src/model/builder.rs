@@ -1,11 +1,44 @@
 //! A small helper that appends nodes to a [`Graph`], infers shapes and records parameters, so
 //! that architecture families are written as readable sequences of named layers.
 
+use super::ModelError;
 use super::denoise::DenoiseVariant;
 use super::graph::{
     DenoiseBlock, Graph, Init, Node, NodeId, Op, Padding, ParamSpec, Tap, TapKind, bn_param_names,
 };
-use super::ModelError;
+
+/// The shape of a convolution layer.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel side.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Channel groups.
+    pub groups: usize,
+    /// Initialiser.
+    pub init: Init,
+}
+
+impl ConvSpec {
+    /// A dense convolution with He fan-out initialisation.
+    pub fn new(out_channels: usize, kernel: usize, stride: usize) -> Self {
+        Self {
+            out_channels,
+            kernel,
+            stride,
+            groups: 1,
+            init: Init::HeFanOut,
+        }
+    }
+
+    /// The same with `groups` channel groups.
+    pub fn groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+}
 
 /// Builds a [`Graph`] node by node.
 pub struct GraphBuilder {
@@ -105,19 +138,17 @@ impl GraphBuilder {
         Ok(self.push("preprocess".into(), op, vec![x], vec![c, h, w]))
     }
 
-    /// A convolution without bias, weights `{name}/W`.
-    pub fn conv(
-        &mut self,
-        name: &str,
-        x: NodeId,
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        groups: usize,
-        init: Init,
-    ) -> Result<NodeId, ModelError> {
+    /// A convolution without bias and with TF `SAME` padding, weights `{name}/W`.
+    pub fn conv(&mut self, name: &str, x: NodeId, spec: ConvSpec) -> Result<NodeId, ModelError> {
+        let ConvSpec {
+            out_channels,
+            kernel,
+            stride,
+            groups,
+            init,
+        } = spec;
         let [c, h, w] = self.chw(x)?;
-        if groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
             return Err(ModelError::Architecture(format!(
                 "{name}: {c}→{out_channels} channels do not split into {groups} groups"
             )));
@@ -277,7 +308,12 @@ impl GraphBuilder {
             }
             let theta = format!("{scope}/embedding_theta/W");
             let phi = format!("{scope}/embedding_phi/W");
-            self.param(theta.clone(), vec![c / 2, c, 1, 1], Init::Normal(0.01), true);
+            self.param(
+                theta.clone(),
+                vec![c / 2, c, 1, 1],
+                Init::Normal(0.01),
+                true,
+            );
             self.param(phi.clone(), vec![c / 2, c, 1, 1], Init::Normal(0.01), true);
             (Some(theta), Some(phi))
         } else {
@@ -290,7 +326,7 @@ impl GraphBuilder {
             phi,
         };
         let f = self.push(format!("{scope}/op"), op, vec![x], vec![c, h, w]);
-        let f = self.conv(&format!("{scope}/conv"), f, c, 1, 1, 1, Init::HeFanOut)?;
+        let f = self.conv(&format!("{scope}/conv"), f, ConvSpec::new(c, 1, 1))?;
         let f = self.bn(&format!("{scope}/conv/bn"), f, true)?;
         let y = self.add(&format!("{scope}/add"), x, f)?;
         self.current_block = None;

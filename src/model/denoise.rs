@@ -68,7 +68,9 @@ impl fmt::Display for DenoiseVariant {
 
 /// An identifier that names no denoise variant.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown denoise variant {0:?}; expected one of nonlocal_gaussian, gaussian_no_embed, dot_product, mean, median, bilateral")]
+#[error(
+    "unknown denoise variant {0:?}; expected one of nonlocal_gaussian, gaussian_no_embed, dot_product, mean, median, bilateral"
+)]
 pub struct UnknownVariant(pub String);
 
 impl FromStr for DenoiseVariant {

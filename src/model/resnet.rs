@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::builder::GraphBuilder;
+use super::builder::{ConvSpec, GraphBuilder};
 use super::denoise::{DenoiseVariant, Placement};
-use super::graph::{Graph, Init, TapKind};
+use super::graph::{Graph, TapKind};
 
 /// Configuration of a resnet-denoise network; stored in the weight file's metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ impl ResnetDenoiseConfig {
         let mut b = GraphBuilder::new([self.in_channels, h, w], self.num_classes);
         let order: Vec<usize> = (0..self.in_channels).collect();
         let mut x = b.normalize(b.input(), order, self.mean.clone(), self.std.clone())?;
-        x = b.conv("conv0", x, self.stem_width, 3, 1, 1, Init::HeFanOut)?;
+        x = b.conv("conv0", x, ConvSpec::new(self.stem_width, 3, 1))?;
         x = b.bn("conv0/bn", x, false)?;
         x = b.relu("conv0/relu", x);
         b.tap("conv0", x, TapKind::Stem);
@@ -143,20 +143,20 @@ fn basic_block(
     stride: usize,
 ) -> Result<usize, ModelError> {
     let in_ch = b.shape(x)[0];
-    let mut y = b.conv(&format!("{scope}/conv1"), x, width, 3, stride, 1, Init::HeFanOut)?;
+    let mut y = b.conv(
+        &format!("{scope}/conv1"),
+        x,
+        ConvSpec::new(width, 3, stride),
+    )?;
     y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
     y = b.relu(&format!("{scope}/conv1/relu"), y);
-    y = b.conv(&format!("{scope}/conv2"), y, width, 3, 1, 1, Init::HeFanOut)?;
+    y = b.conv(&format!("{scope}/conv2"), y, ConvSpec::new(width, 3, 1))?;
     y = b.bn(&format!("{scope}/conv2/bn"), y, true)?;
     let shortcut = if in_ch != width || stride != 1 {
         let s = b.conv(
             &format!("{scope}/convshortcut"),
             x,
-            width,
-            1,
-            stride,
-            1,
-            Init::HeFanOut,
+            ConvSpec::new(width, 1, stride),
         )?;
         b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
     } else {
@@ -177,7 +177,10 @@ mod tests {
         cfg.blocks = vec![2, 1, 1];
         let g = cfg.build().unwrap();
         let names: Vec<_> = g.denoise_blocks.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["group0_denoise", "group1_denoise", "group2_denoise"]);
+        assert_eq!(
+            names,
+            ["group0_denoise", "group1_denoise", "group2_denoise"]
+        );
         assert!(g.tap("group1_denoise/before").is_some());
         assert!(g.tap("group1_denoise/after").is_some());
         assert_eq!(g.nodes[g.output].shape, vec![10]);
@@ -209,7 +212,9 @@ mod tests {
 
     #[test]
     fn stride_two_convs_pad_asymmetrically() {
-        let g = ResnetDenoiseConfig::small_gray(Placement::None).build().unwrap();
+        let g = ResnetDenoiseConfig::small_gray(Placement::None)
+            .build()
+            .unwrap();
         let id = g.node_id("group1/block0/conv1").unwrap();
         let Op::Conv2d {
             padding, stride, ..
@@ -226,7 +231,12 @@ mod tests {
     fn bad_configs_are_errors() {
         let mut cfg = ResnetDenoiseConfig::small_gray(Placement::None);
         cfg.blocks = vec![1, 1];
-        assert!(cfg.build().unwrap_err().to_string().contains("block counts"));
+        assert!(
+            cfg.build()
+                .unwrap_err()
+                .to_string()
+                .contains("block counts")
+        );
         let mut cfg = ResnetDenoiseConfig::small_gray(Placement::None);
         cfg.mean = vec![0.5, 0.5];
         assert!(cfg.build().is_err());

@@ -50,8 +50,7 @@ pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
         .collect();
     let mut views = Vec::with_capacity(bytes.len());
     for (name, b, shape) in &bytes {
-        let view =
-            TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| bad(e.to_string()))?;
+        let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| bad(e.to_string()))?;
         views.push((name.clone(), view));
     }
     safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
@@ -97,13 +96,17 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Network, ModelError> {
             "no {META_ARCH:?} entry in the metadata: this file does not say which architecture it holds"
         ))
     })?;
-    let config: ArchConfig = serde_json::from_str(arch_json)
-        .map_err(|e| bad(format!("the architecture in the metadata is not valid: {e}")))?;
+    let config: ArchConfig = serde_json::from_str(arch_json).map_err(|e| {
+        bad(format!(
+            "the architecture in the metadata is not valid: {e}"
+        ))
+    })?;
     let class_names = match meta.get(META_CLASSES) {
-        Some(s) => Some(
-            serde_json::from_str::<Vec<String>>(s)
-                .map_err(|e| bad(format!("the class names in the metadata are not valid: {e}")))?,
-        ),
+        Some(s) => Some(serde_json::from_str::<Vec<String>>(s).map_err(|e| {
+            bad(format!(
+                "the class names in the metadata are not valid: {e}"
+            ))
+        })?),
         None => None,
     };
     let mut weights = BTreeMap::new();

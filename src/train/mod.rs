@@ -95,12 +95,14 @@ impl Trainer {
             params.insert(k.clone(), v.as_tensor().clone());
         }
         let g = &self.net.graph;
-        let values = run_graph(g, &params, &xt, false, &[g.output], ParamMode::Trained)
-            .map_err(backend)?;
-        let logits_t = values[g.output].as_ref().ok_or_else(|| EngineError::Backend {
-            engine: "cpu",
-            message: "logits missing".into(),
-        })?;
+        let values =
+            run_graph(g, &params, &xt, false, &[g.output], ParamMode::Trained).map_err(backend)?;
+        let logits_t = values[g.output]
+            .as_ref()
+            .ok_or_else(|| EngineError::Backend {
+                engine: "cpu",
+                message: "logits missing".into(),
+            })?;
         let logits = to_array(logits_t)?;
         let loss = Loss::CrossEntropy {
             classes: labels.to_vec(),
@@ -131,8 +133,8 @@ impl Trainer {
                 Some(v) => ((v * c.momentum as f64).map_err(backend)? + update).map_err(backend)?,
                 None => update,
             };
-            let next = (var.as_tensor() - (&vel * c.lr as f64).map_err(backend)?)
-                .map_err(backend)?;
+            let next =
+                (var.as_tensor() - (&vel * c.lr as f64).map_err(backend)?).map_err(backend)?;
             var.set(&next).map_err(backend)?;
             self.velocity.insert(name.clone(), vel);
         }

@@ -18,8 +18,8 @@ use super::{
     Engine, EngineError, Forward, ForwardOptions, Gradient, Loss, check_input, resolve_taps,
 };
 use crate::array::Array;
-use crate::model::graph::{Graph, NodeId, Op};
 use crate::model::Network;
+use crate::model::graph::{Graph, NodeId, Op};
 use conv::Conv2dOp;
 use pool::{PoolKind, PoolOp};
 

@@ -116,30 +116,28 @@ impl PoolOp {
 
     fn run_backward(&self, x: &[f32], dy: &[f32], nc: usize, g: &Geometry) -> Vec<f32> {
         let mut dx = vec![0f32; nc * g.h * g.w];
-        dx.par_chunks_mut(g.h * g.w)
-            .enumerate()
-            .for_each(|(p, d)| {
-                let plane = &x[p * g.h * g.w..][..g.h * g.w];
-                let grad = &dy[p * g.oh * g.ow..][..g.oh * g.ow];
-                let mut cells = Vec::with_capacity(self.kernel[0] * self.kernel[1]);
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        self.window(g, oy, ox, &mut cells);
-                        if cells.is_empty() {
-                            continue;
+        dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, d)| {
+            let plane = &x[p * g.h * g.w..][..g.h * g.w];
+            let grad = &dy[p * g.oh * g.ow..][..g.oh * g.ow];
+            let mut cells = Vec::with_capacity(self.kernel[0] * self.kernel[1]);
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    self.window(g, oy, ox, &mut cells);
+                    if cells.is_empty() {
+                        continue;
+                    }
+                    let gv = grad[oy * g.ow + ox];
+                    if self.kind == PoolKind::Avg {
+                        let share = gv / cells.len() as f32;
+                        for &c in &cells {
+                            d[c] += share;
                         }
-                        let gv = grad[oy * g.ow + ox];
-                        if self.kind == PoolKind::Avg {
-                            let share = gv / cells.len() as f32;
-                            for &c in &cells {
-                                d[c] += share;
-                            }
-                        } else {
-                            d[self.select(plane, &mut cells)] += gv;
-                        }
+                    } else {
+                        d[self.select(plane, &mut cells)] += gv;
                     }
                 }
-            });
+            }
+        });
         dx
     }
 }

@@ -1,0 +1,141 @@
+//! The command line end to end: `new-model`, `inspect` and `attack` on real files, and clear
+//! errors with a non-zero exit for bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn advlens(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_advlens"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write_png(path: &Path, w: u32, h: u32) {
+    let img =
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 5) as u8, 128]));
+    img.save(path).unwrap();
+}
+
+#[test]
+fn new_model_inspect_and_attack_write_what_they_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let out = advlens(&[
+        "new-model",
+        "--out",
+        model.to_str().unwrap(),
+        "--denoise",
+        "median",
+        "--placement",
+        "after-every-block",
+        "--channels",
+        "3",
+        "--size",
+        "16",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = advlens(&["inspect", model.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("group0/block0/non_local/before"), "{text}");
+    assert!(text.contains("parameters:"));
+
+    // Two photos of a different size than the model's input: they are resized.
+    let a = dir.path().join("a.png");
+    let b = dir.path().join("b photo.png");
+    write_png(&a, 40, 30);
+    write_png(&b, 16, 16);
+    let outdir = dir.path().join("out");
+    let out = advlens(&[
+        "attack",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        a.to_str().unwrap(),
+        "--image",
+        b.to_str().unwrap(),
+        "--attack",
+        "pgd",
+        "--eps",
+        "8/255",
+        "--alpha",
+        "2/255",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        outdir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(outdir.join("record.json")).unwrap()).unwrap();
+    assert_eq!(rec["attack"]["kind"], "pgd");
+    assert_eq!(rec["attack"]["seed"], 5);
+    assert_eq!(rec["attack"]["steps"], 3);
+    assert!(rec["engine"].as_str().unwrap().starts_with("cpu"));
+    let images = rec["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    for im in images {
+        assert_eq!(im["clean_top5"].as_array().unwrap().len(), 5);
+        assert_eq!(im["history"].as_array().unwrap().len(), 4);
+        assert!(im["linf"].as_f64().unwrap() <= 8.0 / 255.0 + 1e-6);
+        for f in im["files"].as_array().unwrap() {
+            let img = image::open(f.as_str().unwrap()).unwrap();
+            assert_eq!((img.width(), img.height()), (16, 16));
+        }
+    }
+    assert!(outdir.join("001_b_photo_adv.png").exists());
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not a png").unwrap();
+    let out = advlens(&[
+        "attack",
+        "--image",
+        junk.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("junk.png") && err.contains("decode"), "{err}");
+
+    let out = advlens(&["attack", "--image", "builtin:default", "--eps", "eight"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fraction"));
+
+    let out = advlens(&["attack", "--image", "builtin:default", "--attack", "zoo"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown attack"));
+
+    let out = advlens(&[
+        "inspect",
+        dir.path().join("missing.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.safetensors"));
+
+    let out = advlens(&[
+        "new-model",
+        "--out",
+        "/tmp/x.safetensors",
+        "--denoise",
+        "gauss",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown denoise variant"));
+}
