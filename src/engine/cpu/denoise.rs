@@ -1,7 +1,7 @@
 //! The denoise operations ([`DenoiseVariant`]) as candle tensor expressions, so that autograd
 //! gives their input gradients.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::pool::{PoolKind, PoolOp};
 use crate::model::DenoiseVariant;
@@ -61,8 +61,11 @@ fn non_local(x: &Tensor, theta: Option<&Tensor>, phi: Option<&Tensor>, softmax: 
     let y = if softmax {
         // f[i, j] = θ_i·φ_j / √d, softmax over j; y[:, i] = Σ_j f[i, j] x[:, j].
         let f = (th.transpose(1, 2)?.contiguous()?.matmul(&ph)? / (d as f64).sqrt())?;
-        let f = candle_nn::ops::softmax(&f, D::Minus1)?;
-        g.matmul(&f.transpose(1, 2)?.contiguous()?)?
+        let f = super::softmax::softmax_last_dim(&f)?;
+        // y = g·fᵀ computed as (f·gᵀ)ᵀ so the large attention matrix is never transposed.
+        f.matmul(&g.transpose(1, 2)?.contiguous()?)?
+            .transpose(1, 2)?
+            .contiguous()?
     } else if c <= p {
         // The cheaper channel form: y = (x φᵀ) θ / HW.
         let a = g.matmul(&ph.transpose(1, 2)?.contiguous()?)?;

@@ -8,6 +8,7 @@
 pub mod conv;
 pub mod denoise;
 pub mod pool;
+pub mod softmax;
 
 use std::collections::HashMap;
 use std::sync::Arc;
