@@ -42,12 +42,14 @@ impl CustomOp1 for SoftmaxLastDim {
     fn bwd(&self, _arg: &Tensor, res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let (y, n) = rows(res)?;
         let (mut g, _) = rows(dy)?;
-        g.par_chunks_mut(n).zip(y.par_chunks(n)).for_each(|(gr, yr)| {
-            let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
-            for (gv, &yv) in gr.iter_mut().zip(yr) {
-                *gv = yv * (*gv - dot);
-            }
-        });
+        g.par_chunks_mut(n)
+            .zip(y.par_chunks(n))
+            .for_each(|(gr, yr)| {
+                let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
+                for (gv, &yv) in gr.iter_mut().zip(yr) {
+                    *gv = yv * (*gv - dot);
+                }
+            });
         Ok(Some(Tensor::from_vec(g, res.shape(), &Device::Cpu)?))
     }
 }
