@@ -1,9 +1,11 @@
-//! Convolution for the cpu engine as a candle custom op, so that its backward pass computes the
-//! input gradient as a GEMM (`Wᵀ·dY`) plus col2im, and the kernel gradient only when the weights
-//! are being trained. Candle's built-in conv always computes both.
+//! Convolution for the cpu engine as a candle custom op over the kernels of [`conv_kernel`]: its
+//! backward pass computes the input gradient as a GEMM (`Wᵀ·dY`) plus col2im, and the kernel
+//! gradient only when the weights are being trained. Candle's built-in conv always computes both,
+//! the input gradient without a GEMM.
 
 use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
-use rayon::prelude::*;
+
+use super::conv_kernel::{self, ConvGeom};
 
 use crate::model::graph::Pads;
 
@@ -47,86 +49,37 @@ pub fn pad_nchw(x: &Tensor, pads: Pads) -> candle_core::Result<Tensor> {
 }
 
 impl Conv2dOp {
-    /// Forward with plain candle ops (no autograd graph is recorded for these inputs).
+    /// Forward with plain candle ops (candle's own convolution; used on non-CPU devices and as
+    /// the reference in benchmarks and tests).
     pub fn forward_plain(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         let xp = pad_nchw(x, self.pads)?;
         xp.conv2d(w, 0, self.stride, 1, self.groups)
     }
 
-    fn input_grad(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, c, h, wd) = x.dims4()?;
-        let (o, ig, kh, kw) = w.dims4()?;
-        let (_, _, oh, ow) = dy.dims4()?;
-        let g = self.groups;
-        let og = o / g;
-        let ohw = oh * ow;
-        let rows = ig * kh * kw;
-        // cols_g = W_gᵀ · dY_g, one GEMM per group: [N, ig*kh*kw, oh*ow].
-        let mut cols = Vec::with_capacity(g);
-        for gi in 0..g {
-            let wg = w
-                .narrow(0, gi * og, og)?
-                .reshape((og, rows))?
-                .t()?
-                .contiguous()?;
-            let dyg = dy
-                .narrow(1, gi * og, og)?
-                .contiguous()?
-                .reshape((n, og, ohw))?;
-            let cg = wg.broadcast_matmul(&dyg)?;
-            cols.push(cg.flatten_all()?.to_vec1::<f32>()?);
-        }
-        let [pt, _, pl, _] = self.pads;
-        let s = self.stride;
-        let mut dx = vec![0f32; n * c * h * wd];
-        dx.par_chunks_mut(h * wd)
-            .enumerate()
-            .for_each(|(nc, plane)| {
-                let (ni, ci) = (nc / c, nc % c);
-                let (gi, cl) = (ci / ig, ci % ig);
-                let base = ni * rows * ohw;
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        let row = &cols[gi][base + ((cl * kh + ki) * kw + kj) * ohw..][..ohw];
-                        for oy in 0..oh {
-                            let y = (oy * s + ki) as isize - pt as isize;
-                            if y < 0 || y >= h as isize {
-                                continue;
-                            }
-                            let dst = &mut plane[y as usize * wd..][..wd];
-                            let src = &row[oy * ow..][..ow];
-                            for (ox, &v) in src.iter().enumerate() {
-                                let xx = (ox * s + kj) as isize - pl as isize;
-                                if xx >= 0 && (xx as usize) < wd {
-                                    dst[xx as usize] += v;
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Tensor::from_vec(dx, (n, c, h, wd), &Device::Cpu)
+    fn geom(&self, x: &[usize], w: &[usize]) -> candle_core::Result<ConvGeom> {
+        let (&[n, c, h, wd], &[o, ig, kh, kw]) = (x, w) else {
+            candle_core::bail!("conv: expected 4-d input and kernel, got {x:?} and {w:?}")
+        };
+        ConvGeom::new(
+            [n, c, h, wd],
+            [o, ig, kh, kw],
+            self.stride,
+            self.pads,
+            self.groups,
+        )
+        .map_err(candle_core::Error::Msg)
     }
+}
 
-    fn kernel_grad(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
-        let (o, ig, kh, kw) = w.dims4()?;
-        let og = o / self.groups;
-        let xp = pad_nchw(x, self.pads)?;
-        let mut parts = Vec::with_capacity(self.groups);
-        for gi in 0..self.groups {
-            let xg = xp.narrow(1, gi * ig, ig)?.contiguous()?;
-            let dyg = dy.narrow(1, gi * og, og)?.contiguous()?;
-            // dW[o, i, a, b] = Σ_n,y,x dY[n, o, y, x] · Xpad[n, i, y·s + a, x·s + b]: a conv of
-            // Xpad (batch as channels) with dY as the kernel, dilated by the stride.
-            let gw = xg
-                .transpose(0, 1)?
-                .contiguous()?
-                .conv2d(&dyg.transpose(0, 1)?.contiguous()?, 0, 1, self.stride, 1)?
-                .transpose(0, 1)?;
-            parts.push(gw.narrow(2, 0, kh)?.narrow(3, 0, kw)?);
-        }
-        Tensor::cat(&parts, 0)
-    }
+/// The contiguous f32 values of a storage.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("advlens cpu ops take f32 tensors")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("advlens cpu ops take contiguous tensors")
+    };
+    Ok(&v[a..b])
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -141,11 +94,10 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = storage_tensor(s1, l1)?;
-        let w = storage_tensor(s2, l2)?;
-        let y = self.forward_plain(&x, &w)?;
-        let shape = y.shape().clone();
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+        let g = self.geom(l1.dims(), l2.dims())?;
+        let mut y = vec![0f32; g.out_dims().iter().product()];
+        conv_kernel::forward(&g, slice(s1, l1)?, slice(s2, l2)?, &mut y);
+        Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
     fn bwd(
@@ -156,12 +108,56 @@ impl CustomOp2 for Conv2dOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = self.input_grad(x, w, &dy)?;
+        let g = self.geom(x.dims(), w.dims())?;
+        let dx = dy.apply_op2_no_bwd(&w.contiguous()?, &InputGradOp(g))?;
         let dw = if self.kernel_grad {
-            Some(self.kernel_grad(x, w, &dy)?)
+            Some(x.contiguous()?.apply_op2_no_bwd(&dy, &KernelGradOp(g))?)
         } else {
             None
         };
         Ok((Some(dx), dw))
+    }
+}
+
+/// `(dY, W) → dX` for a fixed geometry.
+struct InputGradOp(ConvGeom);
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        "advlens-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let mut dx = vec![0f32; g.n * g.c * g.hw()];
+        conv_kernel::input_grad(g, slice(s1, l1)?, slice(s2, l2)?, &mut dx);
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
+    }
+}
+
+/// `(X, dY) → dW` for a fixed geometry.
+struct KernelGradOp(ConvGeom);
+
+impl CustomOp2 for KernelGradOp {
+    fn name(&self) -> &'static str {
+        "advlens-conv2d-kernel-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let dw = conv_kernel::kernel_grad(g, slice(s1, l1)?, slice(s2, l2)?);
+        Ok((CpuStorage::F32(dw), Shape::from((g.o, g.ig(), g.kh, g.kw))))
     }
 }

@@ -6,7 +6,9 @@
 //! backward-data pass.
 
 pub mod conv;
+pub mod conv_kernel;
 pub mod denoise;
+pub mod gemm;
 pub mod pool;
 pub mod softmax;
 

@@ -1,0 +1,363 @@
+//! Convolution kernels on NCHW slices: forward as im2col + GEMM, input gradient as GEMM
+//! (`Wᵀ·dY`) + col2im, kernel gradient as GEMM (`dY·colᵀ`) summed over the batch. Work is split
+//! over (image, group) with rayon; when there are fewer such tasks than threads, the GEMM itself
+//! runs on every thread. The im2col/col2im workspace is a per-thread buffer reused across calls,
+//! so the hot loop allocates nothing beyond the op's output.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::gemm::{MatMut, MatRef, Threads, gemm};
+use crate::model::graph::Pads;
+
+/// The shapes of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Batch.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride.
+    pub stride: usize,
+    /// `[top, bottom, left, right]` zero padding.
+    pub pads: Pads,
+    /// Channel groups.
+    pub groups: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    /// Checks and derives the geometry from input `[n, c, h, w]` and kernel `[o, c/groups, kh, kw]`.
+    pub fn new(
+        x: [usize; 4],
+        k: [usize; 4],
+        stride: usize,
+        pads: Pads,
+        groups: usize,
+    ) -> Result<Self, String> {
+        let [n, c, h, w] = x;
+        let [o, ig, kh, kw] = k;
+        if groups == 0 || stride == 0 || c != ig * groups || o % groups != 0 {
+            return Err(format!(
+                "conv: input {x:?}, kernel {k:?}, groups {groups}, stride {stride} do not fit"
+            ));
+        }
+        let (hp, wp) = (h + pads[0] + pads[1], w + pads[2] + pads[3]);
+        if hp < kh || wp < kw {
+            return Err(format!(
+                "conv: kernel {kh}x{kw} larger than padded input {hp}x{wp}"
+            ));
+        }
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pads,
+            groups,
+            oh: (hp - kh) / stride + 1,
+            ow: (wp - kw) / stride + 1,
+        })
+    }
+
+    /// Input channels per group.
+    pub fn ig(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group.
+    pub fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// Rows of the im2col matrix: `ig·kh·kw`.
+    pub fn k(&self) -> usize {
+        self.ig() * self.kh * self.kw
+    }
+
+    /// Output pixels per channel.
+    pub fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Input pixels per channel.
+    pub fn hw(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// Output shape.
+    pub fn out_dims(&self) -> [usize; 4] {
+        [self.n, self.o, self.oh, self.ow]
+    }
+
+    /// A 1×1, stride-1, unpadded conv is a plain matrix product: no im2col needed.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pads == [0; 4]
+    }
+
+    fn threads(&self) -> Threads {
+        if self.n * self.groups >= rayon::current_num_threads() {
+            Threads::One
+        } else {
+            Threads::All
+        }
+    }
+
+    /// For output column `ox` and kernel column `kx`, the input column (or `None` in padding).
+    fn in_col(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride + kx)
+            .checked_sub(self.pads[2])
+            .filter(|&x| x < self.w)
+    }
+
+    fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky)
+            .checked_sub(self.pads[0])
+            .filter(|&y| y < self.h)
+    }
+
+    /// The range of output columns whose input column for `kx` lies inside the image.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let lo = (0..self.ow).find(|&ox| self.in_col(ox, kx).is_some());
+        match lo {
+            None => (0, 0),
+            Some(lo) => {
+                let hi = (lo..self.ow)
+                    .find(|&ox| self.in_col(ox, kx).is_none())
+                    .unwrap_or(self.ow);
+                (lo, hi)
+            }
+        }
+    }
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's workspace of at least `len` values (contents unspecified).
+fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on the same thread (a nested rayon task): use a fresh buffer.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`).
+fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
+    let (ohw, hw, ow) = (g.ohw(), g.hw(), g.ow);
+    for ci in 0..g.ig() {
+        let plane = &x[ci * hw..][..hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut col[((ci * g.kh + ky) * g.kw + kx) * ohw..][..ohw];
+                let (lo, hi) = g.valid_cols(kx);
+                for oy in 0..g.oh {
+                    let dst = &mut row[oy * ow..][..ow];
+                    let Some(iy) = g.in_row(oy, ky) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * g.w..][..g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if g.stride == 1 {
+                        let x0 = lo + kx - g.pads[2];
+                        dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d = src[ox * g.stride + kx - g.pads[2]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns `col` (`k × ohw`) back into one image-group gradient `dx` (`ig × h × w`).
+fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
+    let (ohw, hw, ow) = (g.ohw(), g.hw(), g.ow);
+    for ci in 0..g.ig() {
+        let plane = &mut dx[ci * hw..][..hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &col[((ci * g.kh + ky) * g.kw + kx) * ohw..][..ohw];
+                let (lo, hi) = g.valid_cols(kx);
+                for oy in 0..g.oh {
+                    let Some(iy) = g.in_row(oy, ky) else {
+                        continue;
+                    };
+                    let src = &row[oy * ow..][..ow];
+                    let dst = &mut plane[iy * g.w..][..g.w];
+                    if g.stride == 1 {
+                        let x0 = lo + kx - g.pads[2];
+                        for (d, s) in dst[x0..x0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (ox, s) in src.iter().enumerate().take(hi).skip(lo) {
+                            dst[ox * g.stride + kx - g.pads[2]] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w)`; `y` has `n·o·oh·ow` values and is overwritten.
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
+    let threads = g.threads();
+    y.par_chunks_mut(og * ohw).enumerate().for_each(|(t, yc)| {
+        let (b, gi) = (t / g.groups, t % g.groups);
+        let xg = &x[(b * g.c + gi * ig) * hw..][..ig * hw];
+        let wg = MatRef {
+            data: &w[gi * og * k..][..og * k],
+            rs: k,
+            cs: 1,
+        };
+        let dst = MatMut {
+            data: yc,
+            rs: ohw,
+            cs: 1,
+        };
+        if g.pointwise() {
+            let rhs = MatRef {
+                data: xg,
+                rs: hw,
+                cs: 1,
+            };
+            gemm(og, ohw, ig, dst, wg, rhs, false, threads);
+        } else {
+            with_workspace(k * ohw, |col| {
+                im2col(g, xg, col);
+                let rhs = MatRef {
+                    data: col,
+                    rs: ohw,
+                    cs: 1,
+                };
+                gemm(og, ohw, k, dst, wg, rhs, false, threads);
+            });
+        }
+    });
+}
+
+/// `dx = ∂⟨dy, conv(x, w)⟩/∂x`; `dx` has `n·c·h·w` values and is overwritten.
+pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
+    let threads = g.threads();
+    dx.par_chunks_mut(ig * hw).enumerate().for_each(|(t, dxc)| {
+        let (b, gi) = (t / g.groups, t % g.groups);
+        let dyg = MatRef {
+            data: &dy[(b * g.o + gi * og) * ohw..][..og * ohw],
+            rs: ohw,
+            cs: 1,
+        };
+        // W_gᵀ as a strided view: element (r, o) = w[(gi·og + o)·k + r].
+        let wt = MatRef {
+            data: &w[gi * og * k..][..og * k],
+            rs: 1,
+            cs: k,
+        };
+        if g.pointwise() {
+            let dst = MatMut {
+                data: dxc,
+                rs: hw,
+                cs: 1,
+            };
+            gemm(ig, ohw, og, dst, wt, dyg, false, threads);
+        } else {
+            with_workspace(k * ohw, |col| {
+                let dst = MatMut {
+                    data: col,
+                    rs: ohw,
+                    cs: 1,
+                };
+                gemm(k, ohw, og, dst, wt, dyg, false, threads);
+                dxc.fill(0.0);
+                col2im(g, col, dxc);
+            });
+        }
+    });
+}
+
+/// `dw = ∂⟨dy, conv(x, w)⟩/∂w`, summed over the batch; returns `o·ig·kh·kw` values.
+pub fn kernel_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
+    let len = g.o * k;
+    (0..g.n)
+        .into_par_iter()
+        .fold(
+            || vec![0f32; len],
+            |mut acc, b| {
+                for gi in 0..g.groups {
+                    let xg = &x[(b * g.c + gi * ig) * hw..][..ig * hw];
+                    let dyg = MatRef {
+                        data: &dy[(b * g.o + gi * og) * ohw..][..og * ohw],
+                        rs: ohw,
+                        cs: 1,
+                    };
+                    let dst = MatMut {
+                        data: &mut acc[gi * og * k..][..og * k],
+                        rs: k,
+                        cs: 1,
+                    };
+                    if g.pointwise() {
+                        let rhs = MatRef {
+                            data: xg,
+                            rs: 1,
+                            cs: hw,
+                        };
+                        gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
+                    } else {
+                        with_workspace(k * ohw, |col| {
+                            im2col(g, xg, col);
+                            // colᵀ as a strided view: element (p, r) = col[r·ohw + p].
+                            let rhs = MatRef {
+                                data: col,
+                                rs: 1,
+                                cs: ohw,
+                            };
+                            gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
+                        });
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; len],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+}
