@@ -37,10 +37,12 @@ pub enum Threads {
     All,
 }
 
-/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, or `dst += …` when `accumulate`.
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, or `dst += …` when `accumulate`. (BLAS-shaped, hence
+/// the argument count.)
 ///
 /// # Panics
 /// When a view does not fit its slice (a bug in the caller, never user input).
+#[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
     n: usize,
