@@ -136,7 +136,7 @@ impl CustomOp2 for InputGradOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let mut dx = vec![0f32; g.n * g.c * g.hw()];
-        conv_kernel::input_grad(g, slice(s1, l1)?, slice(s2, l2)?, &mut dx);
+        conv_kernel::input_grad(g, slice(s1, l1)?, slice(s2, l2)?, &mut dx, false);
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
     }
 }

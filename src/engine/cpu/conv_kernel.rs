@@ -268,8 +268,9 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     });
 }
 
-/// `dx = ∂⟨dy, conv(x, w)⟩/∂x`; `dx` has `n·c·h·w` values and is overwritten.
-pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// `dx = ∂⟨dy, conv(x, w)⟩/∂x`; `dx` has `n·c·h·w` values and is overwritten, or added to when
+/// `accumulate`.
+pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulate: bool) {
     let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
     let threads = g.threads();
     dx.par_chunks_mut(ig * hw).enumerate().for_each(|(t, dxc)| {
@@ -291,7 +292,7 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                 rs: hw,
                 cs: 1,
             };
-            gemm(ig, ohw, og, dst, wt, dyg, false, threads);
+            gemm(ig, ohw, og, dst, wt, dyg, accumulate, threads);
         } else {
             with_workspace(k * ohw, |col| {
                 let dst = MatMut {
@@ -300,7 +301,9 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                     cs: 1,
                 };
                 gemm(k, ohw, og, dst, wt, dyg, false, threads);
-                dxc.fill(0.0);
+                if !accumulate {
+                    dxc.fill(0.0);
+                }
                 col2im(g, col, dxc);
             });
         }

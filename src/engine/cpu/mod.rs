@@ -9,6 +9,7 @@ pub mod conv;
 pub mod conv_kernel;
 pub mod denoise;
 pub mod gemm;
+pub mod plan;
 pub mod pool;
 pub mod softmax;
 
@@ -35,11 +36,25 @@ fn backend(e: candle_core::Error) -> EngineError {
     }
 }
 
+/// How the cpu engine executes the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Executor {
+    /// Host buffers reused across calls and a hand-written backward-data pass per node (the
+    /// default on the CPU).
+    #[default]
+    Planned,
+    /// Candle tensors and candle's autograd (used on candle's GPU devices, and as the reference
+    /// the planned executor is tested and benchmarked against).
+    Autograd,
+}
+
 /// The candle-based engine.
 pub struct CpuEngine {
     net: Arc<Network>,
     device: Device,
     params: HashMap<String, Tensor>,
+    executor: Executor,
+    planned: Option<plan::Planned>,
 }
 
 impl CpuEngine {
@@ -55,10 +70,58 @@ impl CpuEngine {
             let t = Tensor::from_slice(a.data(), a.shape(), &device).map_err(backend)?;
             params.insert(name.clone(), t);
         }
+        let executor = if device.is_cpu() {
+            Executor::Planned
+        } else {
+            Executor::Autograd
+        };
         Ok(Self {
             net,
             device,
             params,
+            executor,
+            planned: None,
+        })
+    }
+
+    /// Chooses the executor (the planned one needs the CPU device).
+    pub fn with_executor(mut self, executor: Executor) -> Self {
+        if self.device.is_cpu() {
+            self.executor = executor;
+        }
+        self
+    }
+
+    /// The executor in use.
+    pub fn executor(&self) -> Executor {
+        self.executor
+    }
+
+    fn planned(&mut self) -> Result<&mut plan::Planned, EngineError> {
+        if self.planned.is_none() {
+            self.planned = Some(plan::Planned::new(&self.net).map_err(backend)?);
+        }
+        self.planned.as_mut().ok_or_else(|| EngineError::Backend {
+            engine: "cpu",
+            message: "planned executor missing".into(),
+        })
+    }
+
+    fn planned_forward(&mut self, x: &Array, bypass: bool) -> Result<(), EngineError> {
+        check_input(&self.net, x)?;
+        let net = self.net.clone();
+        self.planned()?
+            .forward(&net.graph, x.data(), x.batch(), bypass)
+            .map_err(backend)
+    }
+
+    fn planned_array(&mut self, node: NodeId, n: usize) -> Result<Array, EngineError> {
+        let mut shape = vec![n];
+        shape.extend(&self.net.graph.nodes[node].shape);
+        let data = self.planned()?.value(node).to_vec();
+        Array::new(shape, data).map_err(|e| EngineError::Backend {
+            engine: "cpu",
+            message: e.to_string(),
         })
     }
 
@@ -279,7 +342,11 @@ fn eval_node<'a>(
 impl Engine for CpuEngine {
     fn describe(&self) -> String {
         match &self.device {
-            Device::Cpu => format!("cpu (candle, {} threads)", rayon::current_num_threads()),
+            Device::Cpu => format!(
+                "cpu ({:?} executor, {} threads)",
+                self.executor,
+                rayon::current_num_threads()
+            ),
             other => format!("cpu engine on candle {:?}", other.location()),
         }
     }
@@ -289,8 +356,17 @@ impl Engine for CpuEngine {
     }
 
     fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError> {
-        let xt = self.input_tensor(x)?;
         let taps = resolve_taps(&self.net, &opts.taps)?;
+        if self.executor == Executor::Planned {
+            self.planned_forward(x, opts.bypass_denoise)?;
+            let logits = self.planned_array(self.net.graph.output, x.batch())?;
+            let mut out = Vec::with_capacity(taps.len());
+            for (name, node) in taps {
+                out.push((name, self.planned_array(node, x.batch())?));
+            }
+            return Ok(Forward { logits, taps: out });
+        }
+        let xt = self.input_tensor(x)?;
         let graph = &self.net.graph;
         let mut keep: Vec<NodeId> = taps.iter().map(|(_, n)| *n).collect();
         keep.push(graph.output);
@@ -323,6 +399,29 @@ impl Engine for CpuEngine {
         loss: &Loss,
         opts: &ForwardOptions,
     ) -> Result<Gradient, EngineError> {
+        if self.executor == Executor::Planned {
+            self.planned_forward(x, opts.bypass_denoise)?;
+            let output = self.net.graph.output;
+            let logits = self.planned_array(output, x.batch())?;
+            let (values, dz) = loss.evaluate(&logits)?;
+            let net = self.net.clone();
+            let planned = self.planned()?;
+            planned
+                .input_grad(&net.graph, output, dz.data())
+                .map_err(backend)?;
+            let grad =
+                Array::new(x.shape().to_vec(), planned.input_gradient().to_vec()).map_err(|e| {
+                    EngineError::Backend {
+                        engine: "cpu",
+                        message: e.to_string(),
+                    }
+                })?;
+            return Ok(Gradient {
+                logits,
+                loss: values,
+                grad,
+            });
+        }
         let xt = self.input_tensor(x)?;
         let xv = Var::from_tensor(&xt).map_err(backend)?;
         let graph = &self.net.graph;

@@ -32,15 +32,22 @@ pub struct PoolOp {
     pub pads: Pads,
 }
 
-struct Geometry {
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
+/// Input and output sizes of a pooling window.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
 }
 
 impl PoolOp {
-    fn geometry(&self, h: usize, w: usize) -> candle_core::Result<Geometry> {
+    /// The geometry for an `h`×`w` input.
+    pub fn geometry(&self, h: usize, w: usize) -> candle_core::Result<Geometry> {
         let [t, b, l, r] = self.pads;
         let (hp, wp) = (h + t + b, w + l + r);
         if hp < self.kernel[0] || wp < self.kernel[1] || self.stride == 0 {
@@ -93,6 +100,12 @@ impl PoolOp {
 
     fn run_forward(&self, x: &[f32], nc: usize, g: &Geometry) -> Vec<f32> {
         let mut out = vec![0f32; nc * g.oh * g.ow];
+        self.forward_into(x, g, &mut out);
+        out
+    }
+
+    /// Pools `x` (`nc` planes of `h×w`) into `out` (`nc` planes of `oh×ow`), overwriting it.
+    pub fn forward_into(&self, x: &[f32], g: &Geometry, out: &mut [f32]) {
         out.par_chunks_mut(g.oh * g.ow)
             .enumerate()
             .for_each(|(p, o)| {
@@ -111,11 +124,16 @@ impl PoolOp {
                     }
                 }
             });
-        out
     }
 
     fn run_backward(&self, x: &[f32], dy: &[f32], nc: usize, g: &Geometry) -> Vec<f32> {
         let mut dx = vec![0f32; nc * g.h * g.w];
+        self.backward_add(x, dy, g, &mut dx);
+        dx
+    }
+
+    /// Adds the gradient of the pooling with respect to `x` for output gradient `dy` into `dx`.
+    pub fn backward_add(&self, x: &[f32], dy: &[f32], g: &Geometry, dx: &mut [f32]) {
         dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(p, d)| {
             let plane = &x[p * g.h * g.w..][..g.h * g.w];
             let grad = &dy[p * g.oh * g.ow..][..g.oh * g.ow];
@@ -138,7 +156,6 @@ impl PoolOp {
                 }
             }
         });
-        dx
     }
 }
 
