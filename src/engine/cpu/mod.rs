@@ -9,6 +9,7 @@ pub mod conv;
 pub mod conv_kernel;
 pub mod denoise;
 pub mod gemm;
+pub mod nonlocal;
 pub mod plan;
 pub mod pool;
 pub mod softmax;

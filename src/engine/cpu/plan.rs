@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::conv_kernel::{self, ConvGeom};
 use super::denoise;
 use super::gemm::{MatMut, MatRef, Threads, gemm};
+use super::nonlocal::NonLocal;
 use super::pool::{PoolKind, PoolOp};
 use crate::model::graph::{Graph, NodeId, Op, bn_param_names};
 use crate::model::{DenoiseVariant, Network};
@@ -43,7 +44,30 @@ enum Prepared {
         variant: DenoiseVariant,
         theta: Option<Tensor>,
         phi: Option<Tensor>,
+        /// Host copies of the embeddings for the native non-local kernels.
+        embed: Option<(Vec<f32>, Vec<f32>)>,
     },
+}
+
+impl Prepared {
+    /// The native non-local kernel for this node, when it has one.
+    fn nonlocal(&self, n: usize, shape: &[usize]) -> Option<NonLocal<'_>> {
+        let Prepared::Denoise { variant, embed, .. } = self else {
+            return None;
+        };
+        let &[c, h, w] = shape else { return None };
+        let embed = match (variant, embed) {
+            (DenoiseVariant::NonlocalGaussian, Some((t, p))) => Some((t.as_slice(), p.as_slice())),
+            (DenoiseVariant::GaussianNoEmbed, _) => None,
+            _ => return None,
+        };
+        Some(NonLocal {
+            n,
+            c,
+            p: h * w,
+            embed,
+        })
+    }
 }
 
 fn err(m: impl Into<String>) -> candle_core::Error {
@@ -116,10 +140,16 @@ fn prepare(net: &Network) -> R<Vec<Prepared>> {
                         })
                         .transpose()
                 };
+                let host = |n: &Option<String>| n.as_deref().map(p).transpose();
+                let embed = match (host(theta)?, host(phi)?) {
+                    (Some(t), Some(f)) => Some((t, f)),
+                    _ => None,
+                };
                 Prepared::Denoise {
                     variant: *variant,
                     theta: emb(theta)?,
                     phi: emb(phi)?,
+                    embed,
                 }
             }
             _ => Prepared::Plain,
@@ -134,6 +164,8 @@ pub struct Planned {
     batch: usize,
     values: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
+    /// Per node, what its forward keeps for its backward (non-local attention maps).
+    saved: Vec<Vec<f32>>,
     alias: Vec<NodeId>,
 }
 
@@ -206,6 +238,7 @@ impl Planned {
             batch: 0,
             values: vec![],
             grads: vec![],
+            saved: vec![],
             alias: vec![],
         })
     }
@@ -219,6 +252,14 @@ impl Planned {
         if self.batch != n {
             self.values = (0..graph.nodes.len())
                 .map(|i| vec![0.0; Self::size(graph, i, n)])
+                .collect();
+            self.saved = (0..graph.nodes.len())
+                .map(|i| {
+                    let len = self.prepared[i]
+                        .nonlocal(n, &graph.nodes[i].shape)
+                        .map_or(0, |nl| n * nl.saved_len());
+                    vec![0.0; len]
+                })
                 .collect();
             self.grads.clear();
             self.batch = n;
@@ -261,14 +302,23 @@ impl Planned {
                 continue;
             }
             let mut out = std::mem::take(&mut self.values[i]);
-            let res = self.forward_node(graph, i, n, &mut out);
+            let mut saved = std::mem::take(&mut self.saved[i]);
+            let res = self.forward_node(graph, i, n, &mut out, &mut saved);
             self.values[i] = out;
+            self.saved[i] = saved;
             res?;
         }
         Ok(())
     }
 
-    fn forward_node(&self, graph: &Graph, i: NodeId, n: usize, out: &mut [f32]) -> R<()> {
+    fn forward_node(
+        &self,
+        graph: &Graph,
+        i: NodeId,
+        n: usize,
+        out: &mut [f32],
+        saved: &mut [f32],
+    ) -> R<()> {
         let node = &graph.nodes[i];
         let input = |k: usize| -> R<&[f32]> {
             node.inputs
@@ -374,12 +424,18 @@ impl Planned {
                     }
                 }
             }
+            (Op::DenoiseOp { .. }, prep) if prep.nonlocal(n, in_shape(0)).is_some() => {
+                if let Some(nl) = prep.nonlocal(n, in_shape(0)) {
+                    nl.forward(input(0)?, out, saved);
+                }
+            }
             (
                 Op::DenoiseOp { .. },
                 Prepared::Denoise {
                     variant,
                     theta,
                     phi,
+                    ..
                 },
             ) => {
                 let [c, h, w] = chw(in_shape(0))?;
@@ -515,12 +571,18 @@ impl Planned {
                 };
                 gemm(n, inf, outf, dst, lhs, rhs, true, Threads::One);
             }
+            (Op::DenoiseOp { .. }, prep) if prep.nonlocal(n, in_shape).is_some() => {
+                if let Some(nl) = prep.nonlocal(n, in_shape) {
+                    nl.backward_add(&values[j], g, &self.saved[i], &mut grads[j]);
+                }
+            }
             (
                 Op::DenoiseOp { .. },
                 Prepared::Denoise {
                     variant,
                     theta,
                     phi,
+                    ..
                 },
             ) => {
                 let [c, h, w] = chw(in_shape)?;
