@@ -1,16 +1,21 @@
-//! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on the
-//! default-size resnet-denoise network, at several batch sizes. Numbers are medians over
-//! repeated runs in one process; compare ratios from one run, not absolute times across runs.
+//! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on a
+//! network, for both cpu executors (candle autograd, the old path; planned, the new path) in the
+//! same run, and with `--conv`, per-op convolution throughput for candle's conv against advlens's.
+//! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use candle_core::{Device, Tensor, Var};
 use clap::Args;
 
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Cancel};
-use crate::engine::cpu::CpuEngine;
+use crate::engine::cpu::conv::Conv2dOp;
+use crate::engine::cpu::conv_kernel::{self, ConvGeom};
+use crate::engine::cpu::{CpuEngine, Executor};
 use crate::engine::{Engine, ForwardOptions, Loss};
+use crate::model::graph::Padding;
 
 /// Arguments of `bench`.
 #[derive(Args, Debug)]
@@ -24,6 +29,15 @@ pub struct BenchArgs {
     /// Model to time (default: the built-in default-size network).
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
+    /// Executors to time: planned, autograd or both.
+    #[arg(long, default_value = "both")]
+    pub executor: String,
+    /// Also time single convolutions (GFLOP/s), candle's against advlens's.
+    #[arg(long)]
+    pub conv: bool,
+    /// Skip the PGD-10 column.
+    #[arg(long)]
+    pub no_attack: bool,
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
@@ -38,46 +52,130 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
     Ok(t[t.len() / 2])
 }
 
-/// Runs the benchmark and prints a markdown table.
+/// Runs the benchmark and prints markdown tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
-    let mut engine = CpuEngine::new(net.clone())?;
+    let executors: Vec<Executor> = match args.executor.as_str() {
+        "both" => vec![Executor::Autograd, Executor::Planned],
+        "planned" => vec![Executor::Planned],
+        "autograd" => vec![Executor::Autograd],
+        other => anyhow::bail!("unknown executor {other:?}; expected planned, autograd or both"),
+    };
     let [c, h, w] = net.input_shape();
-    println!("engine: {}", engine.describe());
     println!("model: {}", net.config.summary());
-    println!("\n| batch | forward ms | forward+input-grad ms | PGD-10 ms | PGD-10 per image ms |");
-    println!("|---|---|---|---|---|");
+    println!("threads: {}\n", rayon::current_num_threads());
+    println!(
+        "| executor | batch | forward ms | forward+input-grad ms | PGD-10 ms | PGD-10 per image ms |"
+    );
+    println!("|---|---|---|---|---|---|");
     for &b in &args.batch {
         let n = b * c * h * w;
         let data: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
             .collect();
         let x = Array::new(vec![b, c, h, w], data)?;
-        let opts = ForwardOptions::default();
-        let fwd = median_ms(args.reps, || {
-            engine.forward(&x, &opts)?;
-            Ok(())
-        })?;
-        let loss = Loss::CrossEntropy {
-            classes: vec![0; b],
-        };
-        let grad = median_ms(args.reps, || {
-            engine.input_grad(&x, &loss, &opts)?;
-            Ok(())
-        })?;
-        let cfg = AttackConfig {
-            kind: AttackKind::Pgd,
-            steps: Some(10),
-            ..AttackConfig::default()
-        };
-        let pgd = median_ms(args.reps.div_ceil(3), || {
-            crate::attack::run(&mut engine, &x, None, &cfg, &Cancel::new())?;
-            Ok(())
-        })?;
-        println!(
-            "| {b} | {fwd:.2} | {grad:.2} | {pgd:.1} | {:.2} |",
-            pgd / b as f64
-        );
+        for &ex in &executors {
+            let mut engine = CpuEngine::new(net.clone())?.with_executor(ex);
+            let opts = ForwardOptions::default();
+            let fwd = median_ms(args.reps, || {
+                engine.forward(&x, &opts)?;
+                Ok(())
+            })?;
+            let loss = Loss::CrossEntropy {
+                classes: vec![0; b],
+            };
+            let grad = median_ms(args.reps, || {
+                engine.input_grad(&x, &loss, &opts)?;
+                Ok(())
+            })?;
+            let pgd = if args.no_attack {
+                f64::NAN
+            } else {
+                let cfg = AttackConfig {
+                    kind: AttackKind::Pgd,
+                    steps: Some(10),
+                    ..AttackConfig::default()
+                };
+                median_ms(args.reps.div_ceil(3), || {
+                    crate::attack::run(&mut engine, &x, None, &cfg, &Cancel::new())?;
+                    Ok(())
+                })?
+            };
+            println!(
+                "| {ex:?} | {b} | {fwd:.2} | {grad:.2} | {pgd:.1} | {:.2} |",
+                pgd / b as f64
+            );
+        }
+    }
+    if args.conv {
+        conv_table(args.reps)?;
+    }
+    Ok(())
+}
+
+/// Per-op convolution throughput: candle's conv (forward; forward+backward through autograd,
+/// which also forms the kernel gradient) against advlens's kernels (forward; input gradient).
+fn conv_table(reps: usize) -> anyhow::Result<()> {
+    println!(
+        "\n| conv | batch | candle fwd ms (GFLOP/s) | advlens fwd ms (GFLOP/s) | candle fwd+backward ms | advlens fwd+input-grad ms (GFLOP/s) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    // (name, c_in, size, c_out, kernel, stride)
+    let cases = [
+        ("3x3 64->64 56² s1", 64, 56, 64, 3, 1),
+        ("1x1 256->64 56²", 256, 56, 64, 1, 1),
+        ("3x3 128->128 28² s2", 128, 28, 128, 3, 2),
+    ];
+    for (name, ci, s, co, k, stride) in cases {
+        for b in [1usize, 16] {
+            let pads = Padding::Same.resolve(s, s, [k, k], stride);
+            let g = ConvGeom::new([b, ci, s, s], [co, ci, k, k], stride, pads, 1)
+                .map_err(anyhow::Error::msg)?;
+            let flops = 2.0 * (b * co * g.ohw() * ci * k * k) as f64;
+            let xs: Vec<f32> = (0..b * ci * s * s)
+                .map(|i| (i % 17) as f32 / 17.0)
+                .collect();
+            let ws: Vec<f32> = (0..co * ci * k * k)
+                .map(|i| (i % 13) as f32 / 130.0)
+                .collect();
+            let x = Tensor::from_slice(&xs, (b, ci, s, s), &Device::Cpu)?;
+            let w = Tensor::from_slice(&ws, (co, ci, k, k), &Device::Cpu)?;
+            let op = Conv2dOp {
+                stride,
+                pads,
+                groups: 1,
+                kernel_grad: false,
+            };
+            let candle_fwd = median_ms(reps, || {
+                op.forward_plain(&x, &w)?;
+                Ok(())
+            })?;
+            let candle_fb = median_ms(reps.div_ceil(2), || {
+                let xv = Var::from_tensor(&x)?;
+                op.forward_plain(xv.as_tensor(), &w)?
+                    .sum_all()?
+                    .backward()?;
+                Ok(())
+            })?;
+            let mut y = vec![0f32; b * co * g.ohw()];
+            let ours_fwd = median_ms(reps, || {
+                conv_kernel::forward(&g, &xs, &ws, &mut y);
+                Ok(())
+            })?;
+            let mut dx = vec![0f32; xs.len()];
+            let ours_fb = median_ms(reps, || {
+                conv_kernel::forward(&g, &xs, &ws, &mut y);
+                conv_kernel::input_grad(&g, &y, &ws, &mut dx, false);
+                Ok(())
+            })?;
+            let gf = |ms: f64, mult: f64| mult * flops / (ms * 1e6);
+            println!(
+                "| {name} | {b} | {candle_fwd:.2} ({:.0}) | {ours_fwd:.2} ({:.0}) | {candle_fb:.2} | {ours_fb:.2} ({:.0}) |",
+                gf(candle_fwd, 1.0),
+                gf(ours_fwd, 1.0),
+                gf(ours_fb, 2.0)
+            );
+        }
     }
     Ok(())
 }
