@@ -47,11 +47,17 @@ pub fn default_image() -> Array {
     Array::new(vec![1, 1, h, w], data).unwrap_or_else(|_| Array::zeros(vec![1, 1, h, w]))
 }
 
-/// Resolves a model argument: [`DEFAULT_MODEL`] or a safetensors path.
+/// The name the CLI accepts for a ResNet-50-shaped network with random weights (benchmarks).
+pub const RESNET50_MODEL: &str = "builtin:resnet50-random";
+
+/// Resolves a model argument: [`DEFAULT_MODEL`], [`RESNET50_MODEL`] or a safetensors path.
 pub fn load_model(spec: &str) -> Result<Network, ModelError> {
-    if spec == DEFAULT_MODEL {
-        default_network()
-    } else {
-        crate::model::weights::load(std::path::Path::new(spec))
+    match spec {
+        DEFAULT_MODEL => default_network(),
+        RESNET50_MODEL => Network::random(
+            ArchConfig::ResnetDenoise(ResnetDenoiseConfig::resnet50_shaped()),
+            0,
+        ),
+        path => crate::model::weights::load(std::path::Path::new(path)),
     }
 }

@@ -101,3 +101,53 @@ fn attacks_agree_across_executors_and_batch_sizes_reuse_buffers() {
         assert!((u - v).abs() < 1e-5);
     }
 }
+
+#[test]
+fn bottleneck_imagenet_stem_and_stock_candle_agree() {
+    use advlens::model::resnet::{BlockKind, StemKind};
+    let mut cfg = common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage);
+    cfg.image_size = [16, 16];
+    cfg.block = BlockKind::Bottleneck;
+    cfg.stem = StemKind::Imagenet;
+    let net = Arc::new(common::randomized(cfg, 12));
+    let mut p = CpuEngine::new(net.clone()).unwrap();
+    let mut s = CpuEngine::new(net).unwrap().with_executor(Executor::Stock);
+    let x = common::random_images(2, [2, 16, 16], 13);
+    let opts = ForwardOptions::default();
+    let loss = Loss::CrossEntropy {
+        classes: vec![1, 2],
+    };
+    let gp = p.input_grad(&x, &loss, &opts).unwrap();
+    let gs = s.input_grad(&x, &loss, &opts).unwrap();
+    close(&gp.logits, &gs.logits, 1e-5, "logits");
+    close(&gp.grad, &gs.grad, 1e-4, "gradient");
+}
+
+#[test]
+fn training_with_either_convolution_takes_the_same_step() {
+    use advlens::train::{SgdConfig, Trainer};
+    let net = common::randomized(
+        common::tiny_config(DenoiseVariant::Mean, Placement::AfterStage),
+        14,
+    );
+    let x = common::random_images(4, [2, 8, 8], 15);
+    let y = vec![0, 1, 2, 3];
+    let mut a = Trainer::new(net.clone(), SgdConfig::default()).unwrap();
+    let mut b = Trainer::new(net, SgdConfig::default())
+        .unwrap()
+        .with_stock_conv(true);
+    for _ in 0..3 {
+        let sa = a.step(&x, &y).unwrap();
+        let sb = b.step(&x, &y).unwrap();
+        assert!(
+            (sa.loss - sb.loss).abs() < 1e-4,
+            "{} vs {}",
+            sa.loss,
+            sb.loss
+        );
+    }
+    let (na, nb) = (a.into_network().unwrap(), b.into_network().unwrap());
+    for (k, wa) in &na.weights {
+        close(wa, &nb.weights[k], 1e-4, k);
+    }
+}

@@ -90,6 +90,16 @@ fn every_denoise_variant_and_placement() {
 }
 
 #[test]
+fn bottleneck_blocks_and_imagenet_stem() {
+    use advlens::model::resnet::{BlockKind, StemKind};
+    let mut cfg = common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterEveryBlock);
+    cfg.image_size = [16, 16];
+    cfg.block = BlockKind::Bottleneck;
+    cfg.stem = StemKind::Imagenet;
+    check_network(randomized(cfg, 9), false, "bottleneck, imagenet stem");
+}
+
+#[test]
 fn dot_product_in_both_channel_forms() {
     // The dot-product block switches to its channel form when C <= H·W; make C > H·W too.
     let mut cfg = common::tiny_config(DenoiseVariant::DotProduct, Placement::AfterStage);

@@ -29,7 +29,8 @@ pub struct BenchArgs {
     /// Model to time (default: the built-in default-size network).
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
-    /// Executors to time: planned, autograd or both.
+    /// Executors to time: planned (advlens), autograd (candle autograd with advlens's conv),
+    /// stock (candle autograd with candle's conv), both (stock and planned) or all.
     #[arg(long, default_value = "both")]
     pub executor: String,
     /// Also time single convolutions (GFLOP/s), candle's against advlens's.
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     /// Skip the PGD-10 column.
     #[arg(long)]
     pub no_attack: bool,
+    /// Also time training steps (images/s), candle's conv against advlens's.
+    #[arg(long)]
+    pub train: bool,
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
@@ -56,10 +60,14 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     let executors: Vec<Executor> = match args.executor.as_str() {
-        "both" => vec![Executor::Autograd, Executor::Planned],
+        "all" => vec![Executor::Stock, Executor::Autograd, Executor::Planned],
+        "both" => vec![Executor::Stock, Executor::Planned],
         "planned" => vec![Executor::Planned],
         "autograd" => vec![Executor::Autograd],
-        other => anyhow::bail!("unknown executor {other:?}; expected planned, autograd or both"),
+        "stock" => vec![Executor::Stock],
+        other => anyhow::bail!(
+            "unknown executor {other:?}; expected planned, autograd, stock, both (stock and planned) or all"
+        ),
     };
     let [c, h, w] = net.input_shape();
     println!("model: {}", net.config.summary());
@@ -109,6 +117,35 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.conv {
         conv_table(args.reps)?;
+    }
+    if args.train {
+        train_table(&net, &args.batch, args.reps)?;
+    }
+    Ok(())
+}
+
+/// Training throughput (SGD steps on clean cross-entropy) with candle's conv and with advlens's.
+fn train_table(net: &crate::model::Network, batches: &[usize], reps: usize) -> anyhow::Result<()> {
+    use crate::train::{SgdConfig, Trainer};
+    println!("\n| training conv | batch | step ms | images/s |");
+    println!("|---|---|---|---|");
+    let [c, h, w] = net.input_shape();
+    for &b in batches {
+        let n = b * c * h * w;
+        let data: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+            .collect();
+        let x = Array::new(vec![b, c, h, w], data)?;
+        let labels: Vec<usize> = (0..b).map(|i| i % net.num_classes()).collect();
+        for stock in [true, false] {
+            let mut t = Trainer::new(net.clone(), SgdConfig::default())?.with_stock_conv(stock);
+            let ms = median_ms(reps.div_ceil(2), || {
+                t.step(&x, &labels)?;
+                Ok(())
+            })?;
+            let name = if stock { "candle" } else { "advlens" };
+            println!("| {name} | {b} | {ms:.1} | {:.0} |", b as f64 * 1e3 / ms);
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::model::resnet::{BlockKind, StemKind};
 use crate::model::{ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig};
 
 /// Arguments of `new-model`.
@@ -35,6 +36,12 @@ pub struct NewModelArgs {
     /// Classes.
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
+    /// Residual block: basic or bottleneck.
+    #[arg(long, default_value = "basic")]
+    pub block: String,
+    /// Stem: small (3×3 conv) or imagenet (7×7/2 conv and 3×3/2 max pool).
+    #[arg(long, default_value = "small")]
+    pub stem: String,
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -67,6 +74,16 @@ pub fn run(args: &NewModelArgs) -> anyhow::Result<()> {
         denoise_stages: None,
         mean: vec![0.5; args.channels],
         std: vec![0.5; args.channels],
+        block: match args.block.as_str() {
+            "basic" => BlockKind::Basic,
+            "bottleneck" => BlockKind::Bottleneck,
+            b => anyhow::bail!("unknown block {b:?}; expected basic or bottleneck"),
+        },
+        stem: match args.stem.as_str() {
+            "small" => StemKind::Small,
+            "imagenet" => StemKind::Imagenet,
+            s => anyhow::bail!("unknown stem {s:?}; expected small or imagenet"),
+        },
     };
     let net = Network::random(ArchConfig::ResnetDenoise(cfg), args.seed)?;
     crate::model::weights::save(&net, &args.out)

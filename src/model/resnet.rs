@@ -39,6 +39,34 @@ pub struct ResnetDenoiseConfig {
     pub mean: Vec<f32>,
     /// Per-channel std of the preprocessing.
     pub std: Vec<f32>,
+    /// Residual block type.
+    #[serde(default)]
+    pub block: BlockKind,
+    /// Stem type.
+    #[serde(default)]
+    pub stem: StemKind,
+}
+
+/// The residual block of every stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// Two 3×3 convs; the stage width is the block's output width.
+    #[default]
+    Basic,
+    /// 1×1 → 3×3 (stride here, "ResNet v1.5") → 1×1 to 4× the stage width, as ResNet-50/101/152.
+    Bottleneck,
+}
+
+/// The stem before the first stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StemKind {
+    /// A 3×3 stride-1 conv (small images).
+    #[default]
+    Small,
+    /// A 7×7 stride-2 conv and a 3×3 stride-2 max pool (ImageNet-sized images).
+    Imagenet,
 }
 
 impl ResnetDenoiseConfig {
@@ -57,6 +85,28 @@ impl ResnetDenoiseConfig {
             denoise_stages: None,
             mean: vec![0.5],
             std: vec![0.5],
+            block: BlockKind::Basic,
+            stem: StemKind::Small,
+        }
+    }
+
+    /// A ResNet-50-shaped network for 224×224 RGB images and 1000 classes (bottleneck blocks
+    /// 3/4/6/3, ImageNet stem, ImageNet mean/std, no denoise blocks).
+    pub fn resnet50_shaped() -> Self {
+        Self {
+            in_channels: 3,
+            image_size: [224, 224],
+            num_classes: 1000,
+            stem_width: 64,
+            widths: vec![64, 128, 256, 512],
+            blocks: vec![3, 4, 6, 3],
+            denoise: DenoiseVariant::NonlocalGaussian,
+            placement: Placement::None,
+            denoise_stages: None,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            block: BlockKind::Bottleneck,
+            stem: StemKind::Imagenet,
         }
     }
 
@@ -107,16 +157,29 @@ impl ResnetDenoiseConfig {
         let mut b = GraphBuilder::new([self.in_channels, h, w], self.num_classes);
         let order: Vec<usize> = (0..self.in_channels).collect();
         let mut x = b.normalize(b.input(), order, self.mean.clone(), self.std.clone())?;
-        x = b.conv("conv0", x, ConvSpec::new(self.stem_width, 3, 1))?;
-        x = b.bn("conv0/bn", x, false)?;
-        x = b.relu("conv0/relu", x);
+        match self.stem {
+            StemKind::Small => {
+                x = b.conv("conv0", x, ConvSpec::new(self.stem_width, 3, 1))?;
+                x = b.bn("conv0/bn", x, false)?;
+                x = b.relu("conv0/relu", x);
+            }
+            StemKind::Imagenet => {
+                x = b.conv("conv0", x, ConvSpec::new(self.stem_width, 7, 2))?;
+                x = b.bn("conv0/bn", x, false)?;
+                x = b.relu("conv0/relu", x);
+                x = b.pool("pool0", x, 3, 2, true)?;
+            }
+        }
         b.tap("conv0", x, TapKind::Stem);
         for (g, (&width, &nblocks)) in self.widths.iter().zip(&self.blocks).enumerate() {
             let denoise = self.denoise_in_stage(g);
             for blk in 0..nblocks {
                 let stride = if g > 0 && blk == 0 { 2 } else { 1 };
                 let scope = format!("group{g}/block{blk}");
-                x = basic_block(&mut b, &scope, x, width, stride)?;
+                x = match self.block {
+                    BlockKind::Basic => basic_block(&mut b, &scope, x, width, stride)?,
+                    BlockKind::Bottleneck => bottleneck_block(&mut b, &scope, x, width, stride)?,
+                };
                 b.tap(&scope, x, TapKind::Block);
                 if denoise && self.placement == Placement::AfterEveryBlock {
                     x = b.denoise(&format!("{scope}/non_local"), x, self.denoise)?;
@@ -157,6 +220,43 @@ fn basic_block(
             &format!("{scope}/convshortcut"),
             x,
             ConvSpec::new(width, 1, stride),
+        )?;
+        b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
+    } else {
+        x
+    };
+    let sum = b.add(&format!("{scope}/add"), y, shortcut)?;
+    Ok(b.relu(&format!("{scope}/block_output"), sum))
+}
+
+/// A bottleneck block: 1×1 to `width`, 3×3 with the stride, 1×1 to `4·width` (BN γ starts at
+/// zero), a projection shortcut when the shape changes, ReLU after the sum.
+fn bottleneck_block(
+    b: &mut GraphBuilder,
+    scope: &str,
+    x: usize,
+    width: usize,
+    stride: usize,
+) -> Result<usize, ModelError> {
+    let in_ch = b.shape(x)[0];
+    let out_ch = 4 * width;
+    let mut y = b.conv(&format!("{scope}/conv1"), x, ConvSpec::new(width, 1, 1))?;
+    y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
+    y = b.relu(&format!("{scope}/conv1/relu"), y);
+    y = b.conv(
+        &format!("{scope}/conv2"),
+        y,
+        ConvSpec::new(width, 3, stride),
+    )?;
+    y = b.bn(&format!("{scope}/conv2/bn"), y, false)?;
+    y = b.relu(&format!("{scope}/conv2/relu"), y);
+    y = b.conv(&format!("{scope}/conv3"), y, ConvSpec::new(out_ch, 1, 1))?;
+    y = b.bn(&format!("{scope}/conv3/bn"), y, true)?;
+    let shortcut = if in_ch != out_ch || stride != 1 {
+        let s = b.conv(
+            &format!("{scope}/convshortcut"),
+            x,
+            ConvSpec::new(out_ch, 1, stride),
         )?;
         b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
     } else {
@@ -225,6 +325,25 @@ mod tests {
         assert_eq!(*stride, 2);
         assert_eq!(padding.resolve(28, 28, [3, 3], 2), [0, 1, 0, 1]);
         assert_eq!(padding.resolve(28, 28, [3, 3], 1), [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn resnet50_shape_and_parameter_count() {
+        let g = ResnetDenoiseConfig::resnet50_shaped().build().unwrap();
+        // torchvision's ResNet-50 has 25,557,032 trainable parameters; the BN running statistics
+        // add 2 × 26,560.
+        let trainable: usize = g
+            .params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum();
+        assert_eq!(trainable, 25_557_032);
+        assert_eq!(g.nodes[g.node_id("pool0").unwrap()].shape, vec![64, 56, 56]);
+        assert_eq!(
+            g.nodes[g.tap("group3").unwrap().node].shape,
+            vec![2048, 7, 7]
+        );
     }
 
     #[test]

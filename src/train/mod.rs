@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor, Var};
 
 use crate::array::Array;
-use crate::engine::cpu::{ParamMode, run_graph, to_array};
+use crate::engine::cpu::{ParamMode, RunOptions, run_graph, to_array};
 use crate::engine::{EngineError, Loss, check_input};
 use crate::model::Network;
 
@@ -56,6 +56,7 @@ pub struct Trainer {
     constants: HashMap<String, Tensor>,
     velocity: HashMap<String, Tensor>,
     cfg: SgdConfig,
+    stock_conv: bool,
 }
 
 impl Trainer {
@@ -82,7 +83,14 @@ impl Trainer {
             constants,
             velocity: HashMap::new(),
             cfg,
+            stock_conv: false,
         })
+    }
+
+    /// Trains with candle's own convolution instead of advlens's (the baseline in benchmarks).
+    pub fn with_stock_conv(mut self, stock: bool) -> Self {
+        self.stock_conv = stock;
+        self
     }
 
     /// One SGD step on a labelled batch.
@@ -95,8 +103,12 @@ impl Trainer {
             params.insert(k.clone(), v.as_tensor().clone());
         }
         let g = &self.net.graph;
-        let values =
-            run_graph(g, &params, &xt, false, &[g.output], ParamMode::Trained).map_err(backend)?;
+        let opts = RunOptions {
+            bypass_denoise: false,
+            mode: ParamMode::Trained,
+            stock_conv: self.stock_conv,
+        };
+        let values = run_graph(g, &params, &xt, &[g.output], opts).map_err(backend)?;
         let logits_t = values[g.output]
             .as_ref()
             .ok_or_else(|| EngineError::Backend {

@@ -26,6 +26,8 @@ pub fn tiny_config(variant: DenoiseVariant, placement: Placement) -> ResnetDenoi
         denoise_stages: None,
         mean: vec![0.4, 0.6],
         std: vec![0.5, 0.25],
+        block: Default::default(),
+        stem: Default::default(),
     }
 }
 
@@ -100,6 +102,8 @@ fn train_model() -> Network {
         denoise_stages: None,
         mean: vec![0.5],
         std: vec![0.5],
+        block: Default::default(),
+        stem: Default::default(),
     };
     let net = Network::random(ArchConfig::ResnetDenoise(cfg), 7).unwrap();
     let mut trainer = Trainer::new(net, SgdConfig::default()).unwrap();

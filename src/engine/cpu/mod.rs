@@ -47,6 +47,9 @@ pub enum Executor {
     /// Candle tensors and candle's autograd (used on candle's GPU devices, and as the reference
     /// the planned executor is tested and benchmarked against).
     Autograd,
+    /// Candle's autograd with candle's own convolution: stock candle, the baseline in
+    /// benchmarks.
+    Stock,
 }
 
 /// The candle-based engine.
@@ -91,6 +94,14 @@ impl CpuEngine {
             self.executor = executor;
         }
         self
+    }
+
+    fn run_options(&self, opts: &ForwardOptions) -> RunOptions {
+        RunOptions {
+            bypass_denoise: opts.bypass_denoise,
+            mode: ParamMode::Frozen,
+            stock_conv: self.executor == Executor::Stock,
+        }
     }
 
     /// The executor in use.
@@ -160,16 +171,33 @@ pub enum ParamMode {
     Trained,
 }
 
-/// Evaluates `graph` on `x` with `params`, returning the value of every node listed in `keep`
-/// (others are dropped as soon as their last reader has run).
+/// How [`run_graph`] evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Skip every denoise block.
+    pub bypass_denoise: bool,
+    /// Frozen or trained weights.
+    pub mode: ParamMode,
+    /// Use candle's own convolution (whose backward always forms the kernel gradient) instead of
+    /// advlens's; the "before" path in benchmarks.
+    pub stock_conv: bool,
+}
+
+/// Evaluates `graph` on `x` with `params` through candle tensors (autograd records the graph when
+/// `x` or a parameter is a variable), returning the value of every node listed in `keep` (others
+/// are dropped as soon as their last reader has run).
 pub fn run_graph(
     graph: &Graph,
     params: &HashMap<String, Tensor>,
     x: &Tensor,
-    bypass_denoise: bool,
     keep: &[NodeId],
-    mode: ParamMode,
+    opts: RunOptions,
 ) -> R<Vec<Option<Tensor>>> {
+    let RunOptions {
+        bypass_denoise,
+        mode,
+        stock_conv,
+    } = opts;
     let n_nodes = graph.nodes.len();
     let mut last_use = vec![0usize; n_nodes];
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -201,7 +229,7 @@ pub fn run_graph(
                         })
                     })
                     .collect::<R<Vec<Tensor>>>()?;
-                eval_node(&node.op, &args, &p, x, mode)?
+                eval_node(&node.op, &args, &p, x, mode, stock_conv)?
             }
         };
         values[i] = Some(value);
@@ -220,6 +248,7 @@ fn eval_node<'a>(
     p: &dyn Fn(&str) -> R<&'a Tensor>,
     x: &Tensor,
     mode: ParamMode,
+    stock_conv: bool,
 ) -> R<Tensor> {
     let arg = |k: usize| -> R<&Tensor> {
         args.get(k)
@@ -264,7 +293,7 @@ fn eval_node<'a>(
                 kernel_grad: mode == ParamMode::Trained,
             };
             let k = p(weight)?;
-            let y = if a.device().is_cpu() {
+            let y = if a.device().is_cpu() && !stock_conv {
                 a.contiguous()?.apply_op2(&k.contiguous()?, op)?
             } else {
                 op.forward_plain(a, k)?
@@ -371,15 +400,8 @@ impl Engine for CpuEngine {
         let graph = &self.net.graph;
         let mut keep: Vec<NodeId> = taps.iter().map(|(_, n)| *n).collect();
         keep.push(graph.output);
-        let values = run_graph(
-            graph,
-            &self.params,
-            &xt,
-            opts.bypass_denoise,
-            &keep,
-            ParamMode::Frozen,
-        )
-        .map_err(backend)?;
+        let values =
+            run_graph(graph, &self.params, &xt, &keep, self.run_options(opts)).map_err(backend)?;
         let get = |n: NodeId| {
             values[n].as_ref().ok_or_else(|| EngineError::Backend {
                 engine: "cpu",
@@ -430,9 +452,8 @@ impl Engine for CpuEngine {
             graph,
             &self.params,
             xv.as_tensor(),
-            opts.bypass_denoise,
             &[graph.output],
-            ParamMode::Frozen,
+            self.run_options(opts),
         )
         .map_err(backend)?;
         let logits_t = values[graph.output]
