@@ -1,7 +1,8 @@
 //! The built-in default model and image, so the app and CLI work with no files at all.
 //!
 //! Until trained Fashion-MNIST models ship in assets/, the default model is the small
-//! resnet-denoise network with seeded random weights, and the default image is drawn in code.
+//! resnet-denoise network with seeded random weights (and Fashion-MNIST's class names); the
+//! default image is the first bundled Fashion-MNIST test image.
 
 use crate::array::Array;
 use crate::model::{ArchConfig, ModelError, Network, Placement, ResnetDenoiseConfig};
@@ -20,6 +21,10 @@ pub fn default_config() -> ArchConfig {
 /// The built-in model (seeded random weights).
 pub fn default_network() -> Result<Network, ModelError> {
     let mut net = Network::random(default_config(), 0)?;
+    net.class_names = crate::data::idx::FASHION_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     net.metadata.insert(
         "advlens.note".into(),
         "untrained: seeded random weights (seed 0)".into(),
@@ -27,8 +32,17 @@ pub fn default_network() -> Result<Network, ModelError> {
     Ok(net)
 }
 
-/// A 28×28 grey test pattern: a soft ring with a bar, `[1, 1, 28, 28]`.
+/// The first bundled Fashion-MNIST test image (an ankle boot), `[1, 1, 28, 28]`; the drawn test
+/// pattern if the bundled data cannot be decoded.
 pub fn default_image() -> Array {
+    match crate::data::idx::bundled_test_images() {
+        Ok(set) => set.images.select(&[0]),
+        Err(_) => test_pattern(),
+    }
+}
+
+/// A 28×28 grey test pattern: a soft ring with a bar, `[1, 1, 28, 28]`.
+pub fn test_pattern() -> Array {
     let (h, w) = (28usize, 28usize);
     let mut data = vec![0f32; h * w];
     for y in 0..h {

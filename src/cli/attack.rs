@@ -21,7 +21,8 @@ pub struct AttackArgs {
     /// A safetensors model file, or `builtin:default`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
-    /// Image files (repeat for several); `builtin:default` is the built-in test pattern.
+    /// Image files (repeat for several); `builtin:default` is the first bundled Fashion-MNIST test
+    /// image and `fashion:N` bundled test image N (0–499).
     #[arg(long = "image", required = true)]
     pub images: Vec<String>,
     /// True labels, one per image (default: the clean predictions).
@@ -98,10 +99,23 @@ fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<Array> {
     let [c, h, w] = shape;
     let mut parts = Vec::with_capacity(specs.len());
     for s in specs {
-        let a = if s == crate::zoo::DEFAULT_IMAGE {
-            let img = crate::zoo::default_image();
+        let bundled = if s == crate::zoo::DEFAULT_IMAGE {
+            Some(crate::zoo::default_image())
+        } else if let Some(n) = s.strip_prefix("fashion:") {
+            let i: usize = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{s:?}: expected fashion:N with N a number"))?;
+            let set = crate::data::idx::bundled_test_images().map_err(anyhow::Error::msg)?;
+            if i >= set.len() {
+                anyhow::bail!("{s:?}: there are {} bundled images", set.len());
+            }
+            Some(set.images.select(&[i]))
+        } else {
+            None
+        };
+        let a = if let Some(img) = bundled {
             if img.shape()[1..] != shape[..] {
-                anyhow::bail!("the built-in image is 1×28×28; this model takes {c}×{h}×{w}");
+                anyhow::bail!("bundled images are 1×28×28; this model takes {c}×{h}×{w}");
             }
             img
         } else {
