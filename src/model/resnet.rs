@@ -205,7 +205,6 @@ fn basic_block(
     width: usize,
     stride: usize,
 ) -> Result<usize, ModelError> {
-    let in_ch = b.shape(x)[0];
     let mut y = b.conv(
         &format!("{scope}/conv1"),
         x,
@@ -215,11 +214,24 @@ fn basic_block(
     y = b.relu(&format!("{scope}/conv1/relu"), y);
     y = b.conv(&format!("{scope}/conv2"), y, ConvSpec::new(width, 3, 1))?;
     y = b.bn(&format!("{scope}/conv2/bn"), y, true)?;
-    let shortcut = if in_ch != width || stride != 1 {
+    merge(b, scope, x, y, stride)
+}
+
+/// Ends a residual block: `relu(y + shortcut(x))`, the shortcut a 1×1 projection with BN when
+/// the channels or the resolution change.
+fn merge(
+    b: &mut GraphBuilder,
+    scope: &str,
+    x: usize,
+    y: usize,
+    stride: usize,
+) -> Result<usize, ModelError> {
+    let (in_ch, out_ch) = (b.shape(x)[0], b.shape(y)[0]);
+    let shortcut = if in_ch != out_ch || stride != 1 {
         let s = b.conv(
             &format!("{scope}/convshortcut"),
             x,
-            ConvSpec::new(width, 1, stride),
+            ConvSpec::new(out_ch, 1, stride),
         )?;
         b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
     } else {
@@ -238,7 +250,6 @@ fn bottleneck_block(
     width: usize,
     stride: usize,
 ) -> Result<usize, ModelError> {
-    let in_ch = b.shape(x)[0];
     let out_ch = 4 * width;
     let mut y = b.conv(&format!("{scope}/conv1"), x, ConvSpec::new(width, 1, 1))?;
     y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
@@ -252,18 +263,7 @@ fn bottleneck_block(
     y = b.relu(&format!("{scope}/conv2/relu"), y);
     y = b.conv(&format!("{scope}/conv3"), y, ConvSpec::new(out_ch, 1, 1))?;
     y = b.bn(&format!("{scope}/conv3/bn"), y, true)?;
-    let shortcut = if in_ch != out_ch || stride != 1 {
-        let s = b.conv(
-            &format!("{scope}/convshortcut"),
-            x,
-            ConvSpec::new(out_ch, 1, stride),
-        )?;
-        b.bn(&format!("{scope}/convshortcut/bn"), s, false)?
-    } else {
-        x
-    };
-    let sum = b.add(&format!("{scope}/add"), y, shortcut)?;
-    Ok(b.relu(&format!("{scope}/block_output"), sum))
+    merge(b, scope, x, y, stride)
 }
 
 #[cfg(test)]

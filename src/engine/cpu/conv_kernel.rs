@@ -237,31 +237,15 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(og * ohw).enumerate().for_each(|(t, yc)| {
         let (b, gi) = (t / g.groups, t % g.groups);
         let xg = &x[(b * g.c + gi * ig) * hw..][..ig * hw];
-        let wg = MatRef {
-            data: &w[gi * og * k..][..og * k],
-            rs: k,
-            cs: 1,
-        };
-        let dst = MatMut {
-            data: yc,
-            rs: ohw,
-            cs: 1,
-        };
+        let wg = MatRef::new(&w[gi * og * k..][..og * k], k, 1);
+        let dst = MatMut::new(yc, ohw, 1);
         if g.pointwise() {
-            let rhs = MatRef {
-                data: xg,
-                rs: hw,
-                cs: 1,
-            };
+            let rhs = MatRef::new(xg, hw, 1);
             gemm(og, ohw, ig, dst, wg, rhs, false, threads);
         } else {
             with_workspace(k * ohw, |col| {
                 im2col(g, xg, col);
-                let rhs = MatRef {
-                    data: col,
-                    rs: ohw,
-                    cs: 1,
-                };
+                let rhs = MatRef::new(col, ohw, 1);
                 gemm(og, ohw, k, dst, wg, rhs, false, threads);
             });
         }
@@ -275,31 +259,15 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
     let threads = g.threads();
     dx.par_chunks_mut(ig * hw).enumerate().for_each(|(t, dxc)| {
         let (b, gi) = (t / g.groups, t % g.groups);
-        let dyg = MatRef {
-            data: &dy[(b * g.o + gi * og) * ohw..][..og * ohw],
-            rs: ohw,
-            cs: 1,
-        };
+        let dyg = MatRef::new(&dy[(b * g.o + gi * og) * ohw..][..og * ohw], ohw, 1);
         // W_gᵀ as a strided view: element (r, o) = w[(gi·og + o)·k + r].
-        let wt = MatRef {
-            data: &w[gi * og * k..][..og * k],
-            rs: 1,
-            cs: k,
-        };
+        let wt = MatRef::new(&w[gi * og * k..][..og * k], 1, k);
         if g.pointwise() {
-            let dst = MatMut {
-                data: dxc,
-                rs: hw,
-                cs: 1,
-            };
+            let dst = MatMut::new(dxc, hw, 1);
             gemm(ig, ohw, og, dst, wt, dyg, accumulate, threads);
         } else {
             with_workspace(k * ohw, |col| {
-                let dst = MatMut {
-                    data: col,
-                    rs: ohw,
-                    cs: 1,
-                };
+                let dst = MatMut::new(col, ohw, 1);
                 gemm(k, ohw, og, dst, wt, dyg, false, threads);
                 if !accumulate {
                     dxc.fill(0.0);
@@ -321,32 +289,16 @@ pub fn kernel_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             |mut acc, b| {
                 for gi in 0..g.groups {
                     let xg = &x[(b * g.c + gi * ig) * hw..][..ig * hw];
-                    let dyg = MatRef {
-                        data: &dy[(b * g.o + gi * og) * ohw..][..og * ohw],
-                        rs: ohw,
-                        cs: 1,
-                    };
-                    let dst = MatMut {
-                        data: &mut acc[gi * og * k..][..og * k],
-                        rs: k,
-                        cs: 1,
-                    };
+                    let dyg = MatRef::new(&dy[(b * g.o + gi * og) * ohw..][..og * ohw], ohw, 1);
+                    let dst = MatMut::new(&mut acc[gi * og * k..][..og * k], k, 1);
                     if g.pointwise() {
-                        let rhs = MatRef {
-                            data: xg,
-                            rs: 1,
-                            cs: hw,
-                        };
+                        let rhs = MatRef::new(xg, 1, hw);
                         gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
                     } else {
                         with_workspace(k * ohw, |col| {
                             im2col(g, xg, col);
                             // colᵀ as a strided view: element (p, r) = col[r·ohw + p].
-                            let rhs = MatRef {
-                                data: col,
-                                rs: 1,
-                                cs: ohw,
-                            };
+                            let rhs = MatRef::new(col, 1, ohw);
                             gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
                         });
                     }

@@ -13,6 +13,13 @@ pub struct MatRef<'a> {
     pub cs: usize,
 }
 
+impl<'a> MatRef<'a> {
+    /// A view of `data` with row stride `rs` and column stride `cs`.
+    pub fn new(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        Self { data, rs, cs }
+    }
+}
+
 /// A mutable strided matrix view.
 #[derive(Debug)]
 pub struct MatMut<'a> {
@@ -22,6 +29,13 @@ pub struct MatMut<'a> {
     pub rs: usize,
     /// Column stride.
     pub cs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A view of `data` with row stride `rs` and column stride `cs`.
+    pub fn new(data: &'a mut [f32], rs: usize, cs: usize) -> Self {
+        Self { data, rs, cs }
+    }
 }
 
 fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
@@ -123,21 +137,9 @@ mod tests {
             2,
             2,
             3,
-            MatMut {
-                data: &mut c,
-                rs: 2,
-                cs: 1,
-            },
-            MatRef {
-                data: &a,
-                rs: 3,
-                cs: 1,
-            },
-            MatRef {
-                data: &bt,
-                rs: 1,
-                cs: 3,
-            },
+            MatMut::new(&mut c, 2, 1),
+            MatRef::new(&a, 3, 1),
+            MatRef::new(&bt, 1, 3),
             true,
             Threads::One,
         );
@@ -153,21 +155,9 @@ mod tests {
             2,
             2,
             3,
-            MatMut {
-                data: &mut c,
-                rs: 2,
-                cs: 1,
-            },
-            MatRef {
-                data: &a,
-                rs: 3,
-                cs: 1,
-            },
-            MatRef {
-                data: &a,
-                rs: 2,
-                cs: 1,
-            },
+            MatMut::new(&mut c, 2, 1),
+            MatRef::new(&a, 3, 1),
+            MatRef::new(&a, 2, 1),
             false,
             Threads::One,
         );

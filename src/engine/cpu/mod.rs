@@ -26,7 +26,7 @@ use crate::array::Array;
 use crate::model::Network;
 use crate::model::graph::{Graph, NodeId, Op};
 use conv::Conv2dOp;
-use pool::{PoolKind, PoolOp};
+use pool::PoolOp;
 
 type R<T> = candle_core::Result<T>;
 
@@ -314,29 +314,11 @@ fn eval_node<'a>(
         Op::Relu => arg(0)?.relu()?,
         Op::Relu6 => arg(0)?.clamp(0f32, 6f32)?,
         Op::Add => (arg(0)? + arg(1)?)?,
-        Op::MaxPool {
-            kernel,
-            stride,
-            padding,
-        }
-        | Op::AvgPool {
-            kernel,
-            stride,
-            padding,
-        } => {
+        Op::MaxPool { .. } | Op::AvgPool { .. } => {
             let a = arg(0)?;
             let (_, _, h, w) = a.dims4()?;
-            let kind = if matches!(op, Op::MaxPool { .. }) {
-                PoolKind::Max
-            } else {
-                PoolKind::Avg
-            };
-            let op = PoolOp {
-                kind,
-                kernel: *kernel,
-                stride: *stride,
-                pads: padding.resolve(h, w, *kernel, *stride),
-            };
+            let op = PoolOp::from_op(op, h, w)
+                .ok_or_else(|| candle_core::Error::Msg("not a pooling op".into()))?;
             denoise::on_cpu(a, |t| t.apply_op1(op.clone()))?
         }
         Op::GlobalAvgPool => arg(0)?.mean(3)?.mean(2)?,

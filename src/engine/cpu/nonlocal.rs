@@ -86,21 +86,9 @@ impl NonLocal<'_> {
                     Some((wt, wp)) => {
                         let (te, pe) = emb.split_at_mut(d * p);
                         for (w, out) in [(wt, &mut *te), (wp, &mut *pe)] {
-                            let dst = MatMut {
-                                data: out,
-                                rs: p,
-                                cs: 1,
-                            };
-                            let lhs = MatRef {
-                                data: w,
-                                rs: c,
-                                cs: 1,
-                            };
-                            let rhs = MatRef {
-                                data: xb,
-                                rs: p,
-                                cs: 1,
-                            };
+                            let dst = MatMut::new(out, p, 1);
+                            let lhs = MatRef::new(w, c, 1);
+                            let rhs = MatRef::new(xb, p, 1);
                             gemm(d, p, c, dst, lhs, rhs, false, th);
                         }
                         (te, pe)
@@ -108,21 +96,9 @@ impl NonLocal<'_> {
                     None => (xb, xb),
                 };
                 // S = θᵀ φ.
-                let dst = MatMut {
-                    data: &mut *a,
-                    rs: p,
-                    cs: 1,
-                };
-                let lhs = MatRef {
-                    data: theta,
-                    rs: 1,
-                    cs: p,
-                };
-                let rhs = MatRef {
-                    data: phi,
-                    rs: p,
-                    cs: 1,
-                };
+                let dst = MatMut::new(&mut *a, p, 1);
+                let lhs = MatRef::new(theta, 1, p);
+                let rhs = MatRef::new(phi, p, 1);
                 gemm(p, p, d, dst, lhs, rhs, false, th);
                 for row in a.chunks_mut(p) {
                     let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
@@ -133,21 +109,9 @@ impl NonLocal<'_> {
                     row.iter_mut().for_each(|v| *v *= inv);
                 }
                 // y = x Aᵀ.
-                let dst = MatMut {
-                    data: yb,
-                    rs: p,
-                    cs: 1,
-                };
-                let lhs = MatRef {
-                    data: xb,
-                    rs: p,
-                    cs: 1,
-                };
-                let rhs = MatRef {
-                    data: a,
-                    rs: 1,
-                    cs: p,
-                };
+                let dst = MatMut::new(yb, p, 1);
+                let lhs = MatRef::new(xb, p, 1);
+                let rhs = MatRef::new(a, 1, p);
                 gemm(c, p, p, dst, lhs, rhs, false, th);
             });
     }
@@ -172,37 +136,13 @@ impl NonLocal<'_> {
                     let (ds, rest) = ws.split_at_mut(p * p);
                     let (dtheta, dphi) = rest.split_at_mut(d * p);
                     // Through y = x Aᵀ: dx += dy A, dA = dyᵀ x.
-                    let dst = MatMut {
-                        data: &mut *dxb,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let lhs = MatRef {
-                        data: dyb,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let rhs = MatRef {
-                        data: a,
-                        rs: p,
-                        cs: 1,
-                    };
+                    let dst = MatMut::new(&mut *dxb, p, 1);
+                    let lhs = MatRef::new(dyb, p, 1);
+                    let rhs = MatRef::new(a, p, 1);
                     gemm(c, p, p, dst, lhs, rhs, true, th);
-                    let dst = MatMut {
-                        data: &mut *ds,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let lhs = MatRef {
-                        data: dyb,
-                        rs: 1,
-                        cs: p,
-                    };
-                    let rhs = MatRef {
-                        data: xb,
-                        rs: p,
-                        cs: 1,
-                    };
+                    let dst = MatMut::new(&mut *ds, p, 1);
+                    let lhs = MatRef::new(dyb, 1, p);
+                    let rhs = MatRef::new(xb, p, 1);
                     gemm(p, p, c, dst, lhs, rhs, false, th);
                     // Through the softmax and the 1/√d scale: dS = scale · A ⊙ (dA − Σ dA⊙A).
                     for (dr, ar) in ds.chunks_mut(p).zip(a.chunks(p)) {
@@ -212,56 +152,20 @@ impl NonLocal<'_> {
                         }
                     }
                     // dθ = φ dSᵀ, dφ = θ dS.
-                    let dst = MatMut {
-                        data: &mut *dtheta,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let lhs = MatRef {
-                        data: phi,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let rhs = MatRef {
-                        data: &*ds,
-                        rs: 1,
-                        cs: p,
-                    };
+                    let dst = MatMut::new(&mut *dtheta, p, 1);
+                    let lhs = MatRef::new(phi, p, 1);
+                    let rhs = MatRef::new(&*ds, 1, p);
                     gemm(d, p, p, dst, lhs, rhs, false, th);
-                    let dst = MatMut {
-                        data: &mut *dphi,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let lhs = MatRef {
-                        data: theta,
-                        rs: p,
-                        cs: 1,
-                    };
-                    let rhs = MatRef {
-                        data: &*ds,
-                        rs: p,
-                        cs: 1,
-                    };
+                    let dst = MatMut::new(&mut *dphi, p, 1);
+                    let lhs = MatRef::new(theta, p, 1);
+                    let rhs = MatRef::new(&*ds, p, 1);
                     gemm(d, p, p, dst, lhs, rhs, false, th);
                     match self.embed {
                         Some((wt, wp)) => {
                             for (w, g) in [(wt, &*dtheta), (wp, &*dphi)] {
-                                let dst = MatMut {
-                                    data: &mut *dxb,
-                                    rs: p,
-                                    cs: 1,
-                                };
-                                let lhs = MatRef {
-                                    data: w,
-                                    rs: 1,
-                                    cs: c,
-                                };
-                                let rhs = MatRef {
-                                    data: g,
-                                    rs: p,
-                                    cs: 1,
-                                };
+                                let dst = MatMut::new(&mut *dxb, p, 1);
+                                let lhs = MatRef::new(w, 1, c);
+                                let rhs = MatRef::new(g, p, 1);
                                 gemm(c, p, d, dst, lhs, rhs, true, th);
                             }
                         }

@@ -10,7 +10,7 @@ use super::conv_kernel::{self, ConvGeom};
 use super::denoise;
 use super::gemm::{MatMut, MatRef, Threads, gemm};
 use super::nonlocal::NonLocal;
-use super::pool::{PoolKind, PoolOp};
+use super::pool::PoolOp;
 use crate::model::graph::{Graph, NodeId, Op, bn_param_names};
 use crate::model::{DenoiseVariant, Network};
 
@@ -39,7 +39,7 @@ enum Prepared {
         inf: usize,
         outf: usize,
     },
-    Pool(PoolKind),
+    Pool,
     Denoise {
         variant: DenoiseVariant,
         theta: Option<Tensor>,
@@ -124,8 +124,7 @@ fn prepare(net: &Network) -> R<Vec<Prepared>> {
                 inf: *in_features,
                 outf: *out_features,
             },
-            Op::MaxPool { .. } => Prepared::Pool(PoolKind::Max),
-            Op::AvgPool { .. } => Prepared::Pool(PoolKind::Avg),
+            Op::MaxPool { .. } | Op::AvgPool { .. } => Prepared::Pool,
             Op::DenoiseOp {
                 variant,
                 theta,
@@ -200,27 +199,9 @@ fn conv_geom(op: &Op, n: usize, in_shape: &[usize]) -> R<ConvGeom> {
     .map_err(err)
 }
 
-fn pool_op(op: &Op, kind: PoolKind, in_shape: &[usize]) -> R<PoolOp> {
-    let (Op::MaxPool {
-        kernel,
-        stride,
-        padding,
-    }
-    | Op::AvgPool {
-        kernel,
-        stride,
-        padding,
-    }) = op
-    else {
-        return Err(err("not a pool"));
-    };
+fn pool_op(op: &Op, in_shape: &[usize]) -> R<PoolOp> {
     let [_, h, w] = chw(in_shape)?;
-    Ok(PoolOp {
-        kind,
-        kernel: *kernel,
-        stride: *stride,
-        pads: padding.resolve(h, w, *kernel, *stride),
-    })
+    PoolOp::from_op(op, h, w).ok_or_else(|| err("not a pool"))
 }
 
 /// `dst[i] += src[i]`, in parallel for large buffers.
@@ -386,8 +367,8 @@ impl Planned {
                     .zip(a.par_iter().zip(b.par_iter()))
                     .for_each(|(o, (a, b))| *o = a + b);
             }
-            (Op::MaxPool { .. } | Op::AvgPool { .. }, Prepared::Pool(kind)) => {
-                let op = pool_op(&node.op, *kind, in_shape(0))?;
+            (Op::MaxPool { .. } | Op::AvgPool { .. }, Prepared::Pool) => {
+                let op = pool_op(&node.op, in_shape(0))?;
                 let [_, h, w] = chw(in_shape(0))?;
                 let g = op.geometry(h, w)?;
                 op.forward_into(input(0)?, &g, out);
@@ -402,21 +383,9 @@ impl Planned {
             }
             (Op::Linear { .. }, Prepared::Linear { w, bias, inf, outf }) => {
                 let (inf, outf) = (*inf, *outf);
-                let dst = MatMut {
-                    data: out,
-                    rs: outf,
-                    cs: 1,
-                };
-                let lhs = MatRef {
-                    data: input(0)?,
-                    rs: inf,
-                    cs: 1,
-                };
-                let rhs = MatRef {
-                    data: w,
-                    rs: 1,
-                    cs: inf,
-                };
+                let dst = MatMut::new(out, outf, 1);
+                let lhs = MatRef::new(input(0)?, inf, 1);
+                let rhs = MatRef::new(w, 1, inf);
                 gemm(n, outf, inf, dst, lhs, rhs, false, Threads::One);
                 if let Some(b) = bias {
                     for row in out.chunks_mut(outf) {
@@ -538,8 +507,8 @@ impl Planned {
                 add_into(&mut grads[j], g);
                 add_into(&mut grads[k], g);
             }
-            (Op::MaxPool { .. } | Op::AvgPool { .. }, Prepared::Pool(kind)) => {
-                let op = pool_op(&node.op, *kind, in_shape)?;
+            (Op::MaxPool { .. } | Op::AvgPool { .. }, Prepared::Pool) => {
+                let op = pool_op(&node.op, in_shape)?;
                 let [_, h, w] = chw(in_shape)?;
                 let geom = op.geometry(h, w)?;
                 op.backward_add(&values[j], g, &geom, &mut grads[j]);
@@ -554,21 +523,9 @@ impl Planned {
             }
             (Op::Linear { .. }, Prepared::Linear { w, inf, outf, .. }) => {
                 let (inf, outf) = (*inf, *outf);
-                let dst = MatMut {
-                    data: &mut grads[j],
-                    rs: inf,
-                    cs: 1,
-                };
-                let lhs = MatRef {
-                    data: g,
-                    rs: outf,
-                    cs: 1,
-                };
-                let rhs = MatRef {
-                    data: w,
-                    rs: inf,
-                    cs: 1,
-                };
+                let dst = MatMut::new(&mut grads[j], inf, 1);
+                let lhs = MatRef::new(g, outf, 1);
+                let rhs = MatRef::new(w, inf, 1);
                 gemm(n, inf, outf, dst, lhs, rhs, true, Threads::One);
             }
             (Op::DenoiseOp { .. }, prep) if prep.nonlocal(n, in_shape).is_some() => {

@@ -46,6 +46,30 @@ pub struct Geometry {
 }
 
 impl PoolOp {
+    /// The pooling of a graph `MaxPool`/`AvgPool` node for an `h`×`w` input; `None` for other ops.
+    pub fn from_op(op: &crate::model::Op, h: usize, w: usize) -> Option<Self> {
+        use crate::model::Op;
+        let (kind, kernel, stride, padding) = match op {
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => (PoolKind::Max, kernel, stride, padding),
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => (PoolKind::Avg, kernel, stride, padding),
+            _ => return None,
+        };
+        Some(Self {
+            kind,
+            kernel: *kernel,
+            stride: *stride,
+            pads: padding.resolve(h, w, *kernel, *stride),
+        })
+    }
+
     /// The geometry for an `h`×`w` input.
     pub fn geometry(&self, h: usize, w: usize) -> candle_core::Result<Geometry> {
         let [t, b, l, r] = self.pads;
