@@ -205,16 +205,46 @@ fn basic_block(
     width: usize,
     stride: usize,
 ) -> Result<usize, ModelError> {
-    let mut y = b.conv(
+    let y = conv_bn(
+        b,
         &format!("{scope}/conv1"),
         x,
         ConvSpec::new(width, 3, stride),
+        Tail::Relu,
     )?;
-    y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
-    y = b.relu(&format!("{scope}/conv1/relu"), y);
-    y = b.conv(&format!("{scope}/conv2"), y, ConvSpec::new(width, 3, 1))?;
-    y = b.bn(&format!("{scope}/conv2/bn"), y, true)?;
+    let y = conv_bn(
+        b,
+        &format!("{scope}/conv2"),
+        y,
+        ConvSpec::new(width, 3, 1),
+        Tail::ZeroBn,
+    )?;
     merge(b, scope, x, y, stride)
+}
+
+/// What follows a conv's batch norm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// ReLU.
+    Relu,
+    /// Nothing, with the BN's γ starting at zero (the last conv of a residual branch).
+    ZeroBn,
+}
+
+/// `name` conv, `name/bn` batch norm and, for [`Tail::Relu`], `name/relu`.
+fn conv_bn(
+    b: &mut GraphBuilder,
+    name: &str,
+    x: usize,
+    spec: ConvSpec,
+    tail: Tail,
+) -> Result<usize, ModelError> {
+    let y = b.conv(name, x, spec)?;
+    let y = b.bn(&format!("{name}/bn"), y, tail == Tail::ZeroBn)?;
+    Ok(match tail {
+        Tail::Relu => b.relu(&format!("{name}/relu"), y),
+        Tail::ZeroBn => y,
+    })
 }
 
 /// Ends a residual block: `relu(y + shortcut(x))`, the shortcut a 1×1 projection with BN when
@@ -250,19 +280,22 @@ fn bottleneck_block(
     width: usize,
     stride: usize,
 ) -> Result<usize, ModelError> {
-    let out_ch = 4 * width;
-    let mut y = b.conv(&format!("{scope}/conv1"), x, ConvSpec::new(width, 1, 1))?;
-    y = b.bn(&format!("{scope}/conv1/bn"), y, false)?;
-    y = b.relu(&format!("{scope}/conv1/relu"), y);
-    y = b.conv(
+    let y = conv_bn(
+        b,
+        &format!("{scope}/conv1"),
+        x,
+        ConvSpec::new(width, 1, 1),
+        Tail::Relu,
+    )?;
+    let y = conv_bn(
+        b,
         &format!("{scope}/conv2"),
         y,
         ConvSpec::new(width, 3, stride),
+        Tail::Relu,
     )?;
-    y = b.bn(&format!("{scope}/conv2/bn"), y, false)?;
-    y = b.relu(&format!("{scope}/conv2/relu"), y);
-    y = b.conv(&format!("{scope}/conv3"), y, ConvSpec::new(out_ch, 1, 1))?;
-    y = b.bn(&format!("{scope}/conv3/bn"), y, true)?;
+    let out = ConvSpec::new(4 * width, 1, 1);
+    let y = conv_bn(b, &format!("{scope}/conv3"), y, out, Tail::ZeroBn)?;
     merge(b, scope, x, y, stride)
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor, Var};
 
 use crate::array::Array;
-use crate::engine::cpu::{ParamMode, RunOptions, run_graph, to_array};
+use crate::engine::cpu::{ParamMode, RunOptions, backward_from, run_logits, to_array};
 use crate::engine::{EngineError, Loss, check_input};
 use crate::model::Network;
 
@@ -108,14 +108,8 @@ impl Trainer {
             mode: ParamMode::Trained,
             stock_conv: self.stock_conv,
         };
-        let values = run_graph(g, &params, &xt, &[g.output], opts).map_err(backend)?;
-        let logits_t = values[g.output]
-            .as_ref()
-            .ok_or_else(|| EngineError::Backend {
-                engine: "cpu",
-                message: "logits missing".into(),
-            })?;
-        let logits = to_array(logits_t)?;
+        let logits_t = run_logits(g, &params, &xt, opts)?;
+        let logits = to_array(&logits_t)?;
         let loss = Loss::CrossEntropy {
             classes: labels.to_vec(),
         };
@@ -129,11 +123,7 @@ impl Trainer {
             .zip(labels)
             .filter(|(p, y)| p == y)
             .count();
-        let seed = Tensor::from_slice(dz.data(), dz.shape(), &dev).map_err(backend)?;
-        let grads = (logits_t * seed)
-            .and_then(|t| t.sum_all())
-            .and_then(|t| t.backward())
-            .map_err(backend)?;
+        let grads = backward_from(&logits_t, &dz)?;
         let c = self.cfg;
         for (name, var) in &self.vars {
             let Some(grad) = grads.get(var.as_tensor()) else {

@@ -37,6 +37,35 @@ fn backend(e: candle_core::Error) -> EngineError {
     }
 }
 
+/// Runs `graph` through candle and returns the logits tensor (attached to the autograd graph when
+/// `x` or a parameter is a variable).
+pub fn run_logits(
+    graph: &Graph,
+    params: &HashMap<String, Tensor>,
+    x: &Tensor,
+    opts: RunOptions,
+) -> Result<Tensor, EngineError> {
+    let mut values = run_graph(graph, params, x, &[graph.output], opts).map_err(backend)?;
+    values[graph.output]
+        .take()
+        .ok_or_else(|| EngineError::Backend {
+            engine: "cpu",
+            message: "logits missing".into(),
+        })
+}
+
+/// Back-propagates `dz = ∂L/∂logits` through candle's autograd.
+pub fn backward_from(
+    logits: &Tensor,
+    dz: &Array,
+) -> Result<candle_core::backprop::GradStore, EngineError> {
+    let seed = Tensor::from_slice(dz.data(), dz.shape(), logits.device()).map_err(backend)?;
+    (logits * seed)
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .map_err(backend)
+}
+
 /// How the cpu engine executes the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Executor {
@@ -430,27 +459,10 @@ impl Engine for CpuEngine {
         let xt = self.input_tensor(x)?;
         let xv = Var::from_tensor(&xt).map_err(backend)?;
         let graph = &self.net.graph;
-        let values = run_graph(
-            graph,
-            &self.params,
-            xv.as_tensor(),
-            &[graph.output],
-            self.run_options(opts),
-        )
-        .map_err(backend)?;
-        let logits_t = values[graph.output]
-            .as_ref()
-            .ok_or_else(|| EngineError::Backend {
-                engine: "cpu",
-                message: "logits missing".into(),
-            })?;
-        let logits = to_array(logits_t)?;
+        let logits_t = run_logits(graph, &self.params, xv.as_tensor(), self.run_options(opts))?;
+        let logits = to_array(&logits_t)?;
         let (values, dz) = loss.evaluate(&logits)?;
-        let seed = Tensor::from_slice(dz.data(), dz.shape(), &self.device).map_err(backend)?;
-        let grads = (logits_t * seed)
-            .and_then(|t| t.sum_all())
-            .and_then(|t| t.backward())
-            .map_err(backend)?;
+        let grads = backward_from(&logits_t, &dz)?;
         let grad = match grads.get(xv.as_tensor()) {
             Some(g) => to_array(g)?,
             // The loss does not depend on the input (e.g. a clamped margin everywhere).
