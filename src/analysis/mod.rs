@@ -1,6 +1,7 @@
 //! What changed between a clean and an adversarial pass: per-tap amplification and colour maps.
 
 pub mod colormap;
+pub mod eval;
 
 use crate::array::Array;
 

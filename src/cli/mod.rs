@@ -2,6 +2,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod eval;
 pub mod inspect;
 pub mod new_model;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Attack images and write the adversarial images, perturbations and a JSON record.
     Attack(attack::AttackArgs),
+    /// Clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets.
+    Eval(eval::EvalArgs),
     /// Print a model's architecture, taps and parameter count.
     Inspect(inspect::InspectArgs),
     /// Write a freshly initialised resnet-denoise model to a safetensors file.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => crate::app::run(),
         Some(Command::Attack(a)) => attack::run(&a),
+        Some(Command::Eval(a)) => eval::run(&a),
         Some(Command::Inspect(a)) => inspect::run(&a),
         Some(Command::NewModel(a)) => new_model::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),

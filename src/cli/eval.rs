@@ -1,0 +1,156 @@
+//! `advlens eval`: clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets,
+//! as a markdown table and JSON, with a progress bar; Ctrl-C stops after the current batch and
+//! still prints the partial table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::analysis::eval::{EvalReport, evaluate};
+use crate::attack::{AttackConfig, AttackKind, Cancel, Norm};
+use crate::data::idx::{self, Labelled, Split};
+use crate::engine::Engine as _;
+use crate::engine::cpu::CpuEngine;
+
+/// Arguments of `eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A safetensors model file, or `builtin:default`.
+    #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
+    pub model: String,
+    /// Test data: a folder made by scripts/fetch-data.sh, or `bundled` (the 500 test images in
+    /// assets/).
+    #[arg(long, default_value = "data/fashion-mnist")]
+    pub data: String,
+    /// Evaluate the first N test images (default: all).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Attacks, comma separated; a number after the name sets the steps (`fgsm,pgd10,pgd50`).
+    #[arg(long, default_value = "fgsm,pgd10", value_delimiter = ',')]
+    pub attacks: Vec<String>,
+    /// Budgets, comma separated (`0.1`, `8/255`).
+    #[arg(long, default_value = "0.1", value_delimiter = ',', value_parser = super::parse_fraction)]
+    pub eps: Vec<f32>,
+    /// linf or l2.
+    #[arg(long, default_value = "linf")]
+    pub norm: String,
+    /// Targeting for every attack: none, random, least-likely or a class.
+    #[arg(long, default_value = "none")]
+    pub target: String,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Also report mean feature amplification per tap under the first attack.
+    #[arg(long)]
+    pub amplification: bool,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Parses `pgd50` into (pgd, Some(50)).
+pub fn parse_attack(s: &str) -> anyhow::Result<(AttackKind, Option<usize>)> {
+    let split = s.find(|c: char| c.is_ascii_digit()).unwrap_or(s.len());
+    let (name, steps) = s.split_at(split);
+    let kind: AttackKind = name.parse()?;
+    let steps = if steps.is_empty() {
+        None
+    } else {
+        Some(
+            steps
+                .parse()
+                .with_context(|| format!("bad step count in {s:?}"))?,
+        )
+    };
+    Ok((kind, steps))
+}
+
+fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
+    let set = if spec == "bundled" {
+        idx::bundled_test_images().map_err(anyhow::Error::msg)?
+    } else {
+        let dir = Path::new(spec);
+        if !dir.exists() {
+            anyhow::bail!(
+                "{spec} does not exist: run scripts/fetch-data.sh to fetch Fashion-MNIST, or pass --data bundled"
+            );
+        }
+        idx::load_fashion_mnist(dir, Split::Test)?
+    };
+    Ok(match n {
+        Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),
+        _ => set,
+    })
+}
+
+/// Runs the evaluation.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let net = Arc::new(
+        crate::zoo::load_model(&args.model)
+            .with_context(|| format!("cannot open model {}", args.model))?,
+    );
+    let data = load_data(&args.data, args.n)?;
+    let norm: Norm = args.norm.parse()?;
+    let target = super::attack::parse_target(&args.target)?;
+    let mut attacks = Vec::new();
+    for a in &args.attacks {
+        let (kind, steps) = parse_attack(a)?;
+        for &eps in &args.eps {
+            let cfg = AttackConfig {
+                kind,
+                norm: if kind == AttackKind::Cw {
+                    Norm::L2
+                } else {
+                    norm
+                },
+                eps,
+                steps,
+                target: target.clone(),
+                seed: args.seed,
+                ..AttackConfig::default()
+            };
+            cfg.validate()?;
+            attacks.push(cfg);
+        }
+    }
+    let mut engine = CpuEngine::new(net.clone())?;
+    let cancel = Cancel::new();
+    let on_ctrl_c = cancel.clone();
+    // Without a handler (e.g. one is already installed), Ctrl-C simply ends the process.
+    let _ = ctrlc::set_handler(move || on_ctrl_c.cancel());
+    let bar = indicatif::ProgressBar::new(data.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = evaluate(
+        &mut engine,
+        &data,
+        &attacks,
+        args.batch,
+        args.amplification,
+        &cancel,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    println!("model: {} ({})", args.model, net.config.summary());
+    println!("engine: {}\n", engine.describe());
+    print!("{}", report.markdown());
+    if let Some(path) = &args.json {
+        write_json(&report, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn write_json(report: &EvalReport, path: &Path) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(report)?;
+    crate::io::write_atomic(path, &json).with_context(|| format!("cannot write {}", path.display()))
+}
