@@ -167,31 +167,50 @@ pub(crate) fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
     })
 }
 
-/// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`).
-fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
-    let (ohw, hw, ow) = (g.ohw(), g.hw(), g.ow);
-    for ci in 0..g.ig() {
-        let plane = &x[ci * hw..][..hw];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &mut col[((ci * g.kh + ky) * g.kw + kx) * ohw..][..ohw];
-                let (lo, hi) = g.valid_cols(kx);
-                for oy in 0..g.oh {
-                    let dst = &mut row[oy * ow..][..ow];
-                    let Some(iy) = g.in_row(oy, ky) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let src = &plane[iy * g.w..][..g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    if g.stride == 1 {
-                        let x0 = lo + kx - g.pads[2];
-                        dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
-                    } else {
-                        for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                            *d = src[ox * g.stride + kx - g.pads[2]];
-                        }
+/// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`), one input
+/// channel per rayon task when `parallel`.
+fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], parallel: bool) {
+    let (rows, hw) = (g.kh * g.kw * g.ohw(), g.hw());
+    if parallel {
+        col.par_chunks_mut(rows)
+            .zip(x.par_chunks(hw))
+            .for_each(|(c, plane)| im2col_channel(g, plane, c));
+    } else {
+        col.chunks_mut(rows)
+            .zip(x.chunks(hw))
+            .for_each(|(c, plane)| im2col_channel(g, plane, c));
+    }
+}
+
+/// The `kh·kw` im2col rows of one input channel, for all output rows.
+fn im2col_channel(g: &ConvGeom, plane: &[f32], rows: &mut [f32]) {
+    im2col_channel_rows(g, plane, rows, 0, g.oh);
+}
+
+/// The `kh·kw` im2col rows of one input channel restricted to output rows `oy0..oy1`; each row
+/// of `rows` holds `(oy1 − oy0)·ow` values.
+fn im2col_channel_rows(g: &ConvGeom, plane: &[f32], rows: &mut [f32], oy0: usize, oy1: usize) {
+    let ow = g.ow;
+    let len = (oy1 - oy0) * ow;
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let row = &mut rows[(ky * g.kw + kx) * len..][..len];
+            let (lo, hi) = g.valid_cols(kx);
+            for oy in oy0..oy1 {
+                let dst = &mut row[(oy - oy0) * ow..][..ow];
+                let Some(iy) = g.in_row(oy, ky) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let src = &plane[iy * g.w..][..g.w];
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if g.stride == 1 {
+                    let x0 = lo + kx - g.pads[2];
+                    dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
+                } else {
+                    for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                        *d = src[ox * g.stride + kx - g.pads[2]];
                     }
                 }
             }
@@ -199,30 +218,84 @@ fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// Adds the columns `col` (`k × ohw`) back into one image-group gradient `dx` (`ig × h × w`).
-fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
-    let (ohw, hw, ow) = (g.ohw(), g.hw(), g.ow);
-    for ci in 0..g.ig() {
-        let plane = &mut dx[ci * hw..][..hw];
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let row = &col[((ci * g.kh + ky) * g.kw + kx) * ohw..][..ohw];
-                let (lo, hi) = g.valid_cols(kx);
-                for oy in 0..g.oh {
-                    let Some(iy) = g.in_row(oy, ky) else {
-                        continue;
-                    };
-                    let src = &row[oy * ow..][..ow];
-                    let dst = &mut plane[iy * g.w..][..g.w];
-                    if g.stride == 1 {
-                        let x0 = lo + kx - g.pads[2];
-                        for (d, s) in dst[x0..x0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for (ox, s) in src.iter().enumerate().take(hi).skip(lo) {
-                            dst[ox * g.stride + kx - g.pads[2]] += s;
-                        }
+/// Forward of one image-group split into tiles of output rows, one rayon task per tile, each
+/// with its own im2col tile and single-threaded GEMM (better than one multi-threaded GEMM when
+/// there are fewer images than threads).
+fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32]) {
+    let (ig, og, k, ow, hw) = (g.ig(), g.og(), g.k(), g.ow, g.hw());
+    let tiles = (rayon::current_num_threads() * 2).min(g.oh).max(1);
+    let per = g.oh.div_ceil(tiles);
+    let outs: Vec<(usize, Vec<f32>)> = (0..g.oh.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let (oy0, oy1) = (t * per, ((t + 1) * per).min(g.oh));
+            let len = (oy1 - oy0) * ow;
+            let mut out = vec![0f32; og * len];
+            with_workspace(k * len, |col| {
+                for ci in 0..ig {
+                    let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
+                    im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
+                }
+                let dst = MatMut::new(&mut out, len, 1);
+                gemm(
+                    og,
+                    len,
+                    k,
+                    dst,
+                    MatRef::new(wg, k, 1),
+                    MatRef::new(col, len, 1),
+                    false,
+                    Threads::One,
+                );
+            });
+            (oy0 * ow, out)
+        })
+        .collect();
+    let ohw = g.ohw();
+    for (p0, out) in outs {
+        let len = out.len() / og;
+        for o in 0..og {
+            yc[o * ohw + p0..][..len].copy_from_slice(&out[o * len..][..len]);
+        }
+    }
+}
+
+/// Adds the columns `col` (`k × ohw`) back into one image-group gradient `dx` (`ig × h × w`),
+/// one input channel per rayon task when `parallel`.
+fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32], parallel: bool) {
+    let (rows, hw) = (g.kh * g.kw * g.ohw(), g.hw());
+    if parallel {
+        dx.par_chunks_mut(hw)
+            .zip(col.par_chunks(rows))
+            .for_each(|(plane, c)| col2im_channel(g, c, plane));
+    } else {
+        dx.chunks_mut(hw)
+            .zip(col.chunks(rows))
+            .for_each(|(plane, c)| col2im_channel(g, c, plane));
+    }
+}
+
+/// Adds the `kh·kw` column rows of one input channel into its gradient plane.
+fn col2im_channel(g: &ConvGeom, rows: &[f32], plane: &mut [f32]) {
+    let (ohw, ow) = (g.ohw(), g.ow);
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            let row = &rows[(ky * g.kw + kx) * ohw..][..ohw];
+            let (lo, hi) = g.valid_cols(kx);
+            for oy in 0..g.oh {
+                let Some(iy) = g.in_row(oy, ky) else {
+                    continue;
+                };
+                let src = &row[oy * ow..][..ow];
+                let dst = &mut plane[iy * g.w..][..g.w];
+                if g.stride == 1 {
+                    let x0 = lo + kx - g.pads[2];
+                    for (d, s) in dst[x0..x0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                        *d += s;
+                    }
+                } else {
+                    for (ox, s) in src.iter().enumerate().take(hi).skip(lo) {
+                        dst[ox * g.stride + kx - g.pads[2]] += s;
                     }
                 }
             }
@@ -242,9 +315,11 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
         if g.pointwise() {
             let rhs = MatRef::new(xg, hw, 1);
             gemm(og, ohw, ig, dst, wg, rhs, false, threads);
+        } else if threads == Threads::All {
+            forward_tiled(g, xg, wg.data, dst.data);
         } else {
             with_workspace(k * ohw, |col| {
-                im2col(g, xg, col);
+                im2col(g, xg, col, false);
                 let rhs = MatRef::new(col, ohw, 1);
                 gemm(og, ohw, k, dst, wg, rhs, false, threads);
             });
@@ -272,7 +347,7 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
                 if !accumulate {
                     dxc.fill(0.0);
                 }
-                col2im(g, col, dxc);
+                col2im(g, col, dxc, threads == Threads::All);
             });
         }
     });
@@ -296,7 +371,7 @@ pub fn kernel_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
                     } else {
                         with_workspace(k * ohw, |col| {
-                            im2col(g, xg, col);
+                            im2col(g, xg, col, false);
                             // colᵀ as a strided view: element (p, r) = col[r·ohw + p].
                             let rhs = MatRef::new(col, 1, ohw);
                             gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
