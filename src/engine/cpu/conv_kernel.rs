@@ -340,6 +340,8 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
         if g.pointwise() {
             let dst = MatMut::new(dxc, hw, 1);
             gemm(ig, ohw, og, dst, wt, dyg, accumulate, threads);
+        } else if threads == Threads::All {
+            input_grad_blocked(g, dyg, &w[gi * og * k..][..og * k], dxc, accumulate);
         } else {
             with_workspace(k * ohw, |col| {
                 let dst = MatMut::new(col, ohw, 1);
@@ -347,10 +349,49 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
                 if !accumulate {
                     dxc.fill(0.0);
                 }
-                col2im(g, col, dxc, threads == Threads::All);
+                col2im(g, col, dxc, false);
             });
         }
     });
+}
+
+/// Input gradient of one image-group split into blocks of input channels, one rayon task per
+/// block, each with its own single-threaded GEMM and col2im into its own (disjoint) planes.
+fn input_grad_blocked(
+    g: &ConvGeom,
+    dyg: MatRef<'_>,
+    wg: &[f32],
+    dxc: &mut [f32],
+    accumulate: bool,
+) {
+    let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
+    let taps = g.kh * g.kw;
+    let blocks = (rayon::current_num_threads() * 2).min(ig).max(1);
+    let per = ig.div_ceil(blocks);
+    dxc.par_chunks_mut(per * hw)
+        .enumerate()
+        .for_each(|(bi, dxb)| {
+            let (c0, cb) = (bi * per, dxb.len() / hw);
+            let rows = cb * taps;
+            // Rows c0·taps .. of W_gᵀ: element (r, o) = wg[o·k + c0·taps + r].
+            let wt = MatRef::new(&wg[c0 * taps..], 1, k);
+            with_workspace(rows * ohw, |col| {
+                gemm(
+                    rows,
+                    ohw,
+                    og,
+                    MatMut::new(col, ohw, 1),
+                    wt,
+                    dyg,
+                    false,
+                    Threads::One,
+                );
+                if !accumulate {
+                    dxb.fill(0.0);
+                }
+                col2im(g, col, dxb, false);
+            });
+        });
 }
 
 /// `dw = ∂⟨dy, conv(x, w)⟩/∂w`, summed over the batch; returns `o·ig·kh·kw` values.
