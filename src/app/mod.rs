@@ -31,7 +31,7 @@ impl Placeholder {
     /// A placeholder showing `net` and the built-in image.
     pub fn new(net: Network) -> Self {
         Self {
-            summary: crate::cli::inspect::describe(&net),
+            summary: net.describe(),
             image: crate::zoo::default_image(),
             texture: None,
         }
