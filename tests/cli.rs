@@ -139,3 +139,31 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown denoise variant"));
 }
+
+#[test]
+fn bundled_images_come_with_their_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = advlens(&[
+        "attack",
+        "--image",
+        "fashion:3",
+        "--image",
+        "builtin:default",
+        "--attack",
+        "fgsm",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("record.json")).unwrap()).unwrap();
+    // Fashion-MNIST test image 3 is a trouser (1), image 0 an ankle boot (9).
+    assert_eq!(rec["images"][0]["label"], 1);
+    assert_eq!(rec["images"][1]["label"], 9);
+    let out = advlens(&["attack", "--image", "fashion:500"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("500 bundled images"));
+}

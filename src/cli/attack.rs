@@ -25,7 +25,8 @@ pub struct AttackArgs {
     /// image and `fashion:N` bundled test image N (0–499).
     #[arg(long = "image", required = true)]
     pub images: Vec<String>,
-    /// True labels, one per image (default: the clean predictions).
+    /// True labels, one per image (default: the data set's labels for bundled images, otherwise
+    /// the clean predictions).
     #[arg(long = "label")]
     pub labels: Vec<usize>,
     /// fgsm, bim, pgd, mifgsm, cw or deepfool.
@@ -95,25 +96,38 @@ impl AttackArgs {
     }
 }
 
-fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<Array> {
+/// Loads the images; also returns their true labels when every image is a bundled Fashion-MNIST
+/// test image.
+fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<(Array, Option<Vec<usize>>)> {
     let [c, h, w] = shape;
     let mut parts = Vec::with_capacity(specs.len());
+    let mut labels = Some(Vec::with_capacity(specs.len()));
     for s in specs {
-        let bundled = if s == crate::zoo::DEFAULT_IMAGE {
-            Some(crate::zoo::default_image())
+        let index = if s == crate::zoo::DEFAULT_IMAGE {
+            Some(0)
         } else if let Some(n) = s.strip_prefix("fashion:") {
-            let i: usize = n
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{s:?}: expected fashion:N with N a number"))?;
-            let set = crate::data::idx::bundled_test_images().map_err(anyhow::Error::msg)?;
-            if i >= set.len() {
-                anyhow::bail!("{s:?}: there are {} bundled images", set.len());
-            }
-            Some(set.images.select(&[i]))
+            Some(
+                n.parse::<usize>()
+                    .map_err(|_| anyhow::anyhow!("{s:?}: expected fashion:N with N a number"))?,
+            )
         } else {
             None
         };
-        let a = if let Some(img) = bundled {
+        let bundled = match index {
+            Some(i) => {
+                let set = crate::data::idx::bundled_test_images().map_err(anyhow::Error::msg)?;
+                if i >= set.len() {
+                    anyhow::bail!("{s:?}: there are {} bundled images", set.len());
+                }
+                Some((set.images.select(&[i]), set.labels[i]))
+            }
+            None => None,
+        };
+        match (&mut labels, &bundled) {
+            (Some(l), Some((_, y))) => l.push(*y),
+            _ => labels = None,
+        }
+        let a = if let Some((img, _)) = bundled {
             if img.shape()[1..] != shape[..] {
                 anyhow::bail!("bundled images are 1×28×28; this model takes {c}×{h}×{w}");
             }
@@ -123,7 +137,7 @@ fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<Array> {
         };
         parts.push(a);
     }
-    Ok(Array::concat(&parts)?)
+    Ok((Array::concat(&parts)?, labels))
 }
 
 fn stem(source: &str, i: usize) -> String {
@@ -146,7 +160,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open model {}", args.model))?,
     );
     let shape = net.input_shape();
-    let x = load_images(&args.images, shape)?;
+    let (x, bundled_labels) = load_images(&args.images, shape)?;
     if !args.labels.is_empty() && args.labels.len() != args.images.len() {
         anyhow::bail!(
             "{} --label values for {} --image values",
@@ -155,7 +169,11 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         );
     }
     let mut engine = CpuEngine::new(net.clone())?;
-    let labels = (!args.labels.is_empty()).then_some(args.labels.as_slice());
+    let labels = if args.labels.is_empty() {
+        bundled_labels.as_deref()
+    } else {
+        Some(args.labels.as_slice())
+    };
     let result = crate::attack::run(&mut engine, &x, labels, &cfg, &Cancel::new())?;
     let opts = ForwardOptions {
         bypass_denoise: cfg.bypass_denoise,
