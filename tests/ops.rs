@@ -205,6 +205,49 @@ fn denoise_ops_match_naive_definitions() {
             }
         }
     }
+    // Bilateral: y_i = Σ_{j ∈ 3×3(i), in map} softmax_j(θ_i·φ_j / √d) x_j, θ = Wθ x, φ = Wφ x.
+    let bil = to_vec(&denoise::apply(DenoiseVariant::Bilateral, &x, Some(&th), Some(&ph)).unwrap());
+    let (tw, pw, d) = (to_vec(&th), to_vec(&ph), c / 2);
+    let emb = |wm: &[f32], pos: usize| -> Vec<f32> {
+        (0..d)
+            .map(|o| (0..c).map(|ci| wm[o * c + ci] * xs[ci * p + pos]).sum())
+            .collect()
+    };
+    for yy in 0..h {
+        for xx in 0..w {
+            let i = yy * w + xx;
+            let ti = emb(&tw, i);
+            let mut js = vec![];
+            for dy in -1i32..=1 {
+                for dx in -1i32..=1 {
+                    let (sy, sx) = (yy as i32 + dy, xx as i32 + dx);
+                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                        js.push(sy as usize * w + sx as usize);
+                    }
+                }
+            }
+            let logits: Vec<f32> = js
+                .iter()
+                .map(|&j| {
+                    let pj = emb(&pw, j);
+                    ti.iter().zip(&pj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+                })
+                .collect();
+            let wts = advlens::array::softmax(&logits);
+            for ci in 0..c {
+                let v: f32 = js
+                    .iter()
+                    .zip(&wts)
+                    .map(|(&j, wt)| wt * xs[ci * p + j])
+                    .sum();
+                assert!(
+                    (bil[ci * p + i] - v).abs() < 1e-5,
+                    "bilateral {} vs {v}",
+                    bil[ci * p + i]
+                );
+            }
+        }
+    }
     // Bilateral on a constant map returns the constant (weights are a convex combination).
     let ones = Tensor::ones((1, c, h, w), candle_core::DType::F32, &Device::Cpu).unwrap();
     let b =

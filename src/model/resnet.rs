@@ -333,6 +333,30 @@ mod tests {
     }
 
     #[test]
+    fn taps_list_denoise_blocks_first_then_depth() {
+        let g = ResnetDenoiseConfig::small_gray(Placement::AfterStage)
+            .build()
+            .unwrap();
+        let names: Vec<&str> = g
+            .taps_denoise_first()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            &names[..4],
+            &[
+                "group0_denoise/before",
+                "group0_denoise/after",
+                "group1_denoise/before",
+                "group1_denoise/after"
+            ]
+        );
+        assert_eq!(names.len(), g.taps.len());
+        assert_eq!(names[6], "conv0");
+        assert_eq!(names.last(), Some(&"logits"));
+    }
+
+    #[test]
     fn denoise_stages_restricts_placement() {
         let mut cfg = ResnetDenoiseConfig::small_gray(Placement::AfterStage);
         cfg.denoise_stages = Some(vec![1, 2]);

@@ -8,16 +8,9 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor, Var};
 
 use crate::array::Array;
-use crate::engine::cpu::{ParamMode, RunOptions, backward_from, run_logits, to_array};
+use crate::engine::cpu::{ParamMode, RunOptions, backend, backward_from, run_logits, to_array};
 use crate::engine::{EngineError, Loss, check_input};
 use crate::model::Network;
-
-fn backend(e: candle_core::Error) -> EngineError {
-    EngineError::Backend {
-        engine: "cpu",
-        message: e.to_string(),
-    }
-}
 
 /// SGD settings.
 #[derive(Clone, Copy, Debug)]

@@ -3,7 +3,7 @@
 //! gradient only when the weights are being trained. Candle's built-in conv always computes both,
 //! the input gradient without a GEMM.
 
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::conv_kernel::{self, ConvGeom};
 
@@ -20,17 +20,6 @@ pub struct Conv2dOp {
     pub groups: usize,
     /// Whether the backward pass also computes the kernel gradient (training).
     pub kernel_grad: bool,
-}
-
-/// Copies a contiguous CPU storage into a tensor.
-pub(super) fn storage_tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("advlens cpu ops take f32 tensors")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("advlens cpu ops take contiguous tensors")
-    };
-    Tensor::from_slice(&v[a..b], l.shape(), &Device::Cpu)
 }
 
 /// Zero-pads an NCHW tensor by `[top, bottom, left, right]`.
@@ -71,8 +60,8 @@ impl Conv2dOp {
     }
 }
 
-/// The contiguous f32 values of a storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+/// The contiguous f32 values of a storage (no copy).
+pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("advlens cpu ops take f32 tensors")
     };

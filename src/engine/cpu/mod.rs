@@ -30,7 +30,8 @@ use pool::PoolOp;
 
 type R<T> = candle_core::Result<T>;
 
-fn backend(e: candle_core::Error) -> EngineError {
+/// Wraps a candle error as an engine error.
+pub(crate) fn backend(e: candle_core::Error) -> EngineError {
     EngineError::Backend {
         engine: "cpu",
         message: e.to_string(),

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::conv_kernel::with_workspace;
 use super::gemm::{MatMut, MatRef, Threads, gemm};
+use super::softmax::softmax_in_place;
 
 /// `eˣ` for `x ≤ 0` (softmax arguments after subtracting the row maximum), branch-free so that
 /// loops over it vectorise: range reduction `x = n·ln2 + r` and a degree-6 polynomial for `eʳ`
@@ -101,12 +102,7 @@ impl NonLocal<'_> {
                 let rhs = MatRef::new(phi, p, 1);
                 gemm(p, p, d, dst, lhs, rhs, false, th);
                 for row in a.chunks_mut(p) {
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-                    for v in row.iter_mut() {
-                        *v = exp_approx((*v - max) * scale);
-                    }
-                    let inv = 1.0 / row.iter().sum::<f32>();
-                    row.iter_mut().for_each(|v| *v *= inv);
+                    softmax_in_place(row, scale);
                 }
                 // y = x Aᵀ.
                 let dst = MatMut::new(yb, p, 1);

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::storage_tensor;
+use super::conv::slice;
 use crate::model::graph::Pads;
 
 /// Which reduction a window computes.
@@ -189,11 +189,9 @@ impl CustomOp1 for PoolOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = storage_tensor(s, l)?;
-        let (n, c, h, w) = x.dims4()?;
+        let (n, c, h, w) = l.shape().dims4()?;
         let g = self.geometry(h, w)?;
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let out = self.run_forward(&data, n * c, &g);
+        let out = self.run_forward(slice(s, l)?, n * c, &g);
         Ok((CpuStorage::F32(out), Shape::from((n, c, g.oh, g.ow))))
     }
 

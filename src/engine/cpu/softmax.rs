@@ -5,7 +5,17 @@
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::storage_tensor;
+use super::conv::slice;
+
+/// Replaces `row` by `softmax(scale · row)` (`scale > 0`), with the vectorisable exp.
+pub fn softmax_in_place(row: &mut [f32], scale: f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for v in row.iter_mut() {
+        *v = super::nonlocal::exp_approx((*v - max) * scale);
+    }
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|v| *v *= inv);
+}
 
 /// Softmax over the last dimension.
 #[derive(Clone, Copy, Debug)]
@@ -22,20 +32,10 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = storage_tensor(s, l)?;
-        let (mut v, n) = rows(&x)?;
-        v.par_chunks_mut(n).for_each(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for e in row.iter_mut() {
-                *e = (*e - max).exp();
-                sum += *e;
-            }
-            let inv = 1.0 / sum;
-            for e in row.iter_mut() {
-                *e *= inv;
-            }
-        });
+        let mut v = slice(s, l)?.to_vec();
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        v.par_chunks_mut(n)
+            .for_each(|row| softmax_in_place(row, 1.0));
         Ok((CpuStorage::F32(v), l.shape().clone()))
     }
 
