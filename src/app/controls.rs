@@ -1,0 +1,370 @@
+//! The control panel: model and image (open, recent, bundled strip), the attack settings, the engine
+//! and the denoise switch. Every control has a tooltip; the panel only edits settings and returns
+//! what the app should do, it never does work itself.
+
+use std::path::PathBuf;
+
+use eframe::egui;
+
+use super::settings::{AttackSettings, EngineChoice, ImageSource, Settings, TargetChoice};
+use super::textures::{CRISP, image_of};
+use crate::attack::{AttackKind, Norm};
+
+/// How many bundled images the strip shows.
+pub const STRIP_LEN: usize = 40;
+
+/// What the user asked for in the control panel.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Open the image file dialog.
+    OpenImageDialog,
+    /// Open the model file dialog.
+    OpenModelDialog,
+    /// Open this image file.
+    OpenImage(PathBuf),
+    /// Open this model file.
+    OpenModel(PathBuf),
+    /// Go back to the built-in model.
+    BuiltinModel,
+    /// Show bundled test image `n`.
+    Bundled(usize),
+}
+
+/// Textures of the bundled-image strip, made once.
+pub struct Strip {
+    thumbs: Vec<egui::TextureHandle>,
+}
+
+impl Strip {
+    /// Thumbnails of the first [`STRIP_LEN`] images of `images` (`[N, 1, 28, 28]`).
+    pub fn new(ctx: &egui::Context, images: &crate::array::Array) -> Self {
+        let n = images.batch().min(STRIP_LEN);
+        let thumbs = (0..n)
+            .filter_map(|i| {
+                image_of(&images.select(&[i]))
+                    .map(|img| ctx.load_texture(format!("strip-{i}"), img, CRISP))
+            })
+            .collect();
+        Self { thumbs }
+    }
+}
+
+/// What the panel shows about the model and image.
+pub struct Loaded<'a> {
+    /// Model name.
+    pub model: &'a str,
+    /// Model input `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Class names.
+    pub classes: &'a [String],
+    /// The adapter the window renders with, if known.
+    pub adapter: Option<&'a str>,
+}
+
+/// Draws the panel.
+pub fn controls_ui(
+    ui: &mut egui::Ui,
+    settings: &mut Settings,
+    loaded: &Loaded<'_>,
+    strip: Option<&Strip>,
+) -> Vec<Action> {
+    let mut actions = vec![];
+    egui::ScrollArea::vertical()
+        .id_salt("controls-scroll")
+        .show(ui, |ui| {
+            files_ui(ui, settings, loaded, &mut actions);
+            ui.separator();
+            attack_ui(ui, &mut settings.attack, loaded.classes);
+            ui.separator();
+            engine_ui(ui, settings, loaded.adapter);
+            ui.separator();
+            if let Some(strip) = strip {
+                strip_ui(ui, strip, &settings.image, &mut actions);
+            }
+        });
+    actions
+}
+
+fn files_ui(
+    ui: &mut egui::Ui,
+    settings: &Settings,
+    loaded: &Loaded<'_>,
+    actions: &mut Vec<Action>,
+) {
+    ui.horizontal(|ui| {
+        ui.strong("model");
+        if ui
+            .button("open…")
+            .on_hover_text("Open a safetensors model file (or drop it on the window)")
+            .clicked()
+        {
+            actions.push(Action::OpenModelDialog);
+        }
+        ui.menu_button("recent", |ui| {
+            if ui.button("built-in default").clicked() {
+                actions.push(Action::BuiltinModel);
+            }
+            for p in &settings.recent_models {
+                if ui.button(p.display().to_string()).clicked() {
+                    actions.push(Action::OpenModel(p.clone()));
+                }
+            }
+        })
+        .response
+        .on_hover_text("Recently opened models");
+    });
+    let [c, h, w] = loaded.input;
+    ui.label(format!("{} ({c}×{h}×{w})", short(loaded.model)))
+        .on_hover_text(loaded.model);
+    ui.horizontal(|ui| {
+        ui.strong("image");
+        if ui
+            .button("open…")
+            .on_hover_text("Open an image (PNG, JPEG, BMP, WebP, GIF) — Ctrl+O, or drop it on the window. It is converted to the model's input.")
+            .clicked()
+        {
+            actions.push(Action::OpenImageDialog);
+        }
+        ui.menu_button("recent", |ui| {
+            for p in &settings.recent_images {
+                if ui.button(p.display().to_string()).clicked() {
+                    actions.push(Action::OpenImage(p.clone()));
+                }
+            }
+            if settings.recent_images.is_empty() {
+                ui.label("(none yet)");
+            }
+        })
+        .response
+        .on_hover_text("Recently opened images");
+    });
+    let name = settings.image.describe();
+    ui.label(short(&name)).on_hover_text(name);
+}
+
+fn short(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= 32 {
+        s.to_string()
+    } else {
+        format!("…{}", s.chars().skip(n - 31).collect::<String>())
+    }
+}
+
+fn kind_tooltip(k: AttackKind) -> &'static str {
+    match k {
+        AttackKind::Fgsm => {
+            "Fast gradient sign method: one step of size ε along the sign of the loss gradient"
+        }
+        AttackKind::Bim => {
+            "Basic iterative method (I-FGSM): small signed steps, projected to the ε ball, no random start"
+        }
+        AttackKind::Pgd => {
+            "Projected gradient descent: random start in the ε ball, signed steps, projection; restarts keep the best"
+        }
+        AttackKind::MiFgsm => {
+            "Momentum iterative FGSM: accumulates a normalised gradient with momentum"
+        }
+        AttackKind::Cw => {
+            "Carlini–Wagner L2: minimises ||δ||₂ plus a margin loss (ignores ε, always L2)"
+        }
+        AttackKind::Deepfool => {
+            "DeepFool: the smallest step to the nearest decision boundary (ignores ε)"
+        }
+    }
+}
+
+fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
+    ui.strong("attack");
+    egui::Grid::new("attack-grid")
+        .num_columns(2)
+        .spacing([8.0, 4.0])
+        .show(ui, |ui| {
+            ui.label("attack");
+            egui::ComboBox::from_id_salt("attack-kind")
+                .selected_text(a.kind.id())
+                .show_ui(ui, |ui| {
+                    for k in AttackKind::ALL {
+                        ui.selectable_value(&mut a.kind, k, k.id())
+                            .on_hover_text(kind_tooltip(k));
+                    }
+                })
+                .response
+                .on_hover_text(kind_tooltip(a.kind));
+            ui.end_row();
+
+            ui.label("ε");
+            let mut eps255 = a.eps * 255.0;
+            let resp = ui
+                .add(
+                    egui::Slider::new(&mut eps255, 0.0..=64.0)
+                        .step_by(0.5)
+                        .suffix("/255"),
+                )
+                .on_hover_text(format!(
+                    "Perturbation budget in pixel units: {:.4} (= {:.1}/255). Drag to recompute live.",
+                    a.eps, eps255
+                ));
+            if resp.changed() {
+                a.eps = eps255 / 255.0;
+            }
+            ui.end_row();
+
+            ui.label("step size");
+            ui.horizontal(|ui| {
+                let mut auto = a.alpha.is_none();
+                if ui
+                    .checkbox(&mut auto, "auto")
+                    .on_hover_text("Use the attack's default step-size rule")
+                    .changed()
+                {
+                    a.alpha = if auto { None } else { Some(2.0 / 255.0) };
+                }
+                if let Some(alpha) = a.alpha.as_mut() {
+                    let mut v = *alpha * 255.0;
+                    if ui
+                        .add(
+                            egui::DragValue::new(&mut v)
+                                .range(0.05..=64.0)
+                                .speed(0.1)
+                                .suffix("/255"),
+                        )
+                        .on_hover_text("Step size α in pixel units ×255")
+                        .changed()
+                    {
+                        *alpha = v / 255.0;
+                    }
+                }
+            });
+            ui.end_row();
+
+            ui.label("steps");
+            ui.horizontal(|ui| {
+                let mut auto = a.steps.is_none();
+                if ui
+                    .checkbox(&mut auto, "auto")
+                    .on_hover_text("Use the attack's default number of iterations")
+                    .changed()
+                {
+                    a.steps = if auto { None } else { Some(10) };
+                }
+                if let Some(steps) = a.steps.as_mut() {
+                    ui.add(egui::DragValue::new(steps).range(1..=1000))
+                        .on_hover_text("Iterations of the attack");
+                }
+            });
+            ui.end_row();
+
+            ui.label("restarts");
+            ui.add(egui::DragValue::new(&mut a.restarts).range(1..=20))
+                .on_hover_text("PGD restarts: each keeps its best adversarial example");
+            ui.end_row();
+
+            ui.label("norm");
+            ui.add_enabled_ui(a.kind != AttackKind::Cw, |ui| {
+                egui::ComboBox::from_id_salt("norm")
+                    .selected_text(norm_label(a.norm))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut a.norm, Norm::Linf, norm_label(Norm::Linf));
+                        ui.selectable_value(&mut a.norm, Norm::L2, norm_label(Norm::L2));
+                    })
+                    .response
+                    .on_hover_text("Threat model: L∞ (every pixel moves ≤ ε) or L2 (||δ||₂ ≤ ε); C&W is always L2");
+            });
+            ui.end_row();
+
+            ui.label("target");
+            ui.horizontal(|ui| {
+                egui::ComboBox::from_id_salt("target")
+                    .selected_text(a.target.label())
+                    .show_ui(ui, |ui| {
+                        for t in TargetChoice::ALL {
+                            ui.selectable_value(&mut a.target, t, t.label());
+                        }
+                    })
+                    .response
+                    .on_hover_text("Untargeted (any wrong class), a chosen class, a random class, or the least likely class");
+                if a.target == TargetChoice::Class {
+                    let name = classes
+                        .get(a.target_class)
+                        .cloned()
+                        .unwrap_or_else(|| format!("class {}", a.target_class));
+                    egui::ComboBox::from_id_salt("target-class")
+                        .selected_text(name)
+                        .show_ui(ui, |ui| {
+                            for (i, n) in classes.iter().enumerate() {
+                                ui.selectable_value(&mut a.target_class, i, format!("{i}: {n}"));
+                            }
+                        })
+                        .response
+                        .on_hover_text("The class the attack aims for");
+                }
+            });
+            ui.end_row();
+
+            ui.label("seed");
+            ui.add(egui::DragValue::new(&mut a.seed))
+                .on_hover_text("Seed of every random choice (random start, random target)");
+            ui.end_row();
+        });
+    ui.checkbox(&mut a.bypass_denoise, "bypass denoise blocks")
+        .on_hover_text("Run the same weights with every denoise block skipped (output = input), for the attack and the views");
+}
+
+fn norm_label(n: Norm) -> &'static str {
+    match n {
+        Norm::Linf => "L∞",
+        Norm::L2 => "L2",
+    }
+}
+
+fn engine_ui(ui: &mut egui::Ui, settings: &mut Settings, adapter: Option<&str>) {
+    ui.horizontal(|ui| {
+        ui.strong("engine");
+        egui::ComboBox::from_id_salt("engine")
+            .selected_text(match settings.engine {
+                EngineChoice::Cpu => "cpu",
+                EngineChoice::Gpu => "gpu",
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut settings.engine, EngineChoice::Cpu, "cpu")
+                    .on_hover_text("The CPU engine (own GEMM kernels, candle as reference)");
+                ui.add_enabled(false, egui::Button::selectable(false, "gpu (not built yet)"))
+                    .on_disabled_hover_text(
+                        "The wgpu engine is not built yet; the window renders with the adapter shown below",
+                    );
+            })
+            .response
+            .on_hover_text("Which engine runs the attack and the forward passes");
+    });
+    if settings.engine == EngineChoice::Gpu {
+        settings.engine = EngineChoice::Cpu;
+    }
+    if let Some(a) = adapter {
+        ui.label(format!("adapter: {a}"));
+    }
+}
+
+fn strip_ui(ui: &mut egui::Ui, strip: &Strip, current: &ImageSource, actions: &mut Vec<Action>) {
+    ui.strong("bundled test images")
+        .on_hover_text("Fashion-MNIST test images shipped with advlens (true labels known)");
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing = egui::vec2(3.0, 3.0);
+        for (i, t) in strip.thumbs.iter().enumerate() {
+            let resp = ui.add(
+                egui::Image::new((t.id(), egui::vec2(36.0, 36.0))).sense(egui::Sense::click()),
+            );
+            if *current == ImageSource::Bundled(i) {
+                ui.painter().rect_stroke(
+                    resp.rect.expand(1.5),
+                    0.0,
+                    egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                    egui::StrokeKind::Outside,
+                );
+            }
+            if resp.on_hover_text(format!("fashion:{i}")).clicked() {
+                actions.push(Action::Bundled(i));
+            }
+        }
+    });
+}

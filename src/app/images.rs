@@ -1,0 +1,174 @@
+//! The top row: clean image | perturbation (signed colour map, amplified) | adversarial image, and
+//! the top-5 predictions clean vs adversarial (egui_plot, one shared class axis).
+
+use eframe::egui;
+use egui_plot::{Bar, BarChart, Legend, Plot};
+
+use super::textures::{CRISP, image_of, rgb_texture};
+use super::worker::Snapshot;
+use crate::attack::report::ClassProb;
+
+/// Textures of the three images of one snapshot.
+pub struct ImageTextures {
+    id: u64,
+    clean: Option<egui::TextureHandle>,
+    perturbation: Option<egui::TextureHandle>,
+    adversarial: Option<egui::TextureHandle>,
+    amplification: f32,
+}
+
+impl ImageTextures {
+    fn build(ctx: &egui::Context, snap: &Snapshot) -> Self {
+        let clean = image_of(&snap.x).map(|i| ctx.load_texture("clean", i, CRISP));
+        let adversarial = image_of(&snap.x_adv).map(|i| ctx.load_texture("adversarial", i, CRISP));
+        let (perturbation, amplification) = match super::export::perturbation_rgb(snap) {
+            Ok((img, amp)) => {
+                let size = [img.width() as usize, img.height() as usize];
+                (
+                    Some(rgb_texture(ctx, "perturbation", size, img.as_raw())),
+                    amp,
+                )
+            }
+            Err(_) => (None, 1.0),
+        };
+        Self {
+            id: snap.id,
+            clean,
+            perturbation,
+            adversarial,
+            amplification,
+        }
+    }
+}
+
+/// Draws the image row for `snap`, rebuilding textures when the snapshot changed.
+pub fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>) {
+    if tex.as_ref().is_none_or(|t| t.id != snap.id) {
+        *tex = Some(ImageTextures::build(ui.ctx(), snap));
+    }
+    let Some(t) = tex.as_ref() else { return };
+    let side = 140.0;
+    let rec = snap.record.images.first();
+    ui.horizontal(|ui| {
+        let clean_pred = rec
+            .and_then(|r| r.clean_top5.first())
+            .map(pred_text)
+            .unwrap_or_default();
+        let adv_pred = rec
+            .and_then(|r| r.adversarial_top5.first())
+            .map(pred_text)
+            .unwrap_or_default();
+        image_cell(ui, "clean", t.clean.as_ref(), side, &clean_pred)
+            .on_hover_text("The model's view of the image (after conversion to its input)");
+        let title = format!("perturbation ×{:.0}", t.amplification);
+        let norms = rec
+            .map(|r| format!("L∞ {:.1}/255 · L2 {:.3}", r.linf * 255.0, r.l2))
+            .unwrap_or_default();
+        image_cell(ui, &title, t.perturbation.as_ref(), side, &norms).on_hover_text(
+            "x_adv − x, channel mean, scaled to its own L∞ (red +, blue −, white 0); the factor is the amplification applied",
+        );
+        image_cell(ui, "adversarial", t.adversarial.as_ref(), side, &adv_pred)
+            .on_hover_text("x_adv, the adversarial image");
+        if let Some(r) = rec {
+            ui.vertical(|ui| {
+                let verdict = if r.success {
+                    "attack succeeded"
+                } else {
+                    "attack failed"
+                };
+                ui.label(format!("label {} · {verdict}", r.label));
+                top5_plot(ui, &r.clean_top5, &r.adversarial_top5, side);
+            });
+        }
+    });
+}
+
+fn pred_text(p: &ClassProb) -> String {
+    format!("{} ({:.0}%)", p.name, 100.0 * p.prob)
+}
+
+fn image_cell(
+    ui: &mut egui::Ui,
+    title: &str,
+    tex: Option<&egui::TextureHandle>,
+    side: f32,
+    caption: &str,
+) -> egui::Response {
+    ui.vertical(|ui| {
+        ui.strong(title);
+        match tex {
+            Some(t) => {
+                ui.image((t.id(), egui::vec2(side, side)));
+            }
+            None => {
+                ui.add_sized([side, side], egui::Label::new("(not available)"));
+            }
+        }
+        ui.label(caption);
+    })
+    .response
+}
+
+/// Horizontal bars: the union of both top-5 lists, clean and adversarial probability per class.
+fn top5_plot(ui: &mut egui::Ui, clean: &[ClassProb], adv: &[ClassProb], height: f32) {
+    let mut classes: Vec<(usize, String)> = vec![];
+    for p in clean.iter().chain(adv) {
+        if !classes.iter().any(|(c, _)| *c == p.class) {
+            classes.push((p.class, p.name.clone()));
+        }
+    }
+    let prob = |list: &[ClassProb], c: usize| {
+        list.iter()
+            .find(|p| p.class == c)
+            .map_or(0.0, |p| f64::from(p.prob))
+    };
+    let n = classes.len();
+    // Highest clean probability at the top.
+    let y = |i: usize| (n - 1 - i) as f64;
+    let bars = |list: &[ClassProb], off: f64| -> Vec<Bar> {
+        classes
+            .iter()
+            .enumerate()
+            .map(|(i, (c, name))| {
+                Bar::new(y(i) + off, prob(list, *c))
+                    .width(0.38)
+                    .name(name.clone())
+            })
+            .collect()
+    };
+    let names: Vec<String> = classes.iter().map(|(_, n)| n.clone()).collect();
+    Plot::new("top5")
+        .height(height)
+        .width(320.0)
+        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+        .include_x(0.0)
+        .include_x(1.0)
+        .allow_drag(false)
+        .allow_zoom(false)
+        .allow_scroll(false)
+        .show_grid([true, false])
+        .y_axis_formatter(move |mark, _| {
+            let v = mark.value;
+            if (v - v.round()).abs() > 1e-6 || v < 0.0 {
+                return String::new();
+            }
+            let i = v.round() as usize;
+            if i >= names.len() {
+                return String::new();
+            }
+            names[names.len() - 1 - i].clone()
+        })
+        .y_axis_min_width(70.0)
+        .show(ui, |plot_ui| {
+            plot_ui.bar_chart(
+                BarChart::new("clean", bars(clean, 0.2))
+                    .horizontal()
+                    .color(egui::Color32::from_rgb(90, 140, 220)),
+            );
+            plot_ui.bar_chart(
+                BarChart::new("adversarial", bars(adv, -0.2))
+                    .horizontal()
+                    .color(egui::Color32::from_rgb(220, 90, 90)),
+            );
+        });
+}

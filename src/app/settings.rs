@@ -1,0 +1,324 @@
+//! What the app remembers between runs (eframe storage): attack settings, the chosen view, recent
+//! files. Runtime state (results, textures, errors) is never persisted.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
+
+/// How many recent files of each kind are remembered.
+pub const MAX_RECENT: usize = 8;
+
+/// The key the settings are stored under.
+pub const STORAGE_KEY: &str = "advlens.settings";
+
+/// Which engine computes the results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// The CPU engine (candle + own GEMM kernels).
+    #[default]
+    Cpu,
+    /// The wgpu engine (not built yet).
+    Gpu,
+}
+
+/// The attack's target, as the controls edit it (a class is kept even while another mode is on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetChoice {
+    /// Any wrong class.
+    #[default]
+    Untargeted,
+    /// The class in [`AttackSettings::target_class`].
+    Class,
+    /// A random class other than the label.
+    Random,
+    /// The least likely clean class.
+    LeastLikely,
+}
+
+impl TargetChoice {
+    /// Every choice, in display order.
+    pub const ALL: [TargetChoice; 4] = [
+        TargetChoice::Untargeted,
+        TargetChoice::Class,
+        TargetChoice::Random,
+        TargetChoice::LeastLikely,
+    ];
+
+    /// Name shown in the controls.
+    pub fn label(self) -> &'static str {
+        match self {
+            TargetChoice::Untargeted => "untargeted",
+            TargetChoice::Class => "class",
+            TargetChoice::Random => "random",
+            TargetChoice::LeastLikely => "least likely",
+        }
+    }
+}
+
+/// The attack as the controls show it; [`AttackSettings::config`] turns it into an
+/// [`AttackConfig`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttackSettings {
+    /// Which attack.
+    pub kind: AttackKind,
+    /// ε in pixel units ([0, 1]).
+    pub eps: f32,
+    /// Step size in pixel units, or the attack's default rule.
+    pub alpha: Option<f32>,
+    /// Iterations, or the attack's default.
+    pub steps: Option<usize>,
+    /// PGD restarts.
+    pub restarts: usize,
+    /// Threat-model norm.
+    pub norm: Norm,
+    /// Targeting mode.
+    pub target: TargetChoice,
+    /// The class for [`TargetChoice::Class`].
+    pub target_class: usize,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Bypass the denoise blocks (attack and views).
+    pub bypass_denoise: bool,
+}
+
+impl Default for AttackSettings {
+    fn default() -> Self {
+        let d = AttackConfig::default();
+        Self {
+            kind: AttackKind::Fgsm,
+            eps: d.eps,
+            alpha: None,
+            steps: None,
+            restarts: d.restarts,
+            norm: d.norm,
+            target: TargetChoice::Untargeted,
+            target_class: 0,
+            seed: d.seed,
+            bypass_denoise: false,
+        }
+    }
+}
+
+impl AttackSettings {
+    /// The attack configuration these settings describe (C&W always runs in L2).
+    pub fn config(&self) -> AttackConfig {
+        let norm = if self.kind == AttackKind::Cw {
+            Norm::L2
+        } else {
+            self.norm
+        };
+        AttackConfig {
+            kind: self.kind,
+            norm,
+            eps: self.eps,
+            alpha: self.alpha,
+            steps: self.steps,
+            restarts: self.restarts.max(1),
+            target: match self.target {
+                TargetChoice::Untargeted => TargetMode::Untargeted,
+                TargetChoice::Class => TargetMode::Class(self.target_class),
+                TargetChoice::Random => TargetMode::Random,
+                TargetChoice::LeastLikely => TargetMode::LeastLikely,
+            },
+            seed: self.seed,
+            bypass_denoise: self.bypass_denoise,
+            ..AttackConfig::default()
+        }
+    }
+}
+
+/// Where the current image came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// Bundled Fashion-MNIST test image `n`.
+    Bundled(usize),
+    /// A file the user opened.
+    File(PathBuf),
+}
+
+impl Default for ImageSource {
+    fn default() -> Self {
+        ImageSource::Bundled(0)
+    }
+}
+
+impl ImageSource {
+    /// A short name for the status bar and records.
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::Bundled(n) => format!("fashion:{n}"),
+            ImageSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Robustness-curve settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RobustnessSettings {
+    /// How many bundled images.
+    pub images: usize,
+    /// Largest ε, in pixel units.
+    pub max_eps: f32,
+    /// Number of ε values (0 included).
+    pub points: usize,
+}
+
+impl Default for RobustnessSettings {
+    fn default() -> Self {
+        Self {
+            images: 100,
+            max_eps: 32.0 / 255.0,
+            points: 9,
+        }
+    }
+}
+
+impl RobustnessSettings {
+    /// The ε values of the curve, from 0 to `max_eps`.
+    pub fn eps_values(&self) -> Vec<f32> {
+        let n = self.points.max(2);
+        (0..n)
+            .map(|i| self.max_eps * i as f32 / (n - 1) as f32)
+            .collect()
+    }
+}
+
+/// Everything the app persists.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The attack.
+    pub attack: AttackSettings,
+    /// The engine.
+    pub engine: EngineChoice,
+    /// The image shown.
+    pub image: ImageSource,
+    /// The model file, or `None` for the built-in model.
+    pub model: Option<PathBuf>,
+    /// The selected tap.
+    pub tap: Option<String>,
+    /// The selected channel of the tap.
+    pub channel: usize,
+    /// Sort the channel grid by |Δ| (largest first) instead of by index.
+    pub sort_channels_by_delta: bool,
+    /// Recently opened images, newest first.
+    pub recent_images: Vec<PathBuf>,
+    /// Recently opened models, newest first.
+    pub recent_models: Vec<PathBuf>,
+    /// Robustness curve.
+    pub robustness: RobustnessSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            attack: AttackSettings::default(),
+            engine: EngineChoice::Cpu,
+            image: ImageSource::default(),
+            model: None,
+            tap: None,
+            channel: 0,
+            sort_channels_by_delta: true,
+            recent_images: vec![],
+            recent_models: vec![],
+            robustness: RobustnessSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings from eframe storage (defaults when absent or unreadable).
+    pub fn load(storage: Option<&dyn eframe::Storage>) -> Self {
+        storage
+            .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+            .unwrap_or_default()
+    }
+
+    /// Saves the settings to eframe storage.
+    pub fn save(&self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, self);
+    }
+
+    /// Remembers an opened image.
+    pub fn push_recent_image(&mut self, path: &Path) {
+        push_recent(&mut self.recent_images, path);
+    }
+
+    /// Remembers an opened model.
+    pub fn push_recent_model(&mut self, path: &Path) {
+        push_recent(&mut self.recent_models, path);
+    }
+}
+
+fn push_recent(list: &mut Vec<PathBuf>, path: &Path) {
+    list.retain(|p| p != path);
+    list.insert(0, path.to_path_buf());
+    list.truncate(MAX_RECENT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_serde() {
+        let mut s = Settings::default();
+        s.attack.kind = AttackKind::Pgd;
+        s.attack.eps = 4.0 / 255.0;
+        s.attack.target = TargetChoice::Class;
+        s.attack.target_class = 3;
+        s.tap = Some("group1_denoise/after".into());
+        s.channel = 5;
+        s.image = ImageSource::File("/tmp/a.png".into());
+        s.push_recent_image(Path::new("/tmp/a.png"));
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Settings = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn missing_fields_take_defaults() {
+        let back: Settings = serde_json::from_str(r#"{"channel": 2}"#).unwrap();
+        assert_eq!(back.channel, 2);
+        assert_eq!(back.attack, AttackSettings::default());
+    }
+
+    #[test]
+    fn recent_files_are_unique_and_bounded() {
+        let mut s = Settings::default();
+        for i in 0..20 {
+            s.push_recent_image(Path::new(&format!("/tmp/{i}.png")));
+        }
+        s.push_recent_image(Path::new("/tmp/15.png"));
+        assert_eq!(s.recent_images.len(), MAX_RECENT);
+        assert_eq!(s.recent_images[0], Path::new("/tmp/15.png"));
+        assert_eq!(
+            s.recent_images
+                .iter()
+                .filter(|p| *p == Path::new("/tmp/15.png"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn config_maps_target_and_forces_l2_for_cw() {
+        let s = AttackSettings {
+            kind: AttackKind::Cw,
+            target: TargetChoice::Class,
+            target_class: 7,
+            ..AttackSettings::default()
+        };
+        let c = s.config();
+        assert_eq!(c.norm, Norm::L2);
+        assert_eq!(c.target, TargetMode::Class(7));
+        assert!(c.validate().is_ok());
+    }
+}

@@ -1,0 +1,707 @@
+//! The app: persisted [`Settings`] plus runtime state (the network, the image, the worker, the
+//! latest [`Snapshot`], textures, errors). Each frame it drains the worker, draws the panels, applies
+//! what they asked for, and submits a new job when the inputs changed. It never blocks on work.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use eframe::egui;
+use image::DynamicImage;
+
+use super::channels::{ChannelTextures, channels_ui};
+use super::controls::{Action, Loaded, Strip, controls_ui};
+use super::feature_maps::{GridTextures, feature_maps_ui, tap_choices};
+use super::images::{ImageTextures, images_ui};
+use super::robustness::{RobustnessJob, RobustnessRun, robustness_ui};
+use super::settings::{ImageSource, Settings};
+use super::status::{Errors, StatusInfo, errors_window, status_ui};
+use super::worker::{AnalyseJob, Reply, Snapshot, Waker, Worker};
+use super::{dialogs, export};
+use crate::array::Array;
+use crate::attack::{AttackConfig, Cancel};
+use crate::data::idx::Labelled;
+use crate::data::image_io;
+use crate::model::Network;
+
+/// Set this environment variable to a path to take a screenshot once the first result is shown,
+/// save it there and close the window (smoke tests under `xvfb-run`).
+pub const SCREENSHOT_ENV: &str = "ADVLENS_SCREENSHOT";
+
+/// What a job depends on: a new job is submitted whenever this changes.
+#[derive(Clone, Debug, PartialEq)]
+struct JobKey {
+    cfg: AttackConfig,
+    image_gen: u64,
+    net: usize,
+}
+
+/// A window screenshot on its way to a file.
+struct PendingShot {
+    path: PathBuf,
+    rx: Receiver<Arc<egui::ColorImage>>,
+    close_after: bool,
+}
+
+/// The advlens app.
+pub struct AdvlensApp {
+    /// Persisted settings.
+    pub settings: Settings,
+    net: Arc<Network>,
+    model_name: String,
+    bundled: Option<Labelled>,
+    source_image: Option<DynamicImage>,
+    x: Arc<Array>,
+    label: Option<usize>,
+    image_gen: u64,
+    worker: Option<Worker>,
+    wake: Waker,
+    next_id: u64,
+    submitted: Option<JobKey>,
+    busy: bool,
+    snapshot: Option<Arc<Snapshot>>,
+    /// Errors shown in the status bar and the error window.
+    pub errors: Errors,
+    adapter: Option<String>,
+    robustness: Option<RobustnessRun>,
+    tex_images: Option<ImageTextures>,
+    tex_grid: Option<GridTextures>,
+    tex_channels: Option<ChannelTextures>,
+    strip: Option<Strip>,
+    shot: Option<PendingShot>,
+    auto_shot: Option<PathBuf>,
+    notice: Option<String>,
+}
+
+impl AdvlensApp {
+    /// Builds the app from eframe's creation context (settings from its storage, the adapter
+    /// from its wgpu render state).
+    pub fn new(cc: &eframe::CreationContext<'_>) -> anyhow::Result<Self> {
+        let settings = Settings::load(cc.storage);
+        let adapter = cc
+            .wgpu_render_state
+            .as_ref()
+            .map(|rs| rs.adapter.get_info().name);
+        let auto_shot = std::env::var_os(SCREENSHOT_ENV).map(PathBuf::from);
+        Self::with_settings(&cc.egui_ctx, settings, adapter, auto_shot)
+    }
+
+    /// Builds the app with the given settings. Fails only when the built-in model cannot be built.
+    pub fn with_settings(
+        ctx: &egui::Context,
+        settings: Settings,
+        adapter: Option<String>,
+        auto_shot: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let c = ctx.clone();
+        let wake: Waker = Arc::new(move || c.request_repaint());
+        let mut errors = Errors::default();
+        let worker = match Worker::start(wake.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                errors.push(format!("cannot start the worker thread: {e}"));
+                None
+            }
+        };
+        let net = crate::zoo::default_network()
+            .map_err(|e| anyhow::anyhow!("cannot build the default model: {e}"))?;
+        let bundled = match crate::data::idx::bundled_test_images() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                errors.push(format!("cannot read the bundled test images: {e}"));
+                None
+            }
+        };
+        let strip = bundled.as_ref().map(|b| Strip::new(ctx, &b.images));
+        let mut app = Self {
+            settings,
+            net: Arc::new(net),
+            model_name: crate::zoo::DEFAULT_MODEL.into(),
+            bundled,
+            source_image: None,
+            x: Arc::new(crate::zoo::default_image()),
+            label: None,
+            image_gen: 0,
+            worker,
+            wake,
+            next_id: 0,
+            submitted: None,
+            busy: false,
+            snapshot: None,
+            errors,
+            adapter,
+            robustness: None,
+            tex_images: None,
+            tex_grid: None,
+            tex_channels: None,
+            strip,
+            shot: None,
+            auto_shot,
+            notice: None,
+        };
+        let image = app.settings.image.clone();
+        if let Err(e) = app.set_image(&image) {
+            app.errors.push(e);
+            let _ = app.set_image(&ImageSource::Bundled(0));
+        }
+        if let Some(path) = app.settings.model.clone() {
+            app.open_model(path);
+        }
+        Ok(app)
+    }
+
+    /// The latest result, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_deref()
+    }
+
+    /// Whether a job is being computed.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// The network in use.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// The model's view of the current image, `[1, C, H, W]`.
+    pub fn input(&self) -> &Array {
+        &self.x
+    }
+
+    /// Shows `source`, converted to the model's input. Errors leave the current image in place.
+    pub fn set_image(&mut self, source: &ImageSource) -> Result<(), String> {
+        let img = match source {
+            ImageSource::Bundled(i) => {
+                let set = self
+                    .bundled
+                    .as_ref()
+                    .ok_or("the bundled test images are not available")?;
+                if *i >= set.len() {
+                    return Err(format!("there are {} bundled images", set.len()));
+                }
+                image_io::example_to_image(set.images.example(*i), [1, 28, 28])
+                    .map_err(|e| e.to_string())?
+            }
+            ImageSource::File(path) => image_io::load(path).map_err(|e| e.to_string())?,
+        };
+        let [c, h, w] = self.net.input_shape();
+        let x = image_io::to_array(&img, c, [h, w]).map_err(|e| e.to_string())?;
+        self.label = match source {
+            ImageSource::Bundled(i) if self.is_fashion_model() => self
+                .bundled
+                .as_ref()
+                .and_then(|b| b.labels.get(*i).copied()),
+            _ => None,
+        };
+        self.x = Arc::new(x);
+        self.source_image = Some(img);
+        self.image_gen += 1;
+        self.settings.image = source.clone();
+        if let ImageSource::File(p) = source {
+            self.settings.push_recent_image(p);
+        }
+        Ok(())
+    }
+
+    /// Opens an image file, reporting errors in the UI.
+    pub fn open_image(&mut self, path: &Path) {
+        if let Err(e) = self.set_image(&ImageSource::File(path.to_path_buf())) {
+            self.errors.push(e);
+        }
+    }
+
+    /// Starts loading a model file on the worker.
+    pub fn open_model(&mut self, path: PathBuf) {
+        match &mut self.worker {
+            Some(w) => w.load_model(path),
+            None => self.errors.push("the worker thread is not running"),
+        }
+    }
+
+    fn is_fashion_model(&self) -> bool {
+        self.net.input_shape() == [1, 28, 28] && self.net.num_classes() == 10
+    }
+
+    fn use_network(&mut self, net: Arc<Network>, name: String) {
+        self.net = net;
+        self.model_name = name;
+        if let Some(r) = &mut self.robustness {
+            r.cancel();
+        }
+        // Re-convert the current image for the new model's input.
+        let source = self.settings.image.clone();
+        if let Err(e) = self.set_image(&source) {
+            self.errors.push(e);
+            if let Some(img) = &self.source_image {
+                let [c, h, w] = self.net.input_shape();
+                match image_io::to_array(img, c, [h, w]) {
+                    Ok(x) => {
+                        self.x = Arc::new(x);
+                        self.image_gen += 1;
+                    }
+                    Err(e) => self.errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Takes every reply the worker has sent.
+    pub fn poll_worker(&mut self) {
+        let mut replies = vec![];
+        if let Some(w) = &self.worker {
+            loop {
+                match w.poll() {
+                    Ok(Some(r)) => replies.push(r),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.errors.push(e);
+                        self.worker = None;
+                        break;
+                    }
+                }
+            }
+        }
+        for r in replies {
+            match r {
+                Reply::Analysed(s) => {
+                    if s.id + 1 == self.next_id {
+                        self.busy = false;
+                    }
+                    if self.snapshot.as_ref().is_none_or(|old| s.id > old.id) {
+                        self.snapshot = Some(Arc::from(s));
+                    }
+                }
+                Reply::Failed { id, error } => {
+                    if id + 1 == self.next_id {
+                        self.busy = false;
+                    }
+                    self.errors.push(format!("attack failed: {error}"));
+                }
+                Reply::ModelLoaded { path, result } => match result {
+                    Ok(net) => {
+                        self.settings.model = Some(path.clone());
+                        self.settings.push_recent_model(&path);
+                        self.use_network(net, path.display().to_string());
+                    }
+                    Err(e) => {
+                        if self.settings.model.as_ref() == Some(&path) {
+                            self.settings.model = None;
+                        }
+                        self.errors.push(e);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Submits a job when the attack, the image or the model changed since the last one.
+    pub fn submit_if_changed(&mut self) {
+        let key = JobKey {
+            cfg: self.settings.attack.config(),
+            image_gen: self.image_gen,
+            net: Arc::as_ptr(&self.net) as usize,
+        };
+        if self.submitted.as_ref() == Some(&key) {
+            return;
+        }
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        let job = AnalyseJob {
+            id: self.next_id,
+            net: self.net.clone(),
+            model_name: self.model_name.clone(),
+            x: self.x.clone(),
+            label: self.label,
+            source: self.settings.image.describe(),
+            cfg: key.cfg.clone(),
+            cancel: Cancel::new(),
+        };
+        self.next_id += 1;
+        worker.submit(job);
+        self.busy = true;
+        self.submitted = Some(key);
+    }
+
+    fn start_robustness(&mut self) {
+        if !self.is_fashion_model() {
+            self.errors.push(
+                "the robustness curve runs on the bundled Fashion-MNIST images: it needs a 1×28×28, 10-class model",
+            );
+            return;
+        }
+        let Some(set) = &self.bundled else {
+            self.errors
+                .push("the bundled test images are not available");
+            return;
+        };
+        let n = self.settings.robustness.images.clamp(1, set.len());
+        let idx: Vec<usize> = (0..n).collect();
+        let sub = set.select(&idx);
+        let job = RobustnessJob {
+            net: self.net.clone(),
+            images: sub.images,
+            labels: sub.labels,
+            cfg: self.settings.attack.config(),
+            eps: self.settings.robustness.eps_values(),
+        };
+        match RobustnessRun::start(job, self.wake.clone()) {
+            Ok(r) => self.robustness = Some(r),
+            Err(e) => self
+                .errors
+                .push(format!("cannot start the robustness thread: {e}")),
+        }
+    }
+
+    /// Exports the feature-map panel of the current tap and channel to `path`.
+    pub fn export_feature_maps(&self, path: &Path) -> anyhow::Result<()> {
+        let snap = self
+            .snapshot()
+            .ok_or_else(|| anyhow::anyhow!("no result yet"))?;
+        let tap = self
+            .settings
+            .tap
+            .clone()
+            .or_else(|| self.default_tap(snap))
+            .ok_or_else(|| anyhow::anyhow!("no tap selected"))?;
+        let grid = super::maps::feature_grid(snap, &tap, self.settings.channel)
+            .ok_or_else(|| anyhow::anyhow!("tap {tap} has no channel {}", self.settings.channel))?;
+        export::save_feature_maps(&grid, path)
+    }
+
+    fn default_tap(&self, snap: &Snapshot) -> Option<String> {
+        tap_choices(snap, &self.net.graph.taps_denoise_first())
+            .into_iter()
+            .next()
+    }
+
+    fn run_export(&mut self, what: Export) {
+        let Some(path) = dialogs::save_file(what.default_name(), what.extension()) else {
+            return;
+        };
+        let result = match (what, self.snapshot.clone()) {
+            (Export::FeatureMaps, _) => self.export_feature_maps(&path),
+            (Export::Adversarial, Some(s)) => export::save_adversarial(&s, &path),
+            (Export::Perturbation, Some(s)) => export::save_perturbation(&s, &path),
+            (Export::Record, Some(s)) => export::save_record(&s, &path),
+            (_, None) => Err(anyhow::anyhow!("no result yet")),
+        };
+        match result {
+            Ok(()) => self.notice = Some(format!("wrote {}", path.display())),
+            Err(e) => self.errors.push(format!("export failed: {e:#}")),
+        }
+    }
+
+    /// Asks eframe for a screenshot of the window, to be written to `path`.
+    pub fn request_screenshot(&mut self, ctx: &egui::Context, path: PathBuf, close_after: bool) {
+        let (tx, rx) = channel();
+        let c = ctx.clone();
+        ctx.request_screenshot(move |img| {
+            let _ = tx.send(img);
+            c.request_repaint();
+        });
+        self.shot = Some(PendingShot {
+            path,
+            rx,
+            close_after,
+        });
+    }
+
+    fn poll_screenshot(&mut self, ctx: &egui::Context) {
+        let Some(shot) = &self.shot else { return };
+        let Ok(img) = shot.rx.try_recv() else { return };
+        match export::save_screenshot(&img, &shot.path) {
+            Ok(()) => self.notice = Some(format!("wrote {}", shot.path.display())),
+            Err(e) => self.errors.push(format!("screenshot failed: {e:#}")),
+        }
+        if shot.close_after {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        self.shot = None;
+    }
+
+    fn handle_input(&mut self, ctx: &egui::Context) {
+        use egui::{Key, KeyboardShortcut, Modifiers};
+        let shot = KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::S);
+        let save = KeyboardShortcut::new(Modifiers::COMMAND, Key::S);
+        let open = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+        let (do_shot, do_save, do_open) = ctx.input_mut(|i| {
+            let a = i.consume_shortcut(&shot);
+            let b = !a && i.consume_shortcut(&save);
+            (a, b, i.consume_shortcut(&open))
+        });
+        if do_shot {
+            self.screenshot_dialog(ctx);
+        }
+        if do_save {
+            self.run_export(Export::FeatureMaps);
+        }
+        if do_open {
+            self.apply(ctx, Action::OpenImageDialog);
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        for p in dropped {
+            if is_model_path(&p) {
+                self.open_model(p);
+            } else {
+                self.open_image(&p);
+            }
+        }
+    }
+
+    fn screenshot_dialog(&mut self, ctx: &egui::Context) {
+        if let Some(path) = dialogs::save_file("advlens-window.png", "png") {
+            self.request_screenshot(ctx, path, false);
+        }
+    }
+
+    fn apply(&mut self, ctx: &egui::Context, action: Action) {
+        let _ = ctx;
+        match action {
+            Action::OpenImageDialog => {
+                if let Some(p) = dialogs::open_image() {
+                    self.open_image(&p);
+                }
+            }
+            Action::OpenModelDialog => {
+                if let Some(p) = dialogs::open_model() {
+                    self.open_model(p);
+                }
+            }
+            Action::OpenImage(p) => self.open_image(&p),
+            Action::OpenModel(p) => self.open_model(p),
+            Action::BuiltinModel => match crate::zoo::default_network() {
+                Ok(n) => {
+                    self.settings.model = None;
+                    self.use_network(Arc::new(n), crate::zoo::DEFAULT_MODEL.into());
+                }
+                Err(e) => self.errors.push(e.to_string()),
+            },
+            Action::Bundled(i) => {
+                if let Err(e) = self.set_image(&ImageSource::Bundled(i)) {
+                    self.errors.push(e);
+                }
+            }
+        }
+    }
+
+    fn menu_ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image…  (Ctrl+O)").clicked() {
+                    self.apply(&ctx, Action::OpenImageDialog);
+                }
+                if ui.button("Open model…").clicked() {
+                    self.apply(&ctx, Action::OpenModelDialog);
+                }
+                ui.separator();
+                if ui.button("Export feature maps…  (Ctrl+S)").clicked() {
+                    self.run_export(Export::FeatureMaps);
+                }
+                if ui.button("Export adversarial image…").clicked() {
+                    self.run_export(Export::Adversarial);
+                }
+                if ui.button("Export perturbation…").clicked() {
+                    self.run_export(Export::Perturbation);
+                }
+                if ui.button("Export record (JSON)…").clicked() {
+                    self.run_export(Export::Record);
+                }
+                if ui.button("Screenshot…  (Ctrl+Shift+S)").clicked() {
+                    self.screenshot_dialog(&ctx);
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                if ui.button("Errors").clicked() {
+                    self.errors.open = true;
+                }
+                egui::widgets::global_theme_preference_buttons(ui);
+            });
+            ui.menu_button("Help", |ui| {
+                ui.label(format!("advlens {}", env!("CARGO_PKG_VERSION")));
+                ui.label("Drag ε to recompute live; drop an image or a .safetensors model on the window.");
+                ui.label("• marks denoise-block taps.");
+            });
+            if let Some(n) = &self.notice {
+                ui.separator();
+                ui.label(n);
+            }
+        });
+    }
+
+    fn central_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(snap) = self.snapshot.clone() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("computing the first result…");
+            });
+            return;
+        };
+        let choices = tap_choices(&snap, &self.net.graph.taps_denoise_first());
+        egui::ScrollArea::vertical()
+            .id_salt("central-scroll")
+            .show(ui, |ui| {
+                images_ui(ui, &snap, &mut self.tex_images);
+                ui.separator();
+                feature_maps_ui(
+                    ui,
+                    &snap,
+                    &choices,
+                    &mut self.settings.tap,
+                    &mut self.settings.channel,
+                    &mut self.tex_grid,
+                );
+                ui.separator();
+                if let Some(tap) = self.settings.tap.clone()
+                    && let Some(ch) = channels_ui(
+                        ui,
+                        &snap,
+                        &tap,
+                        self.settings.channel,
+                        &mut self.settings.sort_channels_by_delta,
+                        &mut self.tex_channels,
+                    )
+                {
+                    self.settings.channel = ch;
+                }
+                ui.separator();
+                ui.columns(2, |cols| {
+                    super::amplification::amplification_ui(&mut cols[0], &snap);
+                    let max = self.bundled.as_ref().map_or(0, Labelled::len);
+                    let action = robustness_ui(
+                        &mut cols[1],
+                        &mut self.settings.robustness,
+                        self.robustness.as_ref(),
+                        max,
+                    );
+                    match action {
+                        super::robustness::Action::Start => self.start_robustness(),
+                        super::robustness::Action::Cancel => {
+                            if let Some(r) = &mut self.robustness {
+                                r.cancel();
+                            }
+                        }
+                        super::robustness::Action::None => {}
+                    }
+                });
+            });
+    }
+
+    fn auto_screenshot(&mut self, ctx: &egui::Context) {
+        if self.snapshot.is_some()
+            && !self.busy
+            && self.shot.is_none()
+            && let Some(path) = self.auto_shot.take()
+        {
+            self.request_screenshot(ctx, path, true);
+        }
+    }
+}
+
+/// Whether a dropped file is a model (by extension).
+pub fn is_model_path(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// What "Export …" writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Export {
+    FeatureMaps,
+    Adversarial,
+    Perturbation,
+    Record,
+}
+
+impl Export {
+    fn default_name(self) -> &'static str {
+        match self {
+            Export::FeatureMaps => "feature-maps.png",
+            Export::Adversarial => "adversarial.png",
+            Export::Perturbation => "perturbation.png",
+            Export::Record => "record.json",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Export::Record => "json",
+            _ => "png",
+        }
+    }
+}
+
+impl eframe::App for AdvlensApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.poll_worker();
+        if let Some(r) = &mut self.robustness {
+            r.poll();
+        }
+        self.poll_screenshot(&ctx);
+        self.handle_input(&ctx);
+        egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
+        let engine = self
+            .snapshot
+            .as_ref()
+            .map_or_else(|| "cpu".to_string(), |s| s.record.engine.clone());
+        let model = self.model_name.clone();
+        let image = self.settings.image.describe();
+        egui::Panel::bottom("status").show(ui, |ui| {
+            let info = StatusInfo {
+                engine: &engine,
+                adapter: self.adapter.as_deref(),
+                last_ms: self.snapshot.as_ref().map(|s| s.elapsed_ms),
+                busy: self.busy,
+                model: &model,
+                image: &image,
+            };
+            status_ui(ui, &info, &mut self.errors);
+        });
+        let classes = self.net.class_names.clone();
+        let actions = egui::Panel::left("controls")
+            .default_size(300.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                let loaded = Loaded {
+                    model: &model,
+                    input: self.net.input_shape(),
+                    classes: &classes,
+                    adapter: self.adapter.as_deref(),
+                };
+                controls_ui(ui, &mut self.settings, &loaded, self.strip.as_ref())
+            })
+            .inner;
+        egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
+        errors_window(&ctx, &mut self.errors);
+        for a in actions {
+            self.apply(&ctx, a);
+        }
+        self.submit_if_changed();
+        self.auto_screenshot(&ctx);
+        if self
+            .robustness
+            .as_ref()
+            .is_some_and(RobustnessRun::is_running)
+        {
+            ctx.request_repaint_after(std::time::Duration::from_millis(200));
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.settings.save(storage);
+    }
+}
