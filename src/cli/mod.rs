@@ -5,6 +5,7 @@ pub mod bench;
 pub mod eval;
 pub mod inspect;
 pub mod new_model;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ pub enum Command {
     NewModel(new_model::NewModelArgs),
     /// Time forward, forward+input-gradient and a PGD-10 attack.
     Bench(bench::BenchArgs),
+    /// Train a resnet-denoise model on Fashion-MNIST (clean, FGSM mix, PGD or ALP).
+    Train(Box<train::TrainArgs>),
 }
 
 /// Entry point used by `main`.
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Some(Command::Inspect(a)) => inspect::run(&a),
         Some(Command::NewModel(a)) => new_model::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Train(a)) => train::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,17 @@ pub struct NewModelArgs {
     /// Output safetensors file.
     #[arg(long)]
     pub out: PathBuf,
+    /// The architecture.
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    /// Initialisation seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The resnet-denoise architecture, as `new-model` and `train` take it.
+#[derive(Args, Debug, Clone)]
+pub struct ArchArgs {
     /// Denoise operation: nonlocal_gaussian, gaussian_no_embed, dot_product, mean, median,
     /// bilateral.
     #[arg(long, default_value = "nonlocal_gaussian")]
@@ -21,6 +32,9 @@ pub struct NewModelArgs {
     /// Placement: none, after-stage, after-every-block.
     #[arg(long, default_value = "after-stage")]
     pub placement: String,
+    /// Stages (0-based, comma separated) that get denoise blocks (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub denoise_stages: Option<Vec<usize>>,
     /// Stage widths, comma separated.
     #[arg(long, default_value = "16,32,64", value_delimiter = ',')]
     pub widths: Vec<usize>,
@@ -42,9 +56,6 @@ pub struct NewModelArgs {
     /// Stem: small (3×3 conv) or imagenet (7×7/2 conv and 3×3/2 max pool).
     #[arg(long, default_value = "small")]
     pub stem: String,
-    /// Initialisation seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 /// Parses a placement name.
@@ -59,33 +70,43 @@ pub fn parse_placement(s: &str) -> anyhow::Result<Placement> {
     }
 }
 
+impl ArchArgs {
+    /// The architecture these arguments describe.
+    pub fn config(&self) -> anyhow::Result<ArchConfig> {
+        let args = self;
+        let denoise: DenoiseVariant = args.denoise.parse()?;
+        let cfg = ResnetDenoiseConfig {
+            in_channels: args.channels,
+            image_size: [args.size, args.size],
+            num_classes: args.classes,
+            stem_width: args.widths.first().copied().unwrap_or(16),
+            widths: args.widths.clone(),
+            blocks: args.blocks.clone(),
+            denoise,
+            placement: parse_placement(&args.placement)?,
+            denoise_stages: args.denoise_stages.clone(),
+            mean: vec![0.5; args.channels],
+            std: vec![0.5; args.channels],
+            block: match args.block.as_str() {
+                "basic" => BlockKind::Basic,
+                "bottleneck" => BlockKind::Bottleneck,
+                b => anyhow::bail!("unknown block {b:?}; expected basic or bottleneck"),
+            },
+            stem: match args.stem.as_str() {
+                "small" => StemKind::Small,
+                "imagenet" => StemKind::Imagenet,
+                s => anyhow::bail!("unknown stem {s:?}; expected small or imagenet"),
+            },
+        };
+        let config = ArchConfig::ResnetDenoise(cfg);
+        config.build()?;
+        Ok(config)
+    }
+}
+
 /// Builds and saves the model.
 pub fn run(args: &NewModelArgs) -> anyhow::Result<()> {
-    let denoise: DenoiseVariant = args.denoise.parse()?;
-    let cfg = ResnetDenoiseConfig {
-        in_channels: args.channels,
-        image_size: [args.size, args.size],
-        num_classes: args.classes,
-        stem_width: args.widths.first().copied().unwrap_or(16),
-        widths: args.widths.clone(),
-        blocks: args.blocks.clone(),
-        denoise,
-        placement: parse_placement(&args.placement)?,
-        denoise_stages: None,
-        mean: vec![0.5; args.channels],
-        std: vec![0.5; args.channels],
-        block: match args.block.as_str() {
-            "basic" => BlockKind::Basic,
-            "bottleneck" => BlockKind::Bottleneck,
-            b => anyhow::bail!("unknown block {b:?}; expected basic or bottleneck"),
-        },
-        stem: match args.stem.as_str() {
-            "small" => StemKind::Small,
-            "imagenet" => StemKind::Imagenet,
-            s => anyhow::bail!("unknown stem {s:?}; expected small or imagenet"),
-        },
-    };
-    let net = Network::random(ArchConfig::ResnetDenoise(cfg), args.seed)?;
+    let net = Network::random(args.arch.config()?, args.seed)?;
     crate::model::weights::save(&net, &args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(

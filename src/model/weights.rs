@@ -22,6 +22,12 @@ pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
 /// Serialises a network to safetensors bytes.
 pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
+    to_bytes_with(net, &[])
+}
+
+/// Serialises a network and `extra` tensors (names outside the network's, e.g. a trainer's
+/// momentum buffers in a checkpoint) to safetensors bytes.
+pub fn to_bytes_with(net: &Network, extra: &[(String, Array)]) -> Result<Vec<u8>, ModelError> {
     let mut meta: HashMap<String, String> = net
         .metadata
         .iter()
@@ -43,6 +49,7 @@ pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = net
         .weights
         .iter()
+        .chain(extra.iter().map(|(k, v)| (k, v)))
         .map(|(name, a)| {
             let b: Vec<u8> = a.data().iter().flat_map(|v| v.to_le_bytes()).collect();
             (name.clone(), b, a.shape().to_vec())
@@ -82,6 +89,15 @@ pub fn load(path: &Path) -> Result<Network, ModelError> {
 
 /// Parses safetensors bytes into a network.
 pub fn from_bytes(bytes: &[u8]) -> Result<Network, ModelError> {
+    from_bytes_with(bytes, None).map(|(net, _)| net)
+}
+
+/// Parses safetensors bytes into a network, setting aside the tensors whose names start with
+/// `extra_prefix` (written by [`to_bytes_with`]).
+pub fn from_bytes_with(
+    bytes: &[u8],
+    extra_prefix: Option<&str>,
+) -> Result<(Network, Vec<(String, Array)>), ModelError> {
     let bad = |reason: String| ModelError::BadFile {
         path: "<memory>".into(),
         reason,
@@ -110,17 +126,23 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Network, ModelError> {
         None => None,
     };
     let mut weights = BTreeMap::new();
+    let mut extra = Vec::new();
     for (name, view) in st.tensors() {
         let data = decode_f32(&name, &view).map_err(bad)?;
         let array = Array::new(view.shape().to_vec(), data).map_err(|e| bad(e.to_string()))?;
-        weights.insert(name, array);
+        if extra_prefix.is_some_and(|p| name.starts_with(p)) {
+            extra.push((name, array));
+        } else {
+            weights.insert(name, array);
+        }
     }
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
     let mut net = Network::from_weights(config, weights, class_names)?;
     net.metadata = meta
         .into_iter()
         .filter(|(k, _)| k != META_ARCH && k != META_CLASSES && k != META_FORMAT)
         .collect();
-    Ok(net)
+    Ok((net, extra))
 }
 
 fn decode_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, String> {

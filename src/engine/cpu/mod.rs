@@ -131,6 +131,7 @@ impl CpuEngine {
             bypass_denoise: opts.bypass_denoise,
             mode: ParamMode::Frozen,
             stock_conv: self.executor == Executor::Stock,
+            bn_batch_stats: false,
         }
     }
 
@@ -211,6 +212,22 @@ pub struct RunOptions {
     /// Use candle's own convolution (whose backward always forms the kernel gradient) instead of
     /// advlens's; the "before" path in benchmarks.
     pub stock_conv: bool,
+    /// Batch norm normalises with the statistics of the batch (training) instead of its running
+    /// averages (inference).
+    pub bn_batch_stats: bool,
+}
+
+/// The statistics one batch-norm node saw in a training pass, for updating its running averages.
+#[derive(Clone, Debug)]
+pub struct BnBatchStats {
+    /// The node's tensor-name prefix (see [`crate::model::graph::bn_param_names`]).
+    pub prefix: String,
+    /// Per-channel mean over batch and positions (detached from autograd).
+    pub mean: Tensor,
+    /// Per-channel biased variance over batch and positions (detached).
+    pub var: Tensor,
+    /// Values per channel the statistics were taken over (`N·H·W`).
+    pub count: usize,
 }
 
 /// Evaluates `graph` on `x` with `params` through candle tensors (autograd records the graph when
@@ -223,10 +240,24 @@ pub fn run_graph(
     keep: &[NodeId],
     opts: RunOptions,
 ) -> R<Vec<Option<Tensor>>> {
+    run_graph_with_stats(graph, params, x, keep, opts, &mut Vec::new())
+}
+
+/// [`run_graph`], also recording the batch statistics of every batch-norm node into `stats` when
+/// `opts.bn_batch_stats` is set (the trainer updates the running averages from them).
+pub fn run_graph_with_stats(
+    graph: &Graph,
+    params: &HashMap<String, Tensor>,
+    x: &Tensor,
+    keep: &[NodeId],
+    opts: RunOptions,
+    stats: &mut Vec<BnBatchStats>,
+) -> R<Vec<Option<Tensor>>> {
     let RunOptions {
         bypass_denoise,
         mode,
         stock_conv,
+        bn_batch_stats,
     } = opts;
     let n_nodes = graph.nodes.len();
     let mut last_use = vec![0usize; n_nodes];
@@ -259,7 +290,14 @@ pub fn run_graph(
                         })
                     })
                     .collect::<R<Vec<Tensor>>>()?;
-                eval_node(&node.op, &args, &p, x, mode, stock_conv)?
+                match (&node.op, bn_batch_stats) {
+                    (Op::BatchNorm { prefix, eps, .. }, true) => {
+                        let (y, st) = batch_norm_train(&args[0], prefix, *eps, &p)?;
+                        stats.push(st);
+                        y
+                    }
+                    _ => eval_node(&node.op, &args, &p, x, mode, stock_conv)?,
+                }
             }
         };
         values[i] = Some(value);
@@ -270,6 +308,37 @@ pub fn run_graph(
         }
     }
     Ok(values)
+}
+
+/// Batch norm with the batch's own statistics (differentiable through them, as in training).
+fn batch_norm_train<'a>(
+    a: &Tensor,
+    prefix: &str,
+    eps: f32,
+    p: &dyn Fn(&str) -> R<&'a Tensor>,
+) -> R<(Tensor, BnBatchStats)> {
+    let [g, b, _, _] = crate::model::graph::bn_param_names(prefix);
+    let (n, c, h, w) = a.dims4()?;
+    let mean = a.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
+    let centred = a.broadcast_sub(&mean)?;
+    let var = centred
+        .sqr()?
+        .mean_keepdim(3)?
+        .mean_keepdim(2)?
+        .mean_keepdim(0)?;
+    let scale = p(&g)?
+        .reshape((1, c, 1, 1))?
+        .broadcast_div(&(&var + eps as f64)?.sqrt()?)?;
+    let y = centred
+        .broadcast_mul(&scale)?
+        .broadcast_add(&p(&b)?.reshape((1, c, 1, 1))?)?;
+    let st = BnBatchStats {
+        prefix: prefix.to_string(),
+        mean: mean.detach().flatten_all()?,
+        var: var.detach().flatten_all()?,
+        count: n * h * w,
+    };
+    Ok((y, st))
 }
 
 fn eval_node<'a>(
