@@ -136,51 +136,55 @@ fn batch_norm_in_training_normalises_with_batch_statistics() {
     let bn_nodes: Vec<usize> = (0..g.nodes.len())
         .filter(|&i| matches!(g.nodes[i].op, Op::BatchNorm { .. }))
         .collect();
-    let opts = RunOptions {
-        bypass_denoise: false,
-        mode: ParamMode::Trained,
-        stock_conv: false,
-        bn_batch_stats: true,
-    };
-    let mut stats = Vec::new();
-    let values = run_graph_with_stats(g, &params, &xt, &bn_nodes, opts, &mut stats).unwrap();
-    assert_eq!(stats.len(), bn_nodes.len());
-    for &i in &bn_nodes {
-        let Op::BatchNorm { prefix, .. } = &g.nodes[i].op else {
-            unreachable!()
+    for composed in [false, true] {
+        let opts = RunOptions {
+            bypass_denoise: false,
+            mode: ParamMode::Trained,
+            stock_conv: composed,
+            bn_batch_stats: true,
         };
-        let y = values[i].as_ref().unwrap();
-        let (n, c, h, w) = y.dims4().unwrap();
-        let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-        let gamma = net
-            .param(&format!("{prefix}/gamma"))
-            .unwrap()
-            .data()
-            .to_vec();
-        let beta = net
-            .param(&format!("{prefix}/beta"))
-            .unwrap()
-            .data()
-            .to_vec();
-        for ch in 0..c {
-            let vals: Vec<f64> = (0..n)
-                .flat_map(|b| (0..h * w).map(move |p| (b, p)))
-                .map(|(b, p)| y[(b * c + ch) * h * w + p] as f64)
-                .collect();
-            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-            let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
-            assert!(
-                (mean - beta[ch] as f64).abs() < 1e-3,
-                "{prefix} channel {ch}"
-            );
-            let expect = (gamma[ch] as f64).powi(2);
-            assert!(
-                (var - expect).abs() < 2e-2 * expect.max(1e-3) + 1e-4,
-                "{prefix} channel {ch}: var {var} vs γ² {expect}"
-            );
+        let mut stats = Vec::new();
+        let values = run_graph_with_stats(g, &params, &xt, &bn_nodes, opts, &mut stats).unwrap();
+        assert_eq!(stats.len(), bn_nodes.len());
+        for &i in &bn_nodes {
+            let Op::BatchNorm { prefix, .. } = &g.nodes[i].op else {
+                unreachable!()
+            };
+            let y = values[i].as_ref().unwrap();
+            let (n, c, h, w) = y.dims4().unwrap();
+            let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+            let gamma = net
+                .param(&format!("{prefix}/gamma"))
+                .unwrap()
+                .data()
+                .to_vec();
+            let beta = net
+                .param(&format!("{prefix}/beta"))
+                .unwrap()
+                .data()
+                .to_vec();
+            for ch in 0..c {
+                let vals: Vec<f64> = (0..n)
+                    .flat_map(|b| (0..h * w).map(move |p| (b, p)))
+                    .map(|(b, p)| y[(b * c + ch) * h * w + p] as f64)
+                    .collect();
+                let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+                let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
+                assert!(
+                    (mean - beta[ch] as f64).abs() < 1e-3,
+                    "{prefix} channel {ch}"
+                );
+                let expect = (gamma[ch] as f64).powi(2);
+                assert!(
+                    (var - expect).abs() < 2e-2 * expect.max(1e-3) + 1e-4,
+                    "{prefix} channel {ch}: var {var} vs γ² {expect}"
+                );
+            }
+            let st = stats.iter().find(|s| &s.prefix == prefix).unwrap();
+            assert_eq!(st.count, n * h * w);
+            assert_eq!(st.mean.dims(), [c]);
+            assert_eq!(st.var.dims(), [c]);
         }
-        let st = stats.iter().find(|s| &s.prefix == prefix).unwrap();
-        assert_eq!(st.count, n * h * w);
     }
 }
 
@@ -495,11 +499,12 @@ fn weight_gradients_match_finite_differences() {
         .select(&[0, 1, 2, 3, 4, 5, 6, 7]);
     let xt = Tensor::from_slice(data.images.data(), data.images.shape(), &Device::Cpu).unwrap();
     let (mut checked, mut agreed) = (0, 0);
-    for bn_batch_stats in [false, true] {
+    // Frozen batch norm; batch statistics with advlens's fused op; with composed candle ops.
+    for (bn_batch_stats, stock_conv) in [(false, false), (true, false), (true, true)] {
         let opts = RunOptions {
             bypass_denoise: false,
             mode: ParamMode::Trained,
-            stock_conv: false,
+            stock_conv,
             bn_batch_stats,
         };
         let loss_of = |net: &Network, grads: bool| {
@@ -533,6 +538,8 @@ fn weight_gradients_match_finite_differences() {
         let grads = grads.unwrap();
         for name in [
             "conv0/W",
+            "conv0/bn/gamma",
+            "conv0/bn/beta",
             "group0/block0/conv1/W",
             "group1/block0/conv2/W",
             "group1/block0/convshortcut/W",

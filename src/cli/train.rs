@@ -165,14 +165,19 @@ impl Hooks for CliHooks {
     fn progress(&mut self, p: &Progress) {
         self.bar.set_length(p.batches as u64);
         self.bar.set_position(p.batch as u64);
-        self.bar.set_message(format!(
+        let msg = format!(
             "epoch {}  loss {:.4}  acc {:.1}%  {:.0} img/s  lr {:.4}",
             p.epoch + 1,
             p.loss,
             100.0 * p.accuracy,
             p.images_per_s,
             p.lr
-        ));
+        );
+        // Without a terminal the bar is hidden: log a line every 25 batches instead.
+        if self.bar.is_hidden() && (p.batch.is_multiple_of(25) || p.batch == p.batches) {
+            println!("batch {}/{}  {msg}", p.batch, p.batches);
+        }
+        self.bar.set_message(msg);
     }
 
     fn checkpoint(&mut self, trainer: &Trainer, state: &TrainState) -> Result<(), TrainError> {

@@ -5,6 +5,7 @@
 //! backward skips the kernel gradient, so an input gradient costs one forward and one
 //! backward-data pass.
 
+pub mod batchnorm;
 pub mod conv;
 pub mod conv_kernel;
 pub mod denoise;
@@ -292,7 +293,7 @@ pub fn run_graph_with_stats(
                     .collect::<R<Vec<Tensor>>>()?;
                 match (&node.op, bn_batch_stats) {
                     (Op::BatchNorm { prefix, eps, .. }, true) => {
-                        let (y, st) = batch_norm_train(&args[0], prefix, *eps, &p)?;
+                        let (y, st) = batch_norm_train(&args[0], prefix, *eps, &p, stock_conv)?;
                         stats.push(st);
                         y
                     }
@@ -310,15 +311,41 @@ pub fn run_graph_with_stats(
     Ok(values)
 }
 
-/// Batch norm with the batch's own statistics (differentiable through them, as in training).
+/// Batch norm with the batch's own statistics (differentiable through them, as in training):
+/// advlens's fused op on the CPU, composed candle ops elsewhere or when `composed` is set (the
+/// stock-candle baseline).
 fn batch_norm_train<'a>(
     a: &Tensor,
     prefix: &str,
     eps: f32,
     p: &dyn Fn(&str) -> R<&'a Tensor>,
+    composed: bool,
 ) -> R<(Tensor, BnBatchStats)> {
     let [g, b, _, _] = crate::model::graph::bn_param_names(prefix);
     let (n, c, h, w) = a.dims4()?;
+    let count = n * h * w;
+    if a.device().is_cpu() && !composed {
+        let moments = batchnorm::Moments::default();
+        let op = batchnorm::BatchNormTrainOp {
+            eps,
+            moments: moments.clone(),
+        };
+        let y = a
+            .contiguous()?
+            .apply_op3(&p(&g)?.contiguous()?, &p(&b)?.contiguous()?, op)?;
+        let (mean, var) = moments
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .ok_or_else(|| candle_core::Error::Msg("batch norm moments missing".into()))?;
+        let st = BnBatchStats {
+            prefix: prefix.to_string(),
+            mean: Tensor::from_vec(mean, c, a.device())?,
+            var: Tensor::from_vec(var, c, a.device())?,
+            count,
+        };
+        return Ok((y, st));
+    }
     let mean = a.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
     let centred = a.broadcast_sub(&mean)?;
     let var = centred
@@ -336,7 +363,7 @@ fn batch_norm_train<'a>(
         prefix: prefix.to_string(),
         mean: mean.detach().flatten_all()?,
         var: var.detach().flatten_all()?,
-        count: n * h * w,
+        count,
     };
     Ok((y, st))
 }
