@@ -38,7 +38,7 @@ pub fn amplification_ui(ui: &mut egui::Ui, snap: &Snapshot) {
     let names_hover = names.clone();
     let block_x: Vec<f64> = after.iter().map(|p| p[0]).collect();
     Plot::new("amplification_plot")
-        .height(160.0)
+        .height(150.0)
         .legend(Legend::default().position(egui_plot::Corner::LeftTop))
         .include_y(0.0)
         .allow_scroll(false)

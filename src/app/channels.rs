@@ -69,7 +69,7 @@ pub fn channels_ui(
         (0..t.deltas.len()).collect()
     };
     let mut clicked = None;
-    let side = 40.0;
+    let side = 32.0;
     egui::ScrollArea::vertical()
         .id_salt("channels-scroll")
         .max_height(2.0 * (side + 8.0) + 4.0)

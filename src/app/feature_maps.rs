@@ -121,8 +121,9 @@ fn build(ctx: &egui::Context, snap: &Snapshot, key: (u64, String, usize)) -> Opt
 fn grid_ui(ui: &mut egui::Ui, t: &GridTextures) {
     let g = &t.grid;
     let cols = g.columns.len().max(1) as f32;
+    // Fit the width, and keep the three rows short enough that the panels below stay visible.
     let avail = ui.available_width() - 200.0;
-    let cell = (avail / cols).clamp(72.0, 168.0);
+    let cell = (avail / cols).clamp(64.0, 112.0);
     let size = egui::vec2(cell, cell * g.h as f32 / g.w.max(1) as f32);
     let mut hovered: Option<String> = None;
     ui.horizontal_top(|ui| {

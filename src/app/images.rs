@@ -2,7 +2,7 @@
 //! the top-5 predictions clean vs adversarial (egui_plot, one shared class axis).
 
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Legend, Plot};
+use egui_plot::{Bar, BarChart, Plot};
 
 use super::textures::{CRISP, image_of, rgb_texture};
 use super::worker::Snapshot;
@@ -47,7 +47,7 @@ pub fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextu
         *tex = Some(ImageTextures::build(ui.ctx(), snap));
     }
     let Some(t) = tex.as_ref() else { return };
-    let side = 140.0;
+    let side = 112.0;
     let rec = snap.record.images.first();
     ui.horizontal(|ui| {
         let clean_pred = rec
@@ -77,7 +77,7 @@ pub fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextu
                     "attack failed"
                 };
                 ui.label(format!("label {} · {verdict}", r.label));
-                top5_plot(ui, &r.clean_top5, &r.adversarial_top5, side);
+                top5_plot(ui, &r.clean_top5, &r.adversarial_top5, side + 8.0);
             });
         }
     });
@@ -137,16 +137,38 @@ fn top5_plot(ui: &mut egui::Ui, clean: &[ClassProb], adv: &[ClassProb], height: 
             .collect()
     };
     let names: Vec<String> = classes.iter().map(|(_, n)| n.clone()).collect();
+    let top = clean
+        .iter()
+        .chain(adv)
+        .fold(0f64, |m, p| m.max(f64::from(p.prob)));
+    let clean_colour = egui::Color32::from_rgb(90, 140, 220);
+    let adv_colour = egui::Color32::from_rgb(220, 90, 90);
+    ui.horizontal(|ui| {
+        ui.colored_label(clean_colour, "clean");
+        ui.colored_label(adv_colour, "adversarial");
+        ui.label("top-5 probability");
+    });
+    // Room for every class name on the axis.
+    let height = height.max(18.0 * n as f32 + 28.0);
     Plot::new("top5")
         .height(height)
-        .width(320.0)
-        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+        .width(420.0)
         .include_x(0.0)
-        .include_x(1.0)
+        .include_x((top * 1.1).clamp(0.05, 1.0))
+        .include_y(-0.5)
+        .include_y(n as f64 - 0.5)
         .allow_drag(false)
         .allow_zoom(false)
         .allow_scroll(false)
         .show_grid([true, false])
+        .y_grid_spacer(move |_| {
+            (0..n)
+                .map(|i| egui_plot::GridMark {
+                    value: i as f64,
+                    step_size: 1.0,
+                })
+                .collect()
+        })
         .y_axis_formatter(move |mark, _| {
             let v = mark.value;
             if (v - v.round()).abs() > 1e-6 || v < 0.0 {
@@ -163,12 +185,12 @@ fn top5_plot(ui: &mut egui::Ui, clean: &[ClassProb], adv: &[ClassProb], height: 
             plot_ui.bar_chart(
                 BarChart::new("clean", bars(clean, 0.2))
                     .horizontal()
-                    .color(egui::Color32::from_rgb(90, 140, 220)),
+                    .color(clean_colour),
             );
             plot_ui.bar_chart(
                 BarChart::new("adversarial", bars(adv, -0.2))
                     .horizontal()
-                    .color(egui::Color32::from_rgb(220, 90, 90)),
+                    .color(adv_colour),
             );
         });
 }

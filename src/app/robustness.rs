@@ -294,7 +294,7 @@ pub fn robustness_ui(
         let pts = run.points.clone();
         let name = format!("{} accuracy", run.attack);
         Plot::new("robustness_plot")
-            .height(160.0)
+            .height(150.0)
             .legend(Legend::default())
             .include_y(0.0)
             .include_y(1.0)
