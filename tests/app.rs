@@ -355,3 +355,26 @@ fn smoke_window_under_xvfb() {
     let img = image::open(&shot).unwrap();
     assert!(img.width() >= 640 && img.height() >= 480);
 }
+
+#[test]
+fn errors_show_in_the_status_bar_and_open_a_window() {
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(|cc| AdvlensApp::new(cc).unwrap());
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    harness.get_by_label("no errors");
+    harness
+        .state_mut()
+        .open_image(Path::new("/nonexistent/advlens-missing.png"));
+    harness.step();
+    harness.get_by_label_contains("advlens-missing.png").click();
+    harness.step();
+    harness.step();
+    assert!(harness.state().errors.open);
+    harness.get_by_label("Clear").click();
+    harness.step();
+    harness.step();
+    assert!(harness.state().errors.list.is_empty());
+    // The app keeps working: the previous result is still shown.
+    assert!(harness.state().snapshot().is_some());
+}
