@@ -119,6 +119,9 @@ fn feature_map_export_writes_a_png_of_the_expected_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("maps.png");
     save_feature_maps(&grid, &path).unwrap();
+    if let Some(keep) = std::env::var_os("ADVLENS_KEEP_EXPORT") {
+        std::fs::copy(&path, keep).unwrap();
+    }
     let img = image::open(&path).unwrap().to_rgb8();
     let (w, h) = feature_export_size(&grid);
     assert_eq!((img.width(), img.height()), (w, h));

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use eframe::egui;
 use image::{DynamicImage, Rgb, RgbImage, RgbaImage};
 
+use super::glyphs::{draw_text, text_height, text_width};
 use super::maps::{FeatureGrid, Row, colour};
 use super::worker::Snapshot;
 use crate::analysis::colormap::perturbation_image;
@@ -28,28 +29,108 @@ pub fn cell_factor(h: usize, w: usize) -> usize {
     CELL_TARGET.div_ceil(h.max(w).max(1)).max(1)
 }
 
-/// `(width, height)` of the exported feature-map image.
-pub fn feature_export_size(grid: &FeatureGrid) -> (u32, u32) {
-    let k = cell_factor(grid.h, grid.w);
-    let (cw, ch) = ((grid.w * k) as u32, (grid.h * k) as u32);
-    let cols = grid.columns.len() as u32;
-    let rows = Row::ALL.len() as u32;
-    let width = 2 * MARGIN + cols * cw + cols.saturating_sub(1) * GAP + 2 * GAP + BAR_W;
-    let height = 2 * MARGIN + rows * ch + (rows - 1) * GAP;
-    (width, height)
+/// Font scale of the labels.
+const TEXT_SCALE: u32 = 2;
+/// Label colour.
+const TEXT: [u8; 3] = [230, 230, 230];
+
+/// The pieces of the export's layout, in pixels.
+struct Layout {
+    cell: (u32, u32),
+    factor: usize,
+    label_w: u32,
+    line_h: u32,
+    grid_x0: u32,
+    grid_y0: u32,
+    bar_x0: u32,
+    top: String,
+    bottom: String,
+    width: u32,
+    height: u32,
 }
 
-/// Composes the grid: rows clean / adversarial / |Δ|, one column per tap, nearest-neighbour
-/// scaling, the shared colour bar on the right (top = +scale, bottom = −scale).
+fn row_label(row: Row) -> &'static str {
+    match row {
+        Row::Clean => "clean",
+        Row::Adversarial => "adversarial",
+        Row::Delta => "|diff|",
+    }
+}
+
+fn layout(grid: &FeatureGrid) -> Layout {
+    let factor = cell_factor(grid.h, grid.w);
+    let cell = ((grid.w * factor) as u32, (grid.h * factor) as u32);
+    let cols = grid.columns.len() as u32;
+    let rows = Row::ALL.len() as u32;
+    let label_w = Row::ALL
+        .iter()
+        .map(|r| text_width(row_label(*r), TEXT_SCALE))
+        .max()
+        .unwrap_or(0);
+    let line_h = text_height(TEXT_SCALE) + GAP;
+    let top = format!("+{:.3}", grid.scale);
+    let bottom = format!("-{:.3}", grid.scale);
+    let value_w = text_width(&top, TEXT_SCALE).max(text_width(&bottom, TEXT_SCALE));
+    let grid_x0 = MARGIN + label_w + GAP;
+    let grid_y0 = MARGIN + 2 * line_h;
+    let grid_w = cols * cell.0 + cols.saturating_sub(1) * GAP;
+    let bar_x0 = grid_x0 + grid_w + 2 * GAP;
+    let title_w = text_width(&title(grid), TEXT_SCALE);
+    let width = (bar_x0 + BAR_W + GAP + value_w + MARGIN).max(MARGIN + title_w + MARGIN);
+    let height = grid_y0 + rows * cell.1 + (rows - 1) * GAP + MARGIN;
+    Layout {
+        cell,
+        factor,
+        label_w,
+        line_h,
+        grid_x0,
+        grid_y0,
+        bar_x0,
+        top,
+        bottom,
+        width,
+        height,
+    }
+}
+
+fn title(grid: &FeatureGrid) -> String {
+    let tap = grid.columns.first().map_or("", |c| c.tap.as_str());
+    let block = tap
+        .strip_suffix("/before")
+        .or_else(|| tap.strip_suffix("/after"))
+        .unwrap_or(tap);
+    format!("{block} channel {} ({}x{})", grid.channel, grid.h, grid.w)
+}
+
+/// `(width, height)` of the exported feature-map image.
+pub fn feature_export_size(grid: &FeatureGrid) -> (u32, u32) {
+    let l = layout(grid);
+    (l.width, l.height)
+}
+
+/// Composes the grid: a title, column titles, rows clean / adversarial / |diff| with their
+/// labels, one column per tap, nearest-neighbour scaling by an integer factor, and the shared
+/// colour bar with its end values on the right (top = +scale, bottom = −scale).
 pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
-    let (width, height) = feature_export_size(grid);
-    let k = cell_factor(grid.h, grid.w);
-    let (cw, ch) = ((grid.w * k) as u32, (grid.h * k) as u32);
-    let mut img = RgbImage::from_pixel(width, height, Rgb([40, 40, 40]));
+    let l = layout(grid);
+    let k = l.factor;
+    let (cw, ch) = l.cell;
+    let mut img = RgbImage::from_pixel(l.width, l.height, Rgb([40, 40, 40]));
+    draw_text(&mut img, MARGIN, MARGIN, &title(grid), TEXT_SCALE, TEXT);
     for (ci, col) in grid.columns.iter().enumerate() {
+        let x0 = l.grid_x0 + ci as u32 * (cw + GAP);
+        let name = col
+            .title
+            .replace("before denoise", "before")
+            .replace("after denoise", "after");
+        draw_text(&mut img, x0, MARGIN + l.line_h, &name, TEXT_SCALE, TEXT);
         for (ri, row) in Row::ALL.into_iter().enumerate() {
-            let x0 = MARGIN + ci as u32 * (cw + GAP);
-            let y0 = MARGIN + ri as u32 * (ch + GAP);
+            let y0 = l.grid_y0 + ri as u32 * (ch + GAP);
+            if ci == 0 {
+                let ty = y0 + ch / 2 - text_height(TEXT_SCALE) / 2;
+                let tx = MARGIN + l.label_w - text_width(row_label(row), TEXT_SCALE);
+                draw_text(&mut img, tx, ty, row_label(row), TEXT_SCALE, TEXT);
+            }
             let map = col.map(row);
             for y in 0..ch {
                 for x in 0..cw {
@@ -60,15 +141,20 @@ pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
             }
         }
     }
-    let bar_x0 = width - MARGIN - BAR_W;
-    let bar_h = height - 2 * MARGIN;
+    let bar_h = l.height - l.grid_y0 - MARGIN;
     for y in 0..bar_h {
         let t = 1.0 - 2.0 * y as f32 / (bar_h.max(2) - 1) as f32;
         let c = colour(t * grid.scale, grid.scale);
         for x in 0..BAR_W {
-            img.put_pixel(bar_x0 + x, MARGIN + y, Rgb(c));
+            img.put_pixel(l.bar_x0 + x, l.grid_y0 + y, Rgb(c));
         }
     }
+    let vx = l.bar_x0 + BAR_W + GAP;
+    draw_text(&mut img, vx, l.grid_y0, &l.top, TEXT_SCALE, TEXT);
+    let by = l.grid_y0 + bar_h - text_height(TEXT_SCALE);
+    draw_text(&mut img, vx, by, &l.bottom, TEXT_SCALE, TEXT);
+    let mid = l.grid_y0 + bar_h / 2 - text_height(TEXT_SCALE) / 2;
+    draw_text(&mut img, vx, mid, "0", TEXT_SCALE, TEXT);
     img
 }
 

@@ -14,6 +14,7 @@ pub mod controls;
 pub mod dialogs;
 pub mod export;
 pub mod feature_maps;
+pub mod glyphs;
 pub mod images;
 pub mod maps;
 pub mod robustness;
