@@ -381,3 +381,59 @@ fn errors_show_in_the_status_bar_and_open_a_window() {
     // The app keeps working: the previous result is still shown.
     assert!(harness.state().snapshot().is_some());
 }
+
+/// A file dropped on the window, as the integration would hand it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn the_slider_moves_epsilon_and_dropped_images_open() {
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(|cc| AdvlensApp::new(cc).unwrap());
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    let eps = harness.state().settings.attack.eps;
+    let before = harness.state().snapshot().unwrap().x_adv.clone();
+    harness.get_by_role(egui::accesskit::Role::Slider).focus();
+    harness.step();
+    for _ in 0..8 {
+        harness.key_press(egui::Key::ArrowRight);
+        harness.step();
+    }
+    let moved = harness.state().settings.attack.eps;
+    assert!(moved > eps, "{moved} > {eps}");
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| s.cfg.eps == moved) && !a.is_busy()
+    });
+    assert_ne!(harness.state().snapshot().unwrap().x_adv, before);
+    // Drop an image file on the window.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dropped.png");
+    image::GrayImage::from_fn(40, 40, |x, y| image::Luma([((x * y) % 256) as u8]))
+        .save(&path)
+        .unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.clone())));
+    harness.step();
+    assert_eq!(
+        harness.state().settings.image,
+        advlens::app::settings::ImageSource::File(path)
+    );
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| s.record.images[0].source.ends_with("dropped.png"))
+            && !a.is_busy()
+    });
+}
