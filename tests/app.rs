@@ -216,6 +216,9 @@ fn the_app_opens_and_recomputes_when_controls_change() {
         .build_eframe(|cc| AdvlensApp::new(cc).unwrap());
     step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
     let first = harness.state().snapshot().unwrap().id;
+    // Every input widget has an accessible name.
+    let unnamed = harness.unnamed_widgets();
+    assert!(unnamed.is_empty(), "{unnamed:#?}");
     // The controls are there, by label.
     harness.get_by_label("bypass denoise blocks");
     harness.get_by_label("sort by |Δ|");
