@@ -169,18 +169,23 @@ fn top5_plot(ui: &mut egui::Ui, clean: &[ClassProb], adv: &[ClassProb], height: 
                 })
                 .collect()
         })
-        .y_axis_formatter(move |mark, _| {
-            let v = mark.value;
-            if (v - v.round()).abs() > 1e-6 || v < 0.0 {
-                return String::new();
-            }
-            let i = v.round() as usize;
-            if i >= names.len() {
-                return String::new();
-            }
-            names[names.len() - 1 - i].clone()
-        })
-        .y_axis_min_width(70.0)
+        .custom_y_axes(vec![
+            egui_plot::AxisHints::new_y()
+                // One label per class, even when the classes sit close together.
+                .label_spacing(10.0..=14.0)
+                .min_thickness(70.0)
+                .formatter(move |mark, _| {
+                    let v = mark.value;
+                    if (v - v.round()).abs() > 1e-6 || v < 0.0 {
+                        return String::new();
+                    }
+                    let i = v.round() as usize;
+                    if i >= names.len() {
+                        return String::new();
+                    }
+                    names[names.len() - 1 - i].clone()
+                }),
+        ])
         .show(ui, |plot_ui| {
             plot_ui.bar_chart(
                 BarChart::new("clean", bars(clean, 0.2))
