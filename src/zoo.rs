@@ -1,25 +1,81 @@
-//! The built-in default model and image, so the app and CLI work with no files at all.
+//! The built-in models and image, so the app and CLI work with no files at all.
 //!
-//! Until trained Fashion-MNIST models ship in assets/, the default model is the small
-//! resnet-denoise network with seeded random weights (and Fashion-MNIST's class names); the
-//! default image is the first bundled Fashion-MNIST test image.
+//! The shipped models are trained by advlens itself on Fashion-MNIST (`scripts/train-models.sh`,
+//! the commands and their evaluation are in assets/models/README.md) and embedded in the binary:
+//! the default is the PGD-trained network with non-local denoise blocks; the same network
+//! without denoise blocks, PGD-trained and clean-trained, are its baselines. The default image
+//! is the first bundled Fashion-MNIST test image.
 
 use crate::array::Array;
 use crate::model::{ArchConfig, ModelError, Network, Placement, ResnetDenoiseConfig};
 
-/// The name the CLI accepts for the built-in model.
+/// The name the CLI accepts for the built-in default model.
 pub const DEFAULT_MODEL: &str = "builtin:default";
 /// The name the CLI accepts for the built-in image.
 pub const DEFAULT_IMAGE: &str = "builtin:default";
+/// The name the CLI accepts for the untrained network of the default architecture with non-local
+/// blocks after every stage (seeded random weights; benchmarks).
+pub const UNTRAINED_MODEL: &str = "builtin:untrained";
 
-/// The default configuration: 28×28 grey, widths 16/32/64, one block per stage, non-local
-/// Gaussian denoise blocks after each stage.
+/// A model shipped inside the binary.
+#[derive(Clone, Copy, Debug)]
+pub struct ShippedModel {
+    /// Name (`builtin:NAME` on the command line; `assets/models/NAME.safetensors`).
+    pub name: &'static str,
+    /// What it is, in a line.
+    pub description: &'static str,
+    /// The safetensors file.
+    pub bytes: &'static [u8],
+}
+
+/// The shipped models, the default first.
+pub const SHIPPED: [ShippedModel; 3] = [
+    ShippedModel {
+        name: "pgd-denoise",
+        description: "PGD-trained (ε = 0.1) with non-local Gaussian denoise blocks after stages 1 and 2",
+        bytes: include_bytes!("../assets/models/pgd-denoise.safetensors"),
+    },
+    ShippedModel {
+        name: "pgd",
+        description: "PGD-trained (ε = 0.1), the same network without denoise blocks",
+        bytes: include_bytes!("../assets/models/pgd.safetensors"),
+    },
+    ShippedModel {
+        name: "clean",
+        description: "clean-trained, the same network without denoise blocks",
+        bytes: include_bytes!("../assets/models/clean.safetensors"),
+    },
+];
+
+/// A shipped model by name.
+pub fn shipped(name: &str) -> Result<Network, ModelError> {
+    let m = SHIPPED
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| {
+            let names: Vec<String> = SHIPPED.iter().map(|m| format!("builtin:{}", m.name)).collect();
+            ModelError::Architecture(format!(
+                "no built-in model named {name:?}; there are builtin:default, builtin:untrained, {RESNET50_MODEL} and {}",
+                names.join(", ")
+            ))
+        })?;
+    crate::model::weights::from_bytes(m.bytes)
+}
+
+/// The architecture of the untrained benchmark network: 28×28 grey, widths 16/32/64, one block
+/// per stage, non-local Gaussian denoise blocks after each stage (the first at 28×28).
 pub fn default_config() -> ArchConfig {
     ArchConfig::ResnetDenoise(ResnetDenoiseConfig::small_gray(Placement::AfterStage))
 }
 
-/// The built-in model (seeded random weights).
+/// The built-in default model: the shipped PGD-trained network with denoise blocks.
 pub fn default_network() -> Result<Network, ModelError> {
+    shipped(SHIPPED[0].name)
+}
+
+/// The untrained network of [`default_config`] (seeded random weights, Fashion-MNIST's class
+/// names).
+pub fn untrained_network() -> Result<Network, ModelError> {
     let mut net = Network::random(default_config(), 0)?;
     net.class_names = crate::data::idx::FASHION_CLASSES
         .iter()
@@ -64,14 +120,19 @@ pub fn test_pattern() -> Array {
 /// The name the CLI accepts for a ResNet-50-shaped network with random weights (benchmarks).
 pub const RESNET50_MODEL: &str = "builtin:resnet50-random";
 
-/// Resolves a model argument: [`DEFAULT_MODEL`], [`RESNET50_MODEL`] or a safetensors path.
+/// Resolves a model argument: [`DEFAULT_MODEL`], `builtin:NAME` for a [`SHIPPED`] model,
+/// [`UNTRAINED_MODEL`], [`RESNET50_MODEL`] or a safetensors path.
 pub fn load_model(spec: &str) -> Result<Network, ModelError> {
     match spec {
         DEFAULT_MODEL => default_network(),
+        UNTRAINED_MODEL => untrained_network(),
         RESNET50_MODEL => Network::random(
             ArchConfig::ResnetDenoise(ResnetDenoiseConfig::resnet50_shaped()),
             0,
         ),
-        path => crate::model::weights::load(std::path::Path::new(path)),
+        other => match other.strip_prefix("builtin:") {
+            Some(name) => shipped(name),
+            None => crate::model::weights::load(std::path::Path::new(other)),
+        },
     }
 }

@@ -26,8 +26,9 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement.
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
-    /// Model to time (default: the built-in default-size network).
-    #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
+    /// Model to time (default: the untrained 28×28 network with non-local blocks after every
+    /// stage, the first at 28×28; `builtin:default` is the shipped model).
+    #[arg(long, default_value = crate::zoo::UNTRAINED_MODEL)]
     pub model: String,
     /// Executors to time: planned (advlens), autograd (candle autograd with advlens's conv),
     /// stock (candle autograd with candle's conv), both (stock and planned) or all.
