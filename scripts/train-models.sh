@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
 # Trains the models shipped in assets/models/ (Fashion-MNIST, from scripts/fetch-data.sh), one
-# after the other, each resumable (run the script again after an interruption). Usage:
+# after the other, each resumable (run the script again after an interruption). The PGD models
+# train in two stages of one epoch over the first 45 000 training images each (the second starts
+# from the first with a fresh cosine schedule and another seed); stage-1 files go to
+# target/train-models/. Usage:
 #   scripts/train-models.sh [OUT_DIR]   (default assets/models)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-assets/models}"
-mkdir -p "$out"
+work=target/train-models
+mkdir -p "$out" "$work"
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
-common=(--epochs 1 --batch 128 --lr 0.1 --schedule cosine --seed 0 --val 500)
+common=(--epochs 1 --batch 128 --lr 0.1 --schedule cosine --val 500)
+pgd=(--limit 45000 --mode pgd --eps 0.1 --attack-steps 7)
 train() {
-  local name="$1"; shift
-  if [ -f "$out/$name.safetensors" ]; then echo "$out/$name.safetensors exists"; return; fi
+  local file="$1"; shift
+  if [ -f "$file" ]; then echo "$file exists"; return; fi
   local resume=()
-  [ -f "$out/$name.ckpt.safetensors" ] && resume=(--resume)
-  "$bin" train --out "$out/$name.safetensors" "${common[@]}" "$@" "${resume[@]}"
-  rm -f "$out/$name.ckpt.safetensors"
+  [ -f "${file%.safetensors}.ckpt.safetensors" ] && resume=(--resume)
+  "$bin" train --out "$file" "${common[@]}" "$@" "${resume[@]}"
 }
 # (c) PGD-trained with non-local Gaussian denoise blocks after stages 1 and 2 (14×14, 7×7).
-train pgd-denoise --limit 45000 --mode pgd --eps 0.1 --attack-steps 7 --placement after-stage --denoise-stages 1,2
-# (b) the same network without denoise blocks, PGD-trained.
-train pgd --limit 45000 --mode pgd --eps 0.1 --attack-steps 7 --placement none
-# (a) the same network, clean-trained.
-train clean --mode clean --placement none
+train "$work/pgd-denoise-stage1.safetensors" --seed 0 "${pgd[@]}" \
+  --placement after-stage --denoise-stages 1,2
+train "$out/pgd-denoise.safetensors" --seed 1 "${pgd[@]}" --init "$work/pgd-denoise-stage1.safetensors"
+# (b) the same network without denoise blocks, PGD-trained the same way.
+train "$work/pgd-stage1.safetensors" --seed 0 "${pgd[@]}" --placement none
+train "$out/pgd.safetensors" --seed 1 "${pgd[@]}" --init "$work/pgd-stage1.safetensors"
+# (a) the same network, clean-trained (one epoch over all 60 000 images).
+train "$out/clean.safetensors" --seed 0 --mode clean --placement none
