@@ -216,7 +216,7 @@ fn a_step_moves_running_averages_towards_the_batch() {
 
 #[test]
 fn objectives_build_the_batches_the_papers_describe() {
-    let net = small_net(3);
+    let net = std::sync::Arc::new(small_net(3));
     let data = bundled_test_images().unwrap().select(&[0, 1, 2, 3]);
     let adv = AdvSettings {
         eps: 0.1,

@@ -301,12 +301,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         };
         (Trainer::new(net, cfg.sgd())?, state)
     };
-    if trainer.network()?.input_shape() != [1, 28, 28] {
+    let start = trainer.network()?;
+    if start.input_shape() != [1, 28, 28] {
         anyhow::bail!("Fashion-MNIST needs a network for 1×28×28 images");
     }
     println!(
         "training {} ({} mode, {} epochs of {} batches of {})",
-        trainer.network()?.config.summary(),
+        start.config.summary(),
         cfg.mode.id(),
         cfg.epochs,
         cfg.limit.unwrap_or(data.len()).min(data.len()) / cfg.batch,

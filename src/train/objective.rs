@@ -81,7 +81,7 @@ impl Objective {
     pub fn build(
         mode: TrainMode,
         adv: AdvSettings,
-        net: Option<&Network>,
+        net: Option<&Arc<Network>>,
         x: &Array,
         labels: &[usize],
         seed: u64,
@@ -166,7 +166,7 @@ fn concat(a: &Array, b: &Array) -> Result<Array, EngineError> {
 }
 
 fn attack(
-    net: Option<&Network>,
+    net: Option<&Arc<Network>>,
     x: &Array,
     labels: &[usize],
     kind: AttackKind,
@@ -178,7 +178,7 @@ fn attack(
         engine: "cpu",
         message: "adversarial training needs the network to attack".into(),
     })?;
-    let mut engine = CpuEngine::new(Arc::new(net.clone()))?;
+    let mut engine = CpuEngine::new(net.clone())?;
     let cfg = AttackConfig {
         kind,
         norm: Norm::Linf,

@@ -237,7 +237,7 @@ pub fn train(
             let snapshot = if cfg.mode == TrainMode::Clean {
                 None
             } else {
-                Some(trainer.network()?)
+                Some(std::sync::Arc::new(trainer.network()?))
             };
             let objective = Objective::build(
                 cfg.mode,

@@ -103,10 +103,15 @@ impl CustomOp3 for BatchNormTrainOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (len, c) = (x.elem_count(), gamma.elem_count());
+        // The forward pass left its moments here; the backward reuses them.
+        let moments = self.moments.lock().ok().and_then(|m| m.clone());
         let all = x.contiguous()?.apply_op3_no_bwd(
             &gamma.contiguous()?,
             &dy.contiguous()?,
-            &BatchNormBackward { eps: self.eps },
+            &BatchNormBackward {
+                eps: self.eps,
+                moments,
+            },
         )?;
         let dx = all.narrow(0, 0, len)?.reshape(x.dims())?;
         let dgamma = all.narrow(0, len, c)?;
@@ -115,9 +120,11 @@ impl CustomOp3 for BatchNormTrainOp {
     }
 }
 
-/// `(x, γ, dy) → [dx…, dγ…, dβ…]` (one flat tensor).
+/// `(x, γ, dy) → [dx…, dγ…, dβ…]` (one flat tensor), with the forward pass's moments when it
+/// left them (recomputed otherwise).
 struct BatchNormBackward {
     eps: f32,
+    moments: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl CustomOp3 for BatchNormBackward {
@@ -140,7 +147,10 @@ impl CustomOp3 for BatchNormBackward {
             candle_core::bail!("batch norm backward: mismatched shapes");
         }
         let hw = h * w;
-        let (mean, var) = moments(x, d);
+        let (mean, var) = match &self.moments {
+            Some((m, v)) if m.len() == c && v.len() == c => (m.clone(), v.clone()),
+            _ => moments(x, d),
+        };
         let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
         let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..c)
             .into_par_iter()

@@ -336,7 +336,7 @@ fn batch_norm_train<'a>(
         let (mean, var) = moments
             .lock()
             .ok()
-            .and_then(|mut m| m.take())
+            .and_then(|m| m.clone())
             .ok_or_else(|| candle_core::Error::Msg("batch norm moments missing".into()))?;
         let st = BnBatchStats {
             prefix: prefix.to_string(),
