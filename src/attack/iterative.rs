@@ -6,9 +6,9 @@ use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
 use super::project::{l1, l2, project, step};
-use super::{AttackError, Context, Norm, StepRecord, record};
+use super::{AttackError, Context, Norm, StepRecord, record, record_with};
 use crate::array::Array;
-use crate::engine::Engine;
+use crate::engine::{Engine, FusedLoop, FusedOutcome};
 use crate::model::init::normal;
 
 /// Settings of one run of the loop.
@@ -76,6 +76,19 @@ pub fn run_once(
             x_adv.example_mut(i).copy_from_slice(&start);
         }
     }
+    let spec = FusedLoop {
+        eps: p.eps,
+        alpha: p.alpha,
+        steps: p.steps,
+        l2: p.norm == Norm::L2,
+        momentum: p.momentum,
+        direction: dir,
+    };
+    let classes = ctx.targets.unwrap_or(ctx.labels);
+    ctx.cancel.check()?;
+    if let Some(fused) = engine.iterate(x, &x_adv, classes, &spec, ctx.opts) {
+        return from_fused(ctx, fused?);
+    }
     let mut acc = Array::zeros(x.shape().to_vec());
     let mut history: Vec<Vec<StepRecord>> = vec![Vec::with_capacity(p.steps + 1); n];
     for s in 0..p.steps {
@@ -127,5 +140,39 @@ pub fn run_once(
         history,
         loss: final_loss,
         logits: fwd.logits,
+    })
+}
+
+/// The outcome of a loop the engine ran on its device.
+fn from_fused(ctx: &Context<'_>, out: FusedOutcome) -> Result<IterOutcome, AttackError> {
+    ctx.cancel.check()?;
+    let n = ctx.x.batch();
+    let last = out
+        .steps
+        .last()
+        .ok_or_else(|| AttackError::Config("the device returned no steps".into()))?;
+    let k = last.first().map_or(0, |s| s.logits.len());
+    let mut history: Vec<Vec<StepRecord>> = vec![Vec::with_capacity(out.steps.len()); n];
+    for (s, row) in out.steps.iter().enumerate() {
+        for (i, (h, st)) in history.iter_mut().zip(row).enumerate() {
+            h.push(record_with(
+                s,
+                st.loss,
+                &st.logits,
+                ctx.labels[i],
+                ctx.target(i),
+                st.linf,
+                st.l2,
+            ));
+        }
+    }
+    let logits: Vec<f32> = last.iter().flat_map(|s| s.logits.iter().copied()).collect();
+    let logits = Array::new(vec![n, k], logits)
+        .map_err(|e| AttackError::Config(format!("device logits: {e}")))?;
+    Ok(IterOutcome {
+        x_adv: out.x_adv,
+        history,
+        loss: last.iter().map(|s| s.loss).collect(),
+        logits,
     })
 }

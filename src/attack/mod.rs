@@ -388,6 +388,19 @@ pub(crate) fn record(
     x: &[f32],
 ) -> StepRecord {
     let (linf, l2) = project::distances(x_adv, x);
+    record_with(step, loss, logits, label, target, linf, l2)
+}
+
+/// A step record from distances computed elsewhere (on the device).
+pub(crate) fn record_with(
+    step: usize,
+    loss: f32,
+    logits: &[f32],
+    label: usize,
+    target: Option<usize>,
+    linf: f32,
+    l2: f32,
+) -> StepRecord {
     StepRecord {
         step,
         loss,

@@ -6,11 +6,14 @@
 //! agree on the definitions.
 
 pub mod cpu;
+pub mod gpu;
 pub mod loss;
+pub mod select;
 
 use crate::array::Array;
 use crate::model::Network;
 pub use loss::Loss;
+pub use select::{EngineChoice, open_engine};
 
 /// Errors raised by engines.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +106,59 @@ pub trait Engine: Send {
         loss: &Loss,
         opts: &ForwardOptions,
     ) -> Result<Gradient, EngineError>;
+
+    /// Runs a whole iterative gradient attack (softmax cross-entropy on `classes`) on the device,
+    /// starting at `start`, when the engine can; `None` means the caller runs the loop on the
+    /// host with [`Engine::input_grad`].
+    fn iterate(
+        &mut self,
+        _x: &Array,
+        _start: &Array,
+        _classes: &[usize],
+        _spec: &FusedLoop,
+        _opts: &ForwardOptions,
+    ) -> Option<Result<FusedOutcome, EngineError>> {
+        None
+    }
+}
+
+/// The settings of an iterative attack run on the device by [`Engine::iterate`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FusedLoop {
+    /// Budget.
+    pub eps: f32,
+    /// Step size.
+    pub alpha: f32,
+    /// Number of updates.
+    pub steps: usize,
+    /// L2 threat model (else L∞).
+    pub l2: bool,
+    /// MI-FGSM decay μ.
+    pub momentum: Option<f32>,
+    /// +1 to ascend the loss (untargeted), −1 to descend it (toward a target).
+    pub direction: f32,
+}
+
+/// One example at one step of a device-side attack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedStep {
+    /// Cross-entropy loss.
+    pub loss: f32,
+    /// ‖δ‖∞.
+    pub linf: f32,
+    /// ‖δ‖₂.
+    pub l2: f32,
+    /// Logits.
+    pub logits: Vec<f32>,
+}
+
+/// What [`Engine::iterate`] returns.
+#[derive(Clone, Debug)]
+pub struct FusedOutcome {
+    /// Adversarial images after the last update.
+    pub x_adv: Array,
+    /// `steps[s][i]`: example `i` before update `s` (the last entry is after the last update).
+    pub steps: Vec<Vec<FusedStep>>,
 }
 
 /// Checks that `x` is a finite batch shaped for `net`.

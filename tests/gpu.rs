@@ -1,0 +1,378 @@
+//! The gpu engine against the cpu engine (the reference), on the software Vulkan adapter in CI
+//! (lavapipe) or a real GPU: every WGSL file validates with naga; every node type's forward
+//! values, taps and input gradient agree on random networks with odd shapes; the shipped model
+//! agrees; the device-side attack loop (FGSM, PGD, MI-FGSM, L2) matches the host loop.
+//!
+//! Tolerances: values and gradients within 1e-4 of the largest reference magnitude (plus 1e-5),
+//! gradients also with cosine similarity above 0.9999; attacks on ≥ 98% of pixels within 1e-4
+//! (a gradient entry near zero may take the other sign in a different summation order).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use advlens::array::Array;
+use advlens::attack::{self, AttackConfig, AttackKind, Cancel, Norm};
+use advlens::engine::cpu::CpuEngine;
+use advlens::engine::gpu::kernels::Shader;
+use advlens::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
+use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
+use advlens::model::builder::{ConvSpec, GraphBuilder};
+use advlens::model::resnet::{BlockKind, StemKind};
+use advlens::model::{DenoiseVariant, Network, Placement};
+use common::{random_images, randomize_weights, randomized, tiny_config};
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut known: Vec<String> = Shader::ALL.iter().map(|s| s.file_name().into()).collect();
+    known.sort();
+    assert_eq!(on_disk, known, "every shader file is used by the engine");
+    for shader in Shader::ALL {
+        let module = naga::front::wgsl::parse_str(shader.source()).unwrap_or_else(|e| {
+            panic!(
+                "{}: {}",
+                shader.file_name(),
+                e.emit_to_string(shader.source())
+            )
+        });
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", shader.file_name()));
+        let bindings = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, v)| v.binding.as_ref().map(|b| b.binding))
+            .max()
+            .unwrap();
+        assert_eq!(
+            bindings,
+            shader.storage_bindings(),
+            "{}",
+            shader.file_name()
+        );
+    }
+}
+
+/// The device every test shares (software adapters allowed).
+fn context() -> GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        GpuContext::headless(AdapterPolicy::AllowSoftware).unwrap_or_else(|e| {
+            panic!(
+                "no wgpu adapter ({e}); install mesa-vulkan-drivers (lavapipe) to run the gpu tests"
+            )
+        })
+    })
+    .clone()
+}
+
+fn gpu(net: &Arc<Network>) -> GpuEngine {
+    GpuEngine::new(net.clone(), context()).unwrap()
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+fn assert_close(got: &Array, want: &Array, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let tol = 1e-4 * max_abs(want.data()) + 1e-5;
+    let (i, err) = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(a, b)| (a - b).abs())
+        .enumerate()
+        .fold((0, 0.0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    assert!(
+        err <= tol,
+        "{what}: max error {err} at {i} (gpu {}, cpu {}), tolerance {tol}",
+        got.data()[i],
+        want.data()[i]
+    );
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    (dot / (na * nb).max(1e-30)) as f32
+}
+
+/// Forward (logits and every tap, with and without the denoise bypass) and input gradients of
+/// two losses agree between the engines.
+fn check_network(net: Network, batch: usize, label: &str) {
+    let net = Arc::new(net);
+    let mut cpu = CpuEngine::new(net.clone()).unwrap();
+    let mut gpu = gpu(&net);
+    let x = random_images(batch, net.input_shape(), 11);
+    for bypass in [false, true] {
+        let opts = ForwardOptions {
+            taps: TapSelection::All,
+            bypass_denoise: bypass,
+        };
+        let want = cpu.forward(&x, &opts).unwrap();
+        let got = gpu.forward(&x, &opts).unwrap();
+        assert_close(
+            &got.logits,
+            &want.logits,
+            &format!("{label}: logits (bypass {bypass})"),
+        );
+        assert_eq!(got.taps.len(), want.taps.len());
+        for ((name, g), (_, w)) in got.taps.iter().zip(&want.taps) {
+            assert_close(g, w, &format!("{label}: tap {name} (bypass {bypass})"));
+        }
+        let k = net.num_classes();
+        let classes: Vec<usize> = (0..batch).map(|i| (i * 3 + 1) % k).collect();
+        let losses = [
+            Loss::CrossEntropy {
+                classes: classes.clone(),
+            },
+            Loss::Margin {
+                classes,
+                targeted: false,
+                kappa: 100.0,
+            },
+        ];
+        for loss in losses {
+            let want = cpu.input_grad(&x, &loss, &opts).unwrap();
+            let got = gpu.input_grad(&x, &loss, &opts).unwrap();
+            let what = format!("{label}: input gradient {loss:?} (bypass {bypass})");
+            assert_close(&got.grad, &want.grad, &what);
+            if max_abs(want.grad.data()) > 0.0 {
+                let cos = cosine(got.grad.data(), want.grad.data());
+                assert!(cos > 0.9999, "{what}: cosine {cos}");
+            }
+            for (a, b) in got.loss.iter().zip(&want.loss) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{what}: loss {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_denoise_variant_after_each_stage() {
+    for (seed, variant) in DenoiseVariant::ALL.into_iter().enumerate() {
+        let net = randomized(tiny_config(variant, Placement::AfterStage), seed as u64);
+        check_network(net, 3, &format!("{variant} after each stage"));
+    }
+}
+
+#[test]
+fn denoise_after_every_block_on_odd_sizes() {
+    for (seed, variant) in [
+        DenoiseVariant::NonlocalGaussian,
+        DenoiseVariant::Bilateral,
+        DenoiseVariant::Median,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cfg = tiny_config(variant, Placement::AfterEveryBlock);
+        cfg.image_size = [7, 9];
+        cfg.blocks = vec![2, 1];
+        check_network(
+            randomized(cfg, 20 + seed as u64),
+            2,
+            &format!("{variant} after every block, 7×9"),
+        );
+    }
+}
+
+#[test]
+fn dot_product_with_more_channels_than_cells() {
+    let mut cfg = tiny_config(DenoiseVariant::DotProduct, Placement::AfterStage);
+    cfg.image_size = [4, 4];
+    cfg.widths = vec![4, 12];
+    check_network(randomized(cfg, 4), 2, "dot product, C > HW");
+}
+
+#[test]
+fn bottleneck_blocks_and_imagenet_stem() {
+    let mut cfg = tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage);
+    cfg.image_size = [19, 17];
+    cfg.in_channels = 3;
+    cfg.mean = vec![0.485, 0.456, 0.406];
+    cfg.std = vec![0.229, 0.224, 0.225];
+    cfg.block = BlockKind::Bottleneck;
+    cfg.stem = StemKind::Imagenet;
+    cfg.widths = vec![8, 16];
+    check_network(randomized(cfg, 8), 2, "bottleneck + imagenet stem");
+}
+
+#[test]
+fn pooling_relu6_grouped_and_depthwise_convs() {
+    let mut b = GraphBuilder::new([3, 11, 10], 4);
+    let x = b
+        .normalize(
+            b.input(),
+            vec![2, 1, 0],
+            vec![0.5, 0.4, 0.3],
+            vec![0.5, 0.6, 0.7],
+        )
+        .unwrap();
+    let x = b.conv("conv0", x, ConvSpec::new(6, 3, 2)).unwrap();
+    let x = b.bn("conv0/bn", x, false).unwrap();
+    let x = b.relu6("conv0/relu6", x);
+    let x = b.pool("pool_max", x, 3, 2, true).unwrap();
+    let x = b
+        .conv("grouped", x, ConvSpec::new(6, 3, 1).groups(3))
+        .unwrap();
+    let x = b
+        .conv("depthwise", x, ConvSpec::new(6, 5, 2).groups(6))
+        .unwrap();
+    let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
+    let x = b.global_avg_pool("gap", x).unwrap();
+    let x = b.linear("linear", x, 4).unwrap();
+    let graph = b.finish(x).unwrap();
+    let weights = advlens::model::init::initialise(&graph, 5);
+    let mut net = Network {
+        config: advlens::zoo::default_config(),
+        class_names: (0..4).map(|k| k.to_string()).collect(),
+        graph,
+        weights,
+        metadata: Default::default(),
+    };
+    randomize_weights(&mut net, 5);
+    check_network(net, 3, "pooling graph");
+}
+
+#[test]
+fn shipped_default_model_agrees() {
+    let net = advlens::zoo::default_network().unwrap();
+    check_network(net, 2, "builtin:default");
+}
+
+#[test]
+fn results_do_not_depend_on_the_batch_and_bad_input_is_refused() {
+    let net = Arc::new(randomized(
+        tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage),
+        3,
+    ));
+    let mut e = gpu(&net);
+    let x = random_images(4, net.input_shape(), 2);
+    let all = e.forward(&x, &ForwardOptions::default()).unwrap().logits;
+    let one = e
+        .forward(&x.select(&[2]), &ForwardOptions::default())
+        .unwrap()
+        .logits;
+    assert_close(
+        &one,
+        &all.select(&[2]),
+        "example 2 alone vs in a batch of 4",
+    );
+    let wrong = random_images(1, [1, 8, 8], 0);
+    assert!(matches!(
+        e.forward(&wrong, &ForwardOptions::default()),
+        Err(EngineError::InputShape { .. })
+    ));
+    let mut nan = x.clone();
+    nan.data_mut()[5] = f32::NAN;
+    assert!(matches!(
+        e.forward(&nan, &ForwardOptions::default()),
+        Err(EngineError::NonFiniteInput)
+    ));
+    assert!(e.describe().starts_with("gpu: "));
+}
+
+/// Runs `cfg` on both engines and compares the adversarial images and histories.
+fn compare_attack(cfg: AttackConfig, label: &str) {
+    let net = common::trained();
+    let (x, y) = common::correctly_classified(6);
+    let mut cpu = CpuEngine::new(net.clone()).unwrap();
+    let mut gpu = gpu(&net);
+    let want = attack::run(&mut cpu, &x, Some(&y), &cfg, &Cancel::new()).unwrap();
+    let got = attack::run(&mut gpu, &x, Some(&y), &cfg, &Cancel::new()).unwrap();
+    let close = got
+        .x_adv
+        .data()
+        .iter()
+        .zip(want.x_adv.data())
+        .filter(|(a, b)| (*a - *b).abs() <= 1e-4)
+        .count();
+    let frac = close as f32 / x.len() as f32;
+    assert!(frac >= 0.98, "{label}: only {frac} of the pixels agree");
+    for (i, (g, w)) in got.history.iter().zip(&want.history).enumerate() {
+        assert_eq!(g.len(), w.len(), "{label}: history length");
+        let (g0, w0) = (&g[0], &w[0]);
+        assert!((g0.loss - w0.loss).abs() < 1e-3, "{label} {i}: first loss");
+        assert!((g0.linf - w0.linf).abs() < 1e-5 && (g0.l2 - w0.l2).abs() < 1e-4);
+        let (gl, wl) = (g.last().unwrap(), w.last().unwrap());
+        assert!(
+            gl.linf <= cfg.eps + 1e-5 || cfg.norm == Norm::L2,
+            "{label}: linf"
+        );
+        assert!(
+            gl.l2 <= cfg.eps + 1e-4 || cfg.norm == Norm::Linf,
+            "{label}: l2"
+        );
+        assert!(
+            (gl.loss - wl.loss).abs() < 0.05 * wl.loss.abs().max(1.0),
+            "{label} {i}: final loss {} vs {}",
+            gl.loss,
+            wl.loss
+        );
+    }
+    assert!(got.x_adv.data().iter().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn device_attack_loops_match_the_host_loop() {
+    let base = AttackConfig {
+        eps: 0.15,
+        seed: 9,
+        ..AttackConfig::default()
+    };
+    compare_attack(
+        AttackConfig {
+            kind: AttackKind::Fgsm,
+            ..base.clone()
+        },
+        "fgsm",
+    );
+    compare_attack(
+        AttackConfig {
+            kind: AttackKind::Pgd,
+            steps: Some(5),
+            ..base.clone()
+        },
+        "pgd linf",
+    );
+    compare_attack(
+        AttackConfig {
+            kind: AttackKind::MiFgsm,
+            steps: Some(4),
+            ..base.clone()
+        },
+        "mi-fgsm",
+    );
+    compare_attack(
+        AttackConfig {
+            kind: AttackKind::Pgd,
+            norm: Norm::L2,
+            eps: 1.0,
+            steps: Some(5),
+            ..base.clone()
+        },
+        "pgd l2",
+    );
+}
