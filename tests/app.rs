@@ -13,7 +13,9 @@ use advlens::app::maps::feature_grid;
 use advlens::app::settings::Settings;
 use advlens::app::worker::{AnalyseJob, Reply, Snapshot, Worker, analyse};
 use advlens::attack::{AttackConfig, AttackKind, Cancel};
+use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
+use advlens::engine::gpu::{AdapterPolicy, GpuContext};
 use advlens::model::graph::TapKind;
 use eframe::egui;
 use egui_kittest::Harness;
@@ -28,6 +30,7 @@ fn job(id: u64, net: &Arc<advlens::model::Network>, cfg: AttackConfig) -> Analys
         label: Some(9),
         source: "fashion:0".into(),
         cfg,
+        engine: EngineChoice::Cpu,
         cancel: Cancel::new(),
     }
 }
@@ -72,6 +75,30 @@ fn worker_computes_taps_for_the_default_model() {
     assert_eq!(s.record.images.len(), 1);
     assert_eq!(s.record.images[0].clean_top5.len(), 5);
     assert!(s.taps.iter().any(|t| t.amplification > 0.0));
+}
+
+#[test]
+fn worker_runs_the_gpu_engine_on_the_device_it_is_given() {
+    let net = Arc::new(advlens::zoo::default_network().unwrap());
+    let mut w = Worker::start(Arc::new(|| {})).unwrap();
+    w.set_gpu(GpuContext::headless(AdapterPolicy::AllowSoftware).unwrap());
+    let mut j = job(3, &net, fgsm());
+    j.engine = EngineChoice::Gpu;
+    w.submit(j);
+    let Some(Reply::Analysed(s)) = w.wait(Duration::from_secs(300)) else {
+        panic!("no result");
+    };
+    assert!(s.record.engine.starts_with("gpu: "), "{}", s.record.engine);
+    let mut cpu = CpuEngine::new(net.clone()).unwrap();
+    let want = analyse(&mut cpu, &job(3, &net, fgsm())).unwrap();
+    let same = s
+        .x_adv
+        .data()
+        .iter()
+        .zip(want.x_adv.data())
+        .filter(|(a, b)| (*a - *b).abs() < 1e-4)
+        .count();
+    assert!(same * 100 >= 98 * s.x_adv.len(), "gpu and cpu FGSM differ");
 }
 
 #[test]

@@ -376,3 +376,37 @@ fn device_attack_loops_match_the_host_loop() {
         "pgd l2",
     );
 }
+
+#[test]
+fn a_long_device_attack_can_be_cancelled() {
+    let net = common::trained();
+    let (x, y) = common::correctly_classified(2);
+    let mut e = gpu(&net);
+    let cfg = AttackConfig {
+        kind: AttackKind::Pgd,
+        steps: Some(100_000),
+        ..AttackConfig::default()
+    };
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let t = std::thread::Builder::new()
+        .name("cancel-later".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            trigger.cancel();
+        })
+        .unwrap();
+    let start = std::time::Instant::now();
+    let r = attack::run(&mut e, &x, Some(&y), &cfg, &cancel);
+    t.join().unwrap();
+    assert!(
+        matches!(r, Err(attack::AttackError::Cancelled)),
+        "{:?}",
+        r.err()
+    );
+    assert!(
+        start.elapsed().as_secs() < 60,
+        "cancellation took {:?}",
+        start.elapsed()
+    );
+}

@@ -322,24 +322,22 @@ fn engine_ui(ui: &mut egui::Ui, settings: &mut Settings, adapter: Option<&str>) 
     ui.horizontal(|ui| {
         ui.strong("engine");
         egui::ComboBox::from_id_salt("engine")
-            .selected_text(match settings.engine {
-                EngineChoice::Cpu => "cpu",
-                EngineChoice::Gpu => "gpu",
-            })
+            .selected_text(settings.engine.to_string())
             .show_ui(ui, |ui| {
+                ui.selectable_value(&mut settings.engine, EngineChoice::Auto, "auto")
+                    .on_hover_text(
+                        "The GPU the window draws with when it is a hardware adapter, else the CPU",
+                    );
                 ui.selectable_value(&mut settings.engine, EngineChoice::Cpu, "cpu")
                     .on_hover_text("The CPU engine (own GEMM kernels, candle as reference)");
-                ui.add_enabled(false, egui::Button::selectable(false, "gpu (not built yet)"))
-                    .on_disabled_hover_text(
-                        "The wgpu engine is not built yet; the window renders with the adapter shown below",
+                ui.selectable_value(&mut settings.engine, EngineChoice::Gpu, "gpu")
+                    .on_hover_text(
+                        "The wgpu engine (WGSL kernels) on the window's adapter, even a software one",
                     );
             })
             .response
             .on_hover_text("Which engine runs the attack and the forward passes");
     });
-    if settings.engine == EngineChoice::Gpu {
-        settings.engine = EngineChoice::Cpu;
-    }
     if let Some(a) = adapter {
         ui.label(format!("adapter: {a}"));
     }

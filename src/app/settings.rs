@@ -13,16 +13,7 @@ pub const MAX_RECENT: usize = 8;
 /// The key the settings are stored under.
 pub const STORAGE_KEY: &str = "advlens.settings";
 
-/// Which engine computes the results.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EngineChoice {
-    /// The CPU engine (candle + own GEMM kernels).
-    #[default]
-    Cpu,
-    /// The wgpu engine (not built yet).
-    Gpu,
-}
+pub use crate::engine::EngineChoice;
 
 /// The attack's target, as the controls edit it (a class is kept even while another mode is on).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +211,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             attack: AttackSettings::default(),
-            engine: EngineChoice::Cpu,
+            engine: EngineChoice::Auto,
             image: ImageSource::default(),
             model: None,
             tap: None,

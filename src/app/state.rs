@@ -14,7 +14,7 @@ use super::controls::{Action, Loaded, Strip, controls_ui};
 use super::feature_maps::{GridTextures, feature_maps_ui, tap_choices};
 use super::images::{ImageTextures, images_ui};
 use super::robustness::{RobustnessJob, RobustnessRun, robustness_ui};
-use super::settings::{ImageSource, Settings};
+use super::settings::{EngineChoice, ImageSource, Settings};
 use super::status::{Errors, StatusInfo, errors_window, status_ui};
 use super::worker::{AnalyseJob, Reply, Snapshot, Waker, Worker};
 use super::{dialogs, export};
@@ -22,6 +22,7 @@ use crate::array::Array;
 use crate::attack::{AttackConfig, Cancel};
 use crate::data::idx::Labelled;
 use crate::data::image_io;
+use crate::engine::gpu::GpuContext;
 use crate::model::Network;
 
 /// Set this environment variable to a path to take a screenshot once the first result is shown,
@@ -32,6 +33,7 @@ pub const SCREENSHOT_ENV: &str = "ADVLENS_SCREENSHOT";
 #[derive(Clone, Debug, PartialEq)]
 struct JobKey {
     cfg: AttackConfig,
+    engine: EngineChoice,
     image_gen: u64,
     net: usize,
 }
@@ -82,8 +84,21 @@ impl AdvlensApp {
             .wgpu_render_state
             .as_ref()
             .map(|rs| rs.adapter.get_info().name);
+        // The gpu engine computes on the device the window renders with.
+        let gpu = cc.wgpu_render_state.as_ref().map(|rs| {
+            GpuContext::from_device(
+                rs.device.clone(),
+                rs.queue.clone(),
+                rs.adapter.get_info(),
+                rs.device.limits(),
+            )
+        });
         let auto_shot = std::env::var_os(SCREENSHOT_ENV).map(PathBuf::from);
-        Self::with_settings(&cc.egui_ctx, settings, adapter, auto_shot)
+        let mut app = Self::with_settings(&cc.egui_ctx, settings, adapter, auto_shot)?;
+        if let (Some(w), Some(ctx)) = (&mut app.worker, gpu) {
+            w.set_gpu(ctx);
+        }
+        Ok(app)
     }
 
     /// Builds the app with the given settings. Fails only when the built-in model cannot be built.
@@ -279,6 +294,7 @@ impl AdvlensApp {
                     }
                     self.errors.push(format!("attack failed: {error}"));
                 }
+                Reply::Notice(n) => self.errors.push(n),
                 Reply::ModelLoaded { path, result } => match result {
                     Ok(net) => {
                         self.settings.model = Some(path.clone());
@@ -300,6 +316,7 @@ impl AdvlensApp {
     pub fn submit_if_changed(&mut self) {
         let key = JobKey {
             cfg: self.settings.attack.config(),
+            engine: self.settings.engine,
             image_gen: self.image_gen,
             net: Arc::as_ptr(&self.net) as usize,
         };
@@ -317,6 +334,7 @@ impl AdvlensApp {
             label: self.label,
             source: self.settings.image.describe(),
             cfg: key.cfg.clone(),
+            engine: key.engine,
             cancel: Cancel::new(),
         };
         self.next_id += 1;

@@ -13,7 +13,8 @@ use crate::array::Array;
 use crate::attack::report::{RunRecord, image_records};
 use crate::attack::{AttackConfig, AttackError, Cancel};
 use crate::engine::cpu::CpuEngine;
-use crate::engine::{Engine, ForwardOptions, TapSelection};
+use crate::engine::gpu::{GpuContext, GpuEngine};
+use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
 use crate::model::Network;
 use crate::model::graph::TapKind;
 
@@ -37,6 +38,8 @@ pub struct AnalyseJob {
     pub source: String,
     /// The attack.
     pub cfg: AttackConfig,
+    /// The engine to run it on.
+    pub engine: EngineChoice,
     /// Cancels this job.
     pub cancel: Cancel,
 }
@@ -113,6 +116,8 @@ pub enum Reply {
         /// What went wrong.
         error: String,
     },
+    /// Something the user should know that is not a failure (e.g. a GPU fallback).
+    Notice(String),
     /// A model file was read.
     ModelLoaded {
         /// The file.
@@ -125,6 +130,7 @@ pub enum Reply {
 enum Request {
     Analyse(Box<AnalyseJob>),
     LoadModel(PathBuf),
+    SetGpu(Box<GpuContext>),
 }
 
 /// The handle the app keeps: submit jobs, poll replies.
@@ -157,6 +163,11 @@ impl Worker {
             old.cancel();
         }
         self.send(Request::Analyse(Box::new(job)));
+    }
+
+    /// Gives the worker the device the window renders with, for the gpu engine.
+    pub fn set_gpu(&mut self, ctx: GpuContext) {
+        self.send(Request::SetGpu(Box::new(ctx)));
     }
 
     /// Asks the worker to read a model file.
@@ -198,14 +209,16 @@ impl Drop for Worker {
     }
 }
 
-/// The engine the worker keeps between jobs, rebuilt when the network changes.
+/// The engine the worker keeps between jobs, rebuilt when the network or the choice changes.
 struct EngineCache {
     net: Arc<Network>,
-    engine: CpuEngine,
+    choice: EngineChoice,
+    engine: Box<dyn Engine>,
 }
 
 fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
     let mut cache: Option<EngineCache> = None;
+    let mut gpu: Option<GpuContext> = None;
     while let Ok(first) = rx.recv() {
         // Drain the queue: models load in order, only the newest analyse job runs.
         let mut newest: Option<Box<AnalyseJob>> = None;
@@ -216,6 +229,10 @@ fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
         for req in pending {
             match req {
                 Request::Analyse(job) => newest = Some(job),
+                Request::SetGpu(ctx) => {
+                    gpu = Some(*ctx);
+                    cache = None;
+                }
                 Request::LoadModel(path) => {
                     let result = crate::model::weights::load(&path)
                         .map(Arc::new)
@@ -229,7 +246,11 @@ fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
         if job.cancel.is_cancelled() {
             continue;
         }
-        let reply = match engine_for(&mut cache, &job.net) {
+        let (engine, notice) = engine_for(&mut cache, &job.net, job.engine, gpu.as_ref());
+        if let Some(n) = notice {
+            let _ = tx.send(Reply::Notice(n));
+        }
+        let reply = match engine {
             Ok(engine) => match analyse(engine, &job) {
                 Ok(s) => Some(Reply::Analysed(Box::new(s))),
                 Err(AttackError::Cancelled) => None,
@@ -249,21 +270,71 @@ fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
     }
 }
 
+/// The engine for `net` and `choice`, reusing the cached one when it matches, and a notice when
+/// the choice could not be honoured.
 fn engine_for<'a>(
     cache: &'a mut Option<EngineCache>,
     net: &Arc<Network>,
-) -> Result<&'a mut CpuEngine, String> {
-    let stale = cache.as_ref().is_none_or(|c| !Arc::ptr_eq(&c.net, net));
+    choice: EngineChoice,
+    gpu: Option<&GpuContext>,
+) -> (Result<&'a mut dyn Engine, String>, Option<String>) {
+    let stale = cache
+        .as_ref()
+        .is_none_or(|c| !Arc::ptr_eq(&c.net, net) || c.choice != choice);
+    let mut notice = None;
     if stale {
-        let engine = CpuEngine::new(net.clone()).map_err(|e| e.to_string())?;
-        *cache = Some(EngineCache {
-            net: net.clone(),
-            engine,
-        });
+        *cache = None;
+        match open(net, choice, gpu) {
+            Ok((engine, n)) => {
+                notice = n;
+                *cache = Some(EngineCache {
+                    net: net.clone(),
+                    choice,
+                    engine,
+                });
+            }
+            Err(e) => return (Err(e), None),
+        }
     }
     match cache {
-        Some(c) => Ok(&mut c.engine),
-        None => Err("no engine".into()),
+        Some(c) => (Ok(c.engine.as_mut()), notice),
+        None => (Err("no engine".into()), notice),
+    }
+}
+
+/// Opens the engine: `cpu`; `gpu` on the window's device (any adapter); `auto` on the window's
+/// device when it is a hardware GPU, falling back to the cpu engine when the GPU fails.
+fn open(
+    net: &Arc<Network>,
+    choice: EngineChoice,
+    gpu: Option<&GpuContext>,
+) -> Result<(Box<dyn Engine>, Option<String>), String> {
+    let cpu = || -> Result<Box<dyn Engine>, String> {
+        Ok(Box::new(
+            CpuEngine::new(net.clone()).map_err(|e| e.to_string())?,
+        ))
+    };
+    match (choice, gpu) {
+        (EngineChoice::Cpu, _) => Ok((cpu()?, None)),
+        (EngineChoice::Gpu, Some(ctx)) => match GpuEngine::new(net.clone(), ctx.clone()) {
+            Ok(e) => Ok((Box::new(e), None)),
+            Err(e) => Ok((
+                cpu()?,
+                Some(format!(
+                    "the gpu engine could not start ({e}); using the cpu engine"
+                )),
+            )),
+        },
+        (EngineChoice::Gpu, None) => Ok((
+            cpu()?,
+            Some("the window has no wgpu device; using the cpu engine".into()),
+        )),
+        (EngineChoice::Auto, Some(ctx)) if !ctx.is_software() => {
+            let opened = crate::engine::select::open_auto(net.clone(), Ok(ctx.clone()))
+                .map_err(|e| e.to_string())?;
+            Ok((opened.engine, opened.notice))
+        }
+        (EngineChoice::Auto, _) => Ok((cpu()?, None)),
     }
 }
 

@@ -86,8 +86,12 @@ pub fn run_once(
     };
     let classes = ctx.targets.unwrap_or(ctx.labels);
     ctx.cancel.check()?;
-    if let Some(fused) = engine.iterate(x, &x_adv, classes, &spec, ctx.opts) {
-        return from_fused(ctx, fused?);
+    let cancelled = || ctx.cancel.is_cancelled();
+    if let Some(fused) = engine.iterate(x, &x_adv, classes, &spec, ctx.opts, &cancelled) {
+        return match fused {
+            Err(crate::engine::EngineError::Cancelled) => Err(AttackError::Cancelled),
+            other => from_fused(ctx, other?),
+        };
     }
     let mut acc = Array::zeros(x.shape().to_vec());
     let mut history: Vec<Vec<StepRecord>> = vec![Vec::with_capacity(p.steps + 1); n];

@@ -12,12 +12,15 @@ use crate::array::Array;
 use crate::attack::report::{RunRecord, image_records};
 use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
 use crate::data::image_io;
-use crate::engine::cpu::CpuEngine;
-use crate::engine::{Engine, ForwardOptions};
+use crate::engine::ForwardOptions;
 
 /// Arguments of `attack`.
 #[derive(Args, Debug)]
 pub struct AttackArgs {
+    /// Engine: auto (a hardware GPU when there is one, else the cpu), cpu, or gpu (any adapter,
+    /// software renderers such as lavapipe included).
+    #[arg(long, default_value = "auto")]
+    pub engine: crate::engine::EngineChoice,
     /// A safetensors model file, or `builtin:default`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
@@ -168,13 +171,13 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
             args.images.len()
         );
     }
-    let mut engine = CpuEngine::new(net.clone())?;
+    let mut engine = super::open_engine(net.clone(), args.engine)?;
     let labels = if args.labels.is_empty() {
         bundled_labels.as_deref()
     } else {
         Some(args.labels.as_slice())
     };
-    let result = crate::attack::run(&mut engine, &x, labels, &cfg, &Cancel::new())?;
+    let result = crate::attack::run(engine.as_mut(), &x, labels, &cfg, &Cancel::new())?;
     let opts = ForwardOptions {
         bypass_denoise: cfg.bypass_denoise,
         ..ForwardOptions::default()

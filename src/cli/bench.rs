@@ -1,6 +1,6 @@
 //! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on a
 //! network, for both cpu executors (candle autograd, the old path; planned, the new path) in the
-//! same run, and with `--conv`, per-op convolution throughput for candle's conv against advlens's.
+//! same run, with `--gpu` the gpu engine too, and with `--conv`, per-op convolution throughput for candle's conv against advlens's.
 //! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use crate::attack::{AttackConfig, AttackKind, Cancel};
 use crate::engine::cpu::conv::Conv2dOp;
 use crate::engine::cpu::conv_kernel::{self, ConvGeom};
 use crate::engine::cpu::{CpuEngine, Executor};
+use crate::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
 use crate::engine::{Engine, ForwardOptions, Loss};
 use crate::model::graph::Padding;
 
@@ -43,6 +44,9 @@ pub struct BenchArgs {
     /// Also time training steps (images/s), candle's conv against advlens's.
     #[arg(long)]
     pub train: bool,
+    /// Also time the gpu engine (best adapter, software ones included), in the same table.
+    #[arg(long)]
+    pub gpu: bool,
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
@@ -74,7 +78,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("model: {}", net.config.summary());
     println!("threads: {}\n", rayon::current_num_threads());
     println!(
-        "| executor | batch | forward ms | forward+input-grad ms | PGD-10 ms | PGD-10 per image ms |"
+        "| engine | batch | forward ms | forward+input-grad ms | PGD-10 ms | PGD-10 per image ms |"
     );
     println!("|---|---|---|---|---|---|");
     for &b in &args.batch {
@@ -83,8 +87,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
             .collect();
         let x = Array::new(vec![b, c, h, w], data)?;
+        let mut engines: Vec<(String, Box<dyn Engine>)> = Vec::new();
         for &ex in &executors {
-            let mut engine = CpuEngine::new(net.clone())?.with_executor(ex);
+            let e = CpuEngine::new(net.clone())?.with_executor(ex);
+            engines.push((format!("cpu {ex:?}"), Box::new(e)));
+        }
+        if args.gpu {
+            let ctx = GpuContext::headless(AdapterPolicy::AllowSoftware)?;
+            let name = format!("gpu {}", ctx.adapter_name());
+            engines.push((name, Box::new(GpuEngine::new(net.clone(), ctx)?)));
+        }
+        for (name, engine) in &mut engines {
+            let engine = engine.as_mut();
             let opts = ForwardOptions::default();
             let fwd = median_ms(args.reps, || {
                 engine.forward(&x, &opts)?;
@@ -106,12 +120,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     ..AttackConfig::default()
                 };
                 median_ms(args.reps.div_ceil(3), || {
-                    crate::attack::run(&mut engine, &x, None, &cfg, &Cancel::new())?;
+                    crate::attack::run(engine, &x, None, &cfg, &Cancel::new())?;
                     Ok(())
                 })?
             };
             println!(
-                "| {ex:?} | {b} | {fwd:.2} | {grad:.2} | {pgd:.1} | {:.2} |",
+                "| {name} | {b} | {fwd:.2} | {grad:.2} | {pgd:.1} | {:.2} |",
                 pgd / b as f64
             );
         }

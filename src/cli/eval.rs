@@ -11,12 +11,14 @@ use clap::Args;
 use crate::analysis::eval::{EvalReport, evaluate};
 use crate::attack::{AttackConfig, AttackKind, Cancel, Norm};
 use crate::data::idx::{self, Labelled, Split};
-use crate::engine::Engine as _;
-use crate::engine::cpu::CpuEngine;
 
 /// Arguments of `eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// Engine: auto (a hardware GPU when there is one, else the cpu), cpu, or gpu (any adapter,
+    /// software renderers such as lavapipe included).
+    #[arg(long, default_value = "auto")]
+    pub engine: crate::engine::EngineChoice,
     /// A safetensors model file, or `builtin:default`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
@@ -118,7 +120,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             attacks.push(cfg);
         }
     }
-    let mut engine = CpuEngine::new(net.clone())?;
+    let mut engine = super::open_engine(net.clone(), args.engine)?;
     let cancel = Cancel::new();
     let on_ctrl_c = cancel.clone();
     // Without a handler (e.g. one is already installed), Ctrl-C simply ends the process.
@@ -131,7 +133,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let report = evaluate(
-        &mut engine,
+        engine.as_mut(),
         &data,
         &attacks,
         args.batch,

@@ -62,6 +62,21 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Opens `net` on the engine the user chose, saying on stderr when `auto` could not use a GPU
+/// it found.
+pub fn open_engine(
+    net: std::sync::Arc<crate::model::Network>,
+    choice: crate::engine::EngineChoice,
+) -> anyhow::Result<Box<dyn crate::engine::Engine>> {
+    use anyhow::Context as _;
+    let opened = crate::engine::open_engine(net, choice)
+        .with_context(|| format!("cannot open the {choice} engine"))?;
+    if let Some(n) = opened.notice {
+        eprintln!("note: {n}");
+    }
+    Ok(opened.engine)
+}
+
 /// Parses a pixel-unit number: `0.03`, `8/255` or `8/255.0`.
 pub fn parse_fraction(s: &str) -> Result<f32, String> {
     let parse = |t: &str| {

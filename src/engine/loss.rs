@@ -33,6 +33,30 @@ pub enum Loss {
 }
 
 impl Loss {
+    /// The same loss for examples `range` of the batch (`k` logits per example).
+    pub fn slice(&self, range: std::ops::Range<usize>, k: usize) -> Loss {
+        match self {
+            Loss::CrossEntropy { classes } => Loss::CrossEntropy {
+                classes: classes.get(range).unwrap_or_default().to_vec(),
+            },
+            Loss::Margin {
+                classes,
+                targeted,
+                kappa,
+            } => Loss::Margin {
+                classes: classes.get(range).unwrap_or_default().to_vec(),
+                targeted: *targeted,
+                kappa: *kappa,
+            },
+            Loss::LogitWeights { weights } => Loss::LogitWeights {
+                weights: weights
+                    .get(range.start * k..range.end * k)
+                    .unwrap_or_default()
+                    .to_vec(),
+            },
+        }
+    }
+
     /// Evaluates the loss on `logits`: the value per example and `∂loss/∂Z`.
     pub fn evaluate(&self, logits: &Array) -> Result<(Vec<f32>, Array), EngineError> {
         let n = logits.batch();

@@ -26,6 +26,9 @@ pub enum EngineError {
         /// Shape given.
         actual: Vec<usize>,
     },
+    /// The caller cancelled the work.
+    #[error("cancelled")]
+    Cancelled,
     /// The input holds NaN or infinity.
     #[error("input contains NaN or infinite values")]
     NonFiniteInput,
@@ -35,6 +38,9 @@ pub enum EngineError {
     /// A tap name that the network does not have.
     #[error("the network has no tap named {0:?}")]
     UnknownTap(String),
+    /// No device of the kind asked for.
+    #[error("{0}")]
+    NoAdapter(String),
     /// The backend failed.
     #[error("{engine} engine: {message}")]
     Backend {
@@ -109,7 +115,8 @@ pub trait Engine: Send {
 
     /// Runs a whole iterative gradient attack (softmax cross-entropy on `classes`) on the device,
     /// starting at `start`, when the engine can; `None` means the caller runs the loop on the
-    /// host with [`Engine::input_grad`].
+    /// host with [`Engine::input_grad`]. `cancelled` is polled every few steps; when it returns
+    /// true the run ends with [`EngineError::Cancelled`].
     fn iterate(
         &mut self,
         _x: &Array,
@@ -117,6 +124,7 @@ pub trait Engine: Send {
         _classes: &[usize],
         _spec: &FusedLoop,
         _opts: &ForwardOptions,
+        _cancelled: &dyn Fn() -> bool,
     ) -> Option<Result<FusedOutcome, EngineError>> {
         None
     }

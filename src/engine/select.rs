@@ -1,4 +1,6 @@
-//! Choosing an engine: `--engine auto|cpu|gpu` on the command line and in the app.
+//! Choosing an engine: `--engine auto|cpu|gpu` on the command line and in the app. With `auto`,
+//! a GPU that fails at run time (lost device, missing feature, out of memory) hands over to the
+//! cpu engine with a message instead of failing the work.
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,7 +8,10 @@ use std::sync::Arc;
 
 use super::cpu::CpuEngine;
 use super::gpu::{AdapterPolicy, GpuContext, GpuEngine};
-use super::{Engine, EngineError};
+use super::{
+    Engine, EngineError, Forward, ForwardOptions, FusedLoop, FusedOutcome, Gradient, Loss,
+};
+use crate::array::Array;
 use crate::model::Network;
 
 /// Which engine to run on.
@@ -50,33 +55,149 @@ impl FromStr for EngineChoice {
 pub struct Opened {
     /// The engine.
     pub engine: Box<dyn Engine>,
-    /// A message for the user when `auto` or `gpu` fell back to the cpu engine.
+    /// A message for the user when `auto` fell back to the cpu engine although a GPU was found.
     pub notice: Option<String>,
 }
 
-/// Opens `net` on the engine `choice` asks for. `Gpu` fails when no adapter works; `Auto` falls
-/// back to the cpu engine (with a notice only when a hardware adapter was found but failed).
+/// Opens `net` on the engine `choice` asks for, creating a device of its own. `Gpu` fails when no
+/// adapter works; `Auto` uses a hardware adapter when one works and the cpu engine otherwise.
 pub fn open_engine(net: Arc<Network>, choice: EngineChoice) -> Result<Opened, EngineError> {
-    let gpu =
-        |policy| GpuContext::headless(policy).and_then(|ctx| GpuEngine::new(net.clone(), ctx));
     match choice {
         EngineChoice::Cpu => Ok(Opened {
-            engine: Box::new(CpuEngine::new(net.clone())?),
+            engine: Box::new(CpuEngine::new(net)?),
             notice: None,
         }),
-        EngineChoice::Gpu => Ok(Opened {
-            engine: Box::new(gpu(AdapterPolicy::AllowSoftware)?),
-            notice: None,
-        }),
-        EngineChoice::Auto => match gpu(AdapterPolicy::Hardware) {
-            Ok(e) => Ok(Opened {
-                engine: Box::new(e),
+        EngineChoice::Gpu => {
+            let ctx = GpuContext::headless(AdapterPolicy::AllowSoftware)?;
+            Ok(Opened {
+                engine: Box::new(GpuEngine::new(net, ctx)?),
+                notice: None,
+            })
+        }
+        EngineChoice::Auto => {
+            let ctx = GpuContext::headless(AdapterPolicy::Hardware);
+            open_auto(net, ctx)
+        }
+    }
+}
+
+/// `auto` on a given device (or the error from finding one): the gpu engine with a cpu fallback.
+pub fn open_auto(
+    net: Arc<Network>,
+    ctx: Result<GpuContext, EngineError>,
+) -> Result<Opened, EngineError> {
+    match ctx.and_then(|c| GpuEngine::new(net.clone(), c)) {
+        Ok(gpu) => Ok(Opened {
+            engine: Box::new(WithFallback {
+                gpu: Some(gpu),
+                cpu: None,
+                net,
                 notice: None,
             }),
-            Err(e) => Ok(Opened {
-                engine: Box::new(CpuEngine::new(net.clone())?),
-                notice: Some(format!("no usable GPU ({e}); running on the cpu engine")),
-            }),
-        },
+            notice: None,
+        }),
+        Err(EngineError::NoAdapter(_)) => Ok(Opened {
+            engine: Box::new(CpuEngine::new(net)?),
+            notice: None,
+        }),
+        Err(e) => Ok(Opened {
+            engine: Box::new(CpuEngine::new(net)?),
+            notice: Some(format!(
+                "the GPU is not usable ({e}); running on the cpu engine"
+            )),
+        }),
+    }
+}
+
+/// The gpu engine until it fails with a device error, then the cpu engine for good.
+pub struct WithFallback {
+    gpu: Option<GpuEngine>,
+    cpu: Option<CpuEngine>,
+    net: Arc<Network>,
+    notice: Option<String>,
+}
+
+impl WithFallback {
+    /// Why the engine switched to the cpu, once it has.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    fn fall_back(&mut self, e: &EngineError) -> Result<&mut CpuEngine, EngineError> {
+        if self.cpu.is_none() {
+            self.notice = Some(format!(
+                "the GPU failed ({e}); continuing on the cpu engine"
+            ));
+            self.gpu = None;
+            self.cpu = Some(CpuEngine::new(self.net.clone())?);
+        }
+        self.cpu.as_mut().ok_or_else(|| EngineError::Backend {
+            engine: "cpu",
+            message: "fallback engine missing".into(),
+        })
+    }
+
+    /// Runs `op` on the gpu, or on the cpu once the gpu has failed with a device error. Errors
+    /// about the input (shape, NaN, loss) are returned as they are.
+    fn run<T>(
+        &mut self,
+        mut op: impl FnMut(&mut dyn Engine) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        if let Some(gpu) = self.gpu.as_mut() {
+            match op(gpu) {
+                Err(e @ EngineError::Backend { .. }) => {
+                    let cpu = self.fall_back(&e)?;
+                    return op(cpu);
+                }
+                other => return other,
+            }
+        }
+        let cpu = self.fall_back(&EngineError::NoAdapter("no GPU".into()))?;
+        op(cpu)
+    }
+}
+
+impl Engine for WithFallback {
+    fn describe(&self) -> String {
+        match &self.gpu {
+            Some(g) => g.describe(),
+            None => "cpu (after a GPU failure)".into(),
+        }
+    }
+
+    fn network(&self) -> &Network {
+        &self.net
+    }
+
+    fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError> {
+        self.run(|e| e.forward(x, opts))
+    }
+
+    fn input_grad(
+        &mut self,
+        x: &Array,
+        loss: &Loss,
+        opts: &ForwardOptions,
+    ) -> Result<Gradient, EngineError> {
+        self.run(|e| e.input_grad(x, loss, opts))
+    }
+
+    fn iterate(
+        &mut self,
+        x: &Array,
+        start: &Array,
+        classes: &[usize],
+        spec: &FusedLoop,
+        opts: &ForwardOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Option<Result<FusedOutcome, EngineError>> {
+        let gpu = self.gpu.as_mut()?;
+        match gpu.iterate(x, start, classes, spec, opts, cancelled)? {
+            Err(e @ EngineError::Backend { .. }) => {
+                // Let the caller run the host loop on the cpu engine.
+                self.fall_back(&e).err().map(Err)
+            }
+            other => Some(other),
+        }
     }
 }

@@ -63,10 +63,17 @@ impl GpuContext {
             }
         }
         Err(last.unwrap_or_else(|| {
-            gpu_err(match policy {
-                AdapterPolicy::Hardware => "no hardware GPU adapter (Vulkan, Metal or DX12) found",
-                AdapterPolicy::AllowSoftware => "no GPU adapter found, not even a software one",
-            })
+            EngineError::NoAdapter(
+                match policy {
+                    AdapterPolicy::Hardware => {
+                        "no hardware GPU adapter (Vulkan, Metal or DX12) found"
+                    }
+                    AdapterPolicy::AllowSoftware => {
+                        "no GPU adapter found, not even a software one (on Linux, install mesa-vulkan-drivers)"
+                    }
+                }
+                .into(),
+            )
         }))
     }
 

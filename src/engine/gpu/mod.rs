@@ -22,6 +22,9 @@ use crate::model::Network;
 
 type R<T> = Result<T, EngineError>;
 
+/// Attack steps recorded into one submission; cancellation is checked between submissions.
+const STEPS_PER_SUBMIT: usize = 8;
+
 fn gpu_err(message: impl Into<String>) -> EngineError {
     EngineError::Backend {
         engine: "gpu",
@@ -48,6 +51,24 @@ impl GpuEngine {
             params,
             plan: None,
         })
+    }
+
+    /// The most examples one pass takes: every buffer must fit the device's binding limit.
+    /// Larger batches run in chunks of this size.
+    pub fn max_batch(&self) -> usize {
+        let limits = &self.kernels.context().limits;
+        let limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size) as usize;
+        (limit / 4 / plan::largest_per_example(&self.net)).max(1)
+    }
+
+    /// The example ranges a batch of `n` runs in.
+    fn chunks(&self, n: usize) -> Vec<std::ops::Range<usize>> {
+        let m = self.max_batch();
+        (0..n.div_ceil(m))
+            .map(|c| c * m..((c + 1) * m).min(n))
+            .collect()
     }
 
     /// The device context.
@@ -167,10 +188,104 @@ impl Engine for GpuEngine {
     }
 
     fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> R<Forward> {
-        self.run_forward(x, opts)
+        check_input(&self.net, x)?;
+        let chunks = self.chunks(x.batch());
+        if chunks.len() == 1 {
+            return self.run_forward(x, opts);
+        }
+        let mut parts = Vec::with_capacity(chunks.len());
+        for r in chunks {
+            let idx: Vec<usize> = r.collect();
+            parts.push(self.run_forward(&x.select(&idx), opts)?);
+        }
+        let cat = |v: Vec<Array>| Array::concat(&v).map_err(|e| gpu_err(e.to_string()));
+        let logits = cat(parts.iter().map(|p| p.logits.clone()).collect())?;
+        let mut taps = Vec::new();
+        for (t, (name, _)) in parts[0].taps.iter().enumerate() {
+            taps.push((
+                name.clone(),
+                cat(parts.iter().map(|p| p.taps[t].1.clone()).collect())?,
+            ));
+        }
+        Ok(Forward { logits, taps })
     }
 
     fn input_grad(&mut self, x: &Array, loss: &Loss, opts: &ForwardOptions) -> R<Gradient> {
+        check_input(&self.net, x)?;
+        let chunks = self.chunks(x.batch());
+        if chunks.len() == 1 {
+            return self.run_input_grad(x, loss, opts);
+        }
+        let k = self.net.num_classes();
+        let (mut logits, mut losses, mut grads) = (vec![], vec![], vec![]);
+        for r in chunks {
+            let idx: Vec<usize> = r.clone().collect();
+            let g = self.run_input_grad(&x.select(&idx), &loss.slice(r, k), opts)?;
+            logits.push(g.logits);
+            losses.extend(g.loss);
+            grads.push(g.grad);
+        }
+        let cat = |v: Vec<Array>| Array::concat(&v).map_err(|e| gpu_err(e.to_string()));
+        Ok(Gradient {
+            logits: cat(logits)?,
+            loss: losses,
+            grad: cat(grads)?,
+        })
+    }
+
+    fn iterate(
+        &mut self,
+        x: &Array,
+        start: &Array,
+        classes: &[usize],
+        spec: &FusedLoop,
+        opts: &ForwardOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Option<R<FusedOutcome>> {
+        Some(self.fused_chunked(x, start, classes, spec, opts, cancelled))
+    }
+}
+
+impl GpuEngine {
+    fn fused_chunked(
+        &mut self,
+        x: &Array,
+        start: &Array,
+        classes: &[usize],
+        spec: &FusedLoop,
+        opts: &ForwardOptions,
+        cancelled: &dyn Fn() -> bool,
+    ) -> R<FusedOutcome> {
+        check_input(&self.net, x)?;
+        let chunks = self.chunks(x.batch());
+        if chunks.len() == 1 {
+            return self.fused(x, start, classes, spec, opts, cancelled);
+        }
+        let mut advs = Vec::new();
+        let mut steps: Vec<Vec<super::FusedStep>> = vec![Vec::new(); spec.steps + 1];
+        for r in chunks {
+            let idx: Vec<usize> = r.clone().collect();
+            let cls = classes.get(r).unwrap_or_default();
+            let out = self.fused(
+                &x.select(&idx),
+                &start.select(&idx),
+                cls,
+                spec,
+                opts,
+                cancelled,
+            )?;
+            advs.push(out.x_adv);
+            for (all, part) in steps.iter_mut().zip(out.steps) {
+                all.extend(part);
+            }
+        }
+        Ok(FusedOutcome {
+            x_adv: Array::concat(&advs).map_err(|e| gpu_err(e.to_string()))?,
+            steps,
+        })
+    }
+
+    fn run_input_grad(&mut self, x: &Array, loss: &Loss, opts: &ForwardOptions) -> R<Gradient> {
         let plain = ForwardOptions {
             taps: super::TapSelection::None,
             bypass_denoise: opts.bypass_denoise,
@@ -200,19 +315,6 @@ impl Engine for GpuEngine {
         })
     }
 
-    fn iterate(
-        &mut self,
-        x: &Array,
-        start: &Array,
-        classes: &[usize],
-        spec: &FusedLoop,
-        opts: &ForwardOptions,
-    ) -> Option<R<FusedOutcome>> {
-        Some(self.fused(x, start, classes, spec, opts))
-    }
-}
-
-impl GpuEngine {
     /// The iterative attack loop on the device: `spec.steps` updates from `start`, recording the
     /// loss, logits and distances at every step, reading back only at the end.
     fn fused(
@@ -222,6 +324,7 @@ impl GpuEngine {
         classes: &[usize],
         spec: &FusedLoop,
         opts: &ForwardOptions,
+        cancelled: &dyn Fn() -> bool,
     ) -> R<FusedOutcome> {
         check_input(&self.net, x)?;
         check_input(&self.net, start)?;
@@ -291,6 +394,7 @@ impl GpuEngine {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("attack"),
         });
+        let mut in_flight = None;
         for s in 0..=spec.steps {
             let head = vec![
                 launch("cross_entropy", s, 0, [n.div_ceil(64) as u32, 1, 1])?,
@@ -302,6 +406,28 @@ impl GpuEngine {
                     d.encode(&mut pass);
                 }
                 break;
+            }
+            if s > 0 && s % STEPS_PER_SUBMIT == 0 {
+                // Hand the recorded steps to the GPU and check for cancellation meanwhile.
+                let done = std::mem::replace(
+                    &mut encoder,
+                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("attack"),
+                    }),
+                );
+                let index = ctx.queue.submit([done.finish()]);
+                // Keep one submission in flight: wait for the one before it.
+                if let Some(prev) = in_flight.replace(index) {
+                    ctx.device
+                        .poll(wgpu::PollType::Wait {
+                            submission_index: Some(prev),
+                            timeout: None,
+                        })
+                        .map_err(|e| gpu_err(e.to_string()))?;
+                }
+                if cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
             }
             plan.clear_grads(&mut encoder, out, bypass);
             let mut tail = Vec::new();

@@ -248,6 +248,31 @@ fn storage(device: &wgpu::Device, label: &str, floats: usize, limit: u64) -> R<w
     }))
 }
 
+/// The largest buffer one example needs, in floats (activations and denoise scratch).
+pub fn largest_per_example(net: &Network) -> usize {
+    net.graph
+        .nodes
+        .iter()
+        .map(|node| {
+            let own: usize = node.shape.iter().product();
+            let scratch = match (&node.op, node.shape.as_slice()) {
+                (Op::DenoiseOp { variant, .. }, &[c, h, w]) => match variant {
+                    DenoiseVariant::NonlocalGaussian | DenoiseVariant::GaussianNoEmbed => {
+                        (h * w) * (h * w)
+                    }
+                    DenoiseVariant::DotProduct => c * c,
+                    DenoiseVariant::Bilateral => 9 * h * w,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            own.max(scratch)
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
 impl Plan {
     /// Allocates the buffers for a batch of `n` and records every launch.
     pub fn new(kernels: &mut Kernels, net: &Network, params: &DeviceParams, n: usize) -> R<Self> {
