@@ -410,3 +410,26 @@ fn a_long_device_attack_can_be_cancelled() {
         start.elapsed()
     );
 }
+
+#[test]
+fn auto_falls_back_to_the_cpu_engine() {
+    use advlens::engine::select::open_auto;
+    let net = common::trained();
+    // No adapter at all: the cpu engine, silently.
+    let none = open_auto(net.clone(), Err(EngineError::NoAdapter("none".into()))).unwrap();
+    assert!(none.notice.is_none());
+    assert!(none.engine.describe().starts_with("cpu"));
+    // An adapter that fails: the cpu engine, with a message saying why.
+    let broken = EngineError::Backend {
+        engine: "gpu",
+        message: "device lost".into(),
+    };
+    let failed = open_auto(net.clone(), Err(broken)).unwrap();
+    assert!(failed.notice.unwrap().contains("device lost"));
+    assert!(failed.engine.describe().starts_with("cpu"));
+    // A working adapter: the gpu engine.
+    let ok = open_auto(net, Ok(context())).unwrap();
+    assert!(ok.engine.describe().starts_with("gpu: "));
+    assert!("GPU".parse::<advlens::engine::EngineChoice>().is_ok());
+    assert!("tpu".parse::<advlens::engine::EngineChoice>().is_err());
+}

@@ -28,13 +28,29 @@ pub use state::AdvlensApp;
 
 /// Opens the app window and blocks until it is closed.
 pub fn run() -> anyhow::Result<()> {
-    let options = eframe::NativeOptions {
+    let mut options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("advlens")
             .with_inner_size([1280.0, 900.0])
             .with_drag_and_drop(true),
         ..Default::default()
     };
+    // The gpu engine computes on the window's device: ask for everything the adapter offers
+    // (egui-wgpu's default is wgpu's conservative defaults), so large feature maps fit.
+    if let eframe::egui_wgpu::WgpuSetup::CreateNew(setup) = &mut options.wgpu_options.wgpu_setup {
+        setup.device_descriptor = std::sync::Arc::new(|adapter| {
+            let limits = if adapter.get_info().backend == wgpu::Backend::Gl {
+                wgpu::Limits::downlevel_webgl2_defaults()
+            } else {
+                adapter.limits()
+            };
+            wgpu::DeviceDescriptor {
+                label: Some("advlens window and gpu engine"),
+                required_limits: limits,
+                ..Default::default()
+            }
+        });
+    }
     eframe::run_native(
         "advlens",
         options,
