@@ -202,7 +202,8 @@ impl AdvlensApp {
             ImageSource::File(path) => image_io::load(path).map_err(|e| e.to_string())?,
         };
         let [c, h, w] = self.net.input_shape();
-        let x = image_io::to_array(&img, c, [h, w]).map_err(|e| e.to_string())?;
+        let x = image_io::to_array_with(&img, c, [h, w], self.net.eval_resize())
+            .map_err(|e| e.to_string())?;
         self.label = match source {
             ImageSource::Bundled(i) if self.is_fashion_model() => self
                 .bundled
@@ -251,7 +252,7 @@ impl AdvlensApp {
             self.errors.push(e);
             if let Some(img) = &self.source_image {
                 let [c, h, w] = self.net.input_shape();
-                match image_io::to_array(img, c, [h, w]) {
+                match image_io::to_array_with(img, c, [h, w], self.net.eval_resize()) {
                     Ok(x) => {
                         self.x = Arc::new(x);
                         self.image_gen += 1;

@@ -101,7 +101,11 @@ impl AttackArgs {
 
 /// Loads the images; also returns their true labels when every image is a bundled Fashion-MNIST
 /// test image.
-fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<(Array, Option<Vec<usize>>)> {
+fn load_images(
+    specs: &[String],
+    shape: [usize; 3],
+    eval_resize: Option<usize>,
+) -> anyhow::Result<(Array, Option<Vec<usize>>)> {
     let [c, h, w] = shape;
     let mut parts = Vec::with_capacity(specs.len());
     let mut labels = Some(Vec::with_capacity(specs.len()));
@@ -135,12 +139,47 @@ fn load_images(specs: &[String], shape: [usize; 3]) -> anyhow::Result<(Array, Op
                 anyhow::bail!("bundled images are 1×28×28; this model takes {c}×{h}×{w}");
             }
             img
+        } else if s.to_ascii_lowercase().ends_with(".npy") {
+            exact_input(Path::new(s), shape)?
         } else {
-            image_io::load_for_model(Path::new(s), c, [h, w])?
+            image_io::load_for_model(Path::new(s), c, [h, w], eval_resize)?
         };
         parts.push(a);
     }
     Ok((Array::concat(&parts)?, labels))
+}
+
+/// An already-preprocessed input: a float `.npy` array in [0, 1], RGB, `[C, H, W]` or
+/// `[1, C, H, W]` in the model's input shape, used as it is (no resizing), so a result can be
+/// compared bit for bit with another framework.
+fn exact_input(path: &Path, shape: [usize; 3]) -> anyhow::Result<Array> {
+    let a = crate::model::npz::read_npy(path, 1 << 30)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let s = a.shape().to_vec();
+    let fits = s == shape[..] || (s.len() == 4 && s[0] == 1 && s[1..] == shape[..]);
+    if !fits {
+        anyhow::bail!(
+            "{}: array of shape {s:?}; this model takes [{}, {}, {}] (or [1, {}, {}, {}])",
+            path.display(),
+            shape[0],
+            shape[1],
+            shape[2],
+            shape[0],
+            shape[1],
+            shape[2]
+        );
+    }
+    if !a
+        .data()
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=1.0).contains(v))
+    {
+        anyhow::bail!("{}: values must be finite and in [0, 1]", path.display());
+    }
+    Ok(Array::new(
+        vec![1, shape[0], shape[1], shape[2]],
+        a.into_data(),
+    )?)
 }
 
 fn stem(source: &str, i: usize) -> String {
@@ -163,7 +202,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open model {}", args.model))?,
     );
     let shape = net.input_shape();
-    let (x, bundled_labels) = load_images(&args.images, shape)?;
+    let (x, bundled_labels) = load_images(&args.images, shape, net.eval_resize())?;
     if !args.labels.is_empty() && args.labels.len() != args.images.len() {
         anyhow::bail!(
             "{} --label values for {} --image values",

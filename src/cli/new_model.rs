@@ -97,6 +97,10 @@ impl ArchArgs {
                 "imagenet" => StemKind::Imagenet,
                 s => anyhow::bail!("unknown stem {s:?}; expected small or imagenet"),
             },
+            cardinality: 1,
+            bottleneck_factor: 1,
+            channel_order: vec![],
+            eval_resize: None,
         };
         let config = ArchConfig::ResnetDenoise(cfg);
         config.build()?;

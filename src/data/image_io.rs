@@ -72,11 +72,35 @@ pub fn to_array(
     channels: usize,
     size: [usize; 2],
 ) -> Result<Array, ImageError> {
+    to_array_with(img, channels, size, None)
+}
+
+/// Like [`to_array`], with a model's evaluation resize: when `eval_resize` is `Some(r)`, the
+/// shorter side is scaled to `r` (bicubic, the longer side rounded to the nearest pixel) and
+/// the centre `size` is cropped, as ImageNet models are evaluated.
+pub fn to_array_with(
+    img: &DynamicImage,
+    channels: usize,
+    size: [usize; 2],
+    eval_resize: Option<usize>,
+) -> Result<Array, ImageError> {
     let [h, w] = size;
-    let img = if img.dimensions() != (w as u32, h as u32) {
-        img.resize_exact(w as u32, h as u32, FilterType::Triangle)
-    } else {
-        img.clone()
+    let img = match eval_resize {
+        Some(r) if img.dimensions() != (w as u32, h as u32) => {
+            let (iw, ih) = img.dimensions();
+            let short = iw.min(ih).max(1) as f64;
+            let scale = r as f64 / short;
+            let nw = ((iw as f64 * scale + 0.5) as u32).max(w as u32);
+            let nh = ((ih as f64 * scale + 0.5) as u32).max(h as u32);
+            let resized = img.resize_exact(nw, nh, FilterType::CatmullRom);
+            let x0 = (nw - w as u32) / 2;
+            let y0 = (nh - h as u32) / 2;
+            resized.crop_imm(x0, y0, w as u32, h as u32)
+        }
+        _ if img.dimensions() != (w as u32, h as u32) => {
+            img.resize_exact(w as u32, h as u32, FilterType::Triangle)
+        }
+        _ => img.clone(),
     };
     let data: Vec<f32> = match channels {
         1 => img
@@ -104,8 +128,13 @@ pub fn to_array(
 }
 
 /// Loads an image file straight into a model-shaped array.
-pub fn load_for_model(path: &Path, channels: usize, size: [usize; 2]) -> Result<Array, ImageError> {
-    to_array(&load(path)?, channels, size)
+pub fn load_for_model(
+    path: &Path,
+    channels: usize,
+    size: [usize; 2],
+    eval_resize: Option<usize>,
+) -> Result<Array, ImageError> {
+    to_array_with(&load(path)?, channels, size, eval_resize)
 }
 
 /// Turns one `[C, H, W]` example in [0, 1] into an 8-bit image (grey or RGB).

@@ -3,3 +3,4 @@
 
 pub mod idx;
 pub mod image_io;
+pub mod imagenet;

@@ -5,7 +5,9 @@ pub mod builder;
 pub mod denoise;
 pub mod graph;
 pub mod init;
+pub mod npz;
 pub mod resnet;
+pub mod tensorpack;
 pub mod weights;
 
 use std::collections::BTreeMap;
@@ -179,6 +181,13 @@ impl Network {
         self.weights
             .get(name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    /// The model's evaluation resize (shorter side, before a centre crop), if it has one.
+    pub fn eval_resize(&self) -> Option<usize> {
+        match &self.config {
+            ArchConfig::ResnetDenoise(c) => c.eval_resize,
+        }
     }
 
     /// Input shape `[C, H, W]`.

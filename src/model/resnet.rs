@@ -45,6 +45,25 @@ pub struct ResnetDenoiseConfig {
     /// Stem type.
     #[serde(default)]
     pub stem: StemKind,
+    /// Channel groups of the bottleneck's 3×3 convolution (32 for ResNeXt-101 32×8d).
+    #[serde(default = "one")]
+    pub cardinality: usize,
+    /// Width of a bottleneck's inner convolutions as a multiple of the stage width (4 for
+    /// ResNeXt-101 32×8d; the output is always 4× the stage width).
+    #[serde(default = "one")]
+    pub bottleneck_factor: usize,
+    /// Source channel of each model input channel (e.g. `[2, 1, 0]` for a BGR model fed RGB
+    /// images); empty means in order.
+    #[serde(default)]
+    pub channel_order: Vec<usize>,
+    /// The model's evaluation resize: the shorter image side is scaled to this (bicubic) and the
+    /// centre `image_size` is cropped. `None`: images are resized to `image_size` directly.
+    #[serde(default)]
+    pub eval_resize: Option<usize>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The residual block of every stage.
@@ -87,6 +106,10 @@ impl ResnetDenoiseConfig {
             std: vec![0.5],
             block: BlockKind::Basic,
             stem: StemKind::Small,
+            cardinality: 1,
+            bottleneck_factor: 1,
+            channel_order: vec![],
+            eval_resize: None,
         }
     }
 
@@ -107,6 +130,10 @@ impl ResnetDenoiseConfig {
             std: vec![0.229, 0.224, 0.225],
             block: BlockKind::Bottleneck,
             stem: StemKind::Imagenet,
+            cardinality: 1,
+            bottleneck_factor: 1,
+            channel_order: vec![],
+            eval_resize: None,
         }
     }
 
@@ -155,7 +182,11 @@ impl ResnetDenoiseConfig {
         self.check()?;
         let [h, w] = self.image_size;
         let mut b = GraphBuilder::new([self.in_channels, h, w], self.num_classes);
-        let order: Vec<usize> = (0..self.in_channels).collect();
+        let order: Vec<usize> = if self.channel_order.is_empty() {
+            (0..self.in_channels).collect()
+        } else {
+            self.channel_order.clone()
+        };
         let mut x = b.normalize(b.input(), order, self.mean.clone(), self.std.clone())?;
         match self.stem {
             StemKind::Small => {
@@ -178,7 +209,15 @@ impl ResnetDenoiseConfig {
                 let scope = format!("group{g}/block{blk}");
                 x = match self.block {
                     BlockKind::Basic => basic_block(&mut b, &scope, x, width, stride)?,
-                    BlockKind::Bottleneck => bottleneck_block(&mut b, &scope, x, width, stride)?,
+                    BlockKind::Bottleneck => bottleneck_block(
+                        &mut b,
+                        &scope,
+                        x,
+                        width,
+                        stride,
+                        self.cardinality,
+                        self.bottleneck_factor,
+                    )?,
                 };
                 b.tap(&scope, x, TapKind::Block);
                 if denoise && self.placement == Placement::AfterEveryBlock {
@@ -271,27 +310,31 @@ fn merge(
     Ok(b.relu(&format!("{scope}/block_output"), sum))
 }
 
-/// A bottleneck block: 1×1 to `width`, 3×3 with the stride, 1×1 to `4·width` (BN γ starts at
-/// zero), a projection shortcut when the shape changes, ReLU after the sum.
+/// A bottleneck block: 1×1 to `factor·width`, 3×3 with the stride in `groups` groups, 1×1 to
+/// `4·width` (BN γ starts at zero), a projection shortcut when the shape changes, ReLU after
+/// the sum.
 fn bottleneck_block(
     b: &mut GraphBuilder,
     scope: &str,
     x: usize,
     width: usize,
     stride: usize,
+    groups: usize,
+    factor: usize,
 ) -> Result<usize, ModelError> {
+    let inner = width * factor.max(1);
     let y = conv_bn(
         b,
         &format!("{scope}/conv1"),
         x,
-        ConvSpec::new(width, 1, 1),
+        ConvSpec::new(inner, 1, 1),
         Tail::Relu,
     )?;
     let y = conv_bn(
         b,
         &format!("{scope}/conv2"),
         y,
-        ConvSpec::new(width, 3, stride),
+        ConvSpec::new(inner, 3, stride).groups(groups.max(1)),
         Tail::Relu,
     )?;
     let out = ConvSpec::new(4 * width, 1, 1);

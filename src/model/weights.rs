@@ -72,8 +72,15 @@ pub fn save(net: &Network, path: &Path) -> Result<(), ModelError> {
     })
 }
 
-/// Loads a network from a safetensors file written by [`save`].
+/// Loads a network from a file: a safetensors file written by [`save`], or (by its `.npz`
+/// extension) one of Xie et al.'s tensorpack models.
 pub fn load(path: &Path) -> Result<Network, ModelError> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if ext.as_deref() == Some("npz") {
+        return super::tensorpack::load(path);
+    }
     let bytes = crate::io::read_limited(path, MAX_FILE_BYTES).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
         source,

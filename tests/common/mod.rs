@@ -28,6 +28,10 @@ pub fn tiny_config(variant: DenoiseVariant, placement: Placement) -> ResnetDenoi
         std: vec![0.5, 0.25],
         block: Default::default(),
         stem: Default::default(),
+        cardinality: 1,
+        bottleneck_factor: 1,
+        channel_order: vec![],
+        eval_resize: None,
     }
 }
 
@@ -104,6 +108,10 @@ fn train_model() -> Network {
         std: vec![0.5],
         block: Default::default(),
         stem: Default::default(),
+        cardinality: 1,
+        bottleneck_factor: 1,
+        channel_order: vec![],
+        eval_resize: None,
     };
     let net = Network::random(ArchConfig::ResnetDenoise(cfg), 7).unwrap();
     let mut trainer = Trainer::new(net, SgdConfig::default()).unwrap();

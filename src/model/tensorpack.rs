@@ -1,0 +1,237 @@
+//! Xie et al.'s released ImageNet models (`R152.npz`, `R152-Denoise.npz`, `X101-DenoiseAll.npz`
+//! and the same layouts at other depths), written by tensorpack: the architecture is recognised
+//! from the key set alone and built on the resnet-denoise family, whose node and parameter names
+//! are tensorpack's. Kernels are converted from TensorFlow's HWIO to OIHW and the classifier
+//! from `[in, out]` to `[out, in]`; BGR input scaled to [-1, 1] and the evaluation resize
+//! (shorter side 256, bicubic, centre crop 224) are part of the model.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::npz::{NpzError, read_npz};
+use super::resnet::{BlockKind, StemKind};
+use super::{ArchConfig, DenoiseVariant, ModelError, Network, Placement, ResnetDenoiseConfig};
+use crate::array::Array;
+
+/// A recognised tensorpack ImageNet architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recognised {
+    /// Human-readable name, e.g. `ResNet-152 with non-local denoise blocks after each stage`.
+    pub name: String,
+    /// The configuration that rebuilds it.
+    pub config: ResnetDenoiseConfig,
+}
+
+fn bad(reason: impl Into<String>) -> ModelError {
+    ModelError::BadFile {
+        path: String::new(),
+        reason: reason.into(),
+    }
+}
+
+/// Strips the `:0` suffix TensorFlow sometimes leaves on variable names.
+pub fn canonical_key(k: &str) -> &str {
+    k.strip_suffix(":0").unwrap_or(k)
+}
+
+/// Recognises the architecture from the arrays' names and shapes (canonical keys).
+pub fn recognise(arrays: &BTreeMap<String, Array>) -> Result<Recognised, ModelError> {
+    let shape = |k: &str| arrays.get(k).map(|a| a.shape().to_vec());
+    let stem = shape("conv0/W").ok_or_else(|| {
+        bad("no conv0/W: not one of Xie et al.'s tensorpack ResNets (R152, R152-Denoise, X101-DenoiseAll)")
+    })?;
+    if stem.len() != 4 || stem[0] != 7 || stem[1] != 7 {
+        return Err(bad(format!(
+            "conv0/W has shape {stem:?}, expected [7, 7, C, 64]"
+        )));
+    }
+    let (in_channels, stem_width) = (stem[2], stem[3]);
+    let mut blocks = Vec::new();
+    for g in 0.. {
+        let n = (0..)
+            .take_while(|b| arrays.contains_key(&format!("group{g}/block{b}/conv1/W")))
+            .count();
+        if n == 0 {
+            break;
+        }
+        blocks.push(n);
+    }
+    if blocks.is_empty() {
+        return Err(bad("no residual blocks (group0/block0/conv1/W missing)"));
+    }
+    let mut widths = Vec::new();
+    for g in 0..blocks.len() {
+        let c3 = shape(&format!("group{g}/block0/conv3/W")).ok_or_else(|| {
+            bad(format!(
+                "group{g}/block0/conv3/W missing: not a bottleneck ResNet"
+            ))
+        })?;
+        widths.push(c3[3] / 4);
+    }
+    let c1 = shape("group0/block0/conv1/W").unwrap_or_default();
+    let c2 = shape("group0/block0/conv2/W").unwrap_or_default();
+    if c1.len() != 4 || c2.len() != 4 || c2[2] == 0 {
+        return Err(bad("group0/block0 convolutions have unexpected ranks"));
+    }
+    let inner = c1[3];
+    let cardinality = inner / c2[2];
+    let factor = inner / widths[0].max(1);
+    let classes = shape("linear/b")
+        .and_then(|s| s.first().copied())
+        .ok_or_else(|| bad("linear/b missing"))?;
+    let stage_denoise: Vec<usize> = (0..blocks.len())
+        .filter(|g| arrays.contains_key(&format!("group{g}_denoise/conv/W")))
+        .collect();
+    let block_denoise = arrays.keys().any(|k| k.ends_with("/non_local/conv/W"));
+    let embedded = arrays.keys().any(|k| k.contains("embedding_theta"));
+    let (placement, denoise, stages) = match (stage_denoise.is_empty(), block_denoise) {
+        (true, false) => (Placement::None, DenoiseVariant::NonlocalGaussian, None),
+        (false, false) => {
+            let stages = (stage_denoise.len() < blocks.len()).then(|| stage_denoise.clone());
+            let v = if embedded {
+                DenoiseVariant::NonlocalGaussian
+            } else {
+                DenoiseVariant::GaussianNoEmbed
+            };
+            (Placement::AfterStage, v, stages)
+        }
+        (true, true) => {
+            let v = if embedded {
+                DenoiseVariant::NonlocalGaussian
+            } else {
+                DenoiseVariant::DotProduct
+            };
+            (Placement::AfterEveryBlock, v, None)
+        }
+        (false, true) => {
+            return Err(bad(
+                "denoise blocks both after stages and after blocks: not a released layout",
+            ));
+        }
+    };
+    let depth = 2 + 3 * blocks.iter().sum::<usize>();
+    let family = if cardinality > 1 {
+        format!("ResNeXt-{depth} {cardinality}×{}d", inner / cardinality)
+    } else {
+        format!("ResNet-{depth}")
+    };
+    let what = match placement {
+        Placement::None => String::new(),
+        Placement::AfterStage => format!(
+            " with {} denoise blocks after {}",
+            denoise,
+            if stages.is_some() {
+                "some stages"
+            } else {
+                "each stage"
+            }
+        ),
+        Placement::AfterEveryBlock => format!(" with {denoise} denoise blocks after every block"),
+    };
+    let config = ResnetDenoiseConfig {
+        in_channels,
+        image_size: [224, 224],
+        num_classes: classes,
+        stem_width,
+        widths,
+        blocks,
+        denoise,
+        placement,
+        denoise_stages: stages,
+        mean: vec![0.5; in_channels],
+        std: vec![0.5; in_channels],
+        block: BlockKind::Bottleneck,
+        stem: StemKind::Imagenet,
+        cardinality,
+        bottleneck_factor: factor.max(1),
+        channel_order: if in_channels == 3 {
+            vec![2, 1, 0]
+        } else {
+            vec![]
+        },
+        eval_resize: Some(256),
+    };
+    Ok(Recognised {
+        name: format!("{family}{what} (Xie et al., tensorpack)"),
+        config,
+    })
+}
+
+/// Converts tensorpack layouts to the ones the architecture description uses: 4-D kernels
+/// HWIO → OIHW, the classifier `[in, out]` → `[out, in]`.
+pub fn convert(key: &str, a: Array) -> Result<Array, ModelError> {
+    let s = a.shape().to_vec();
+    if key.ends_with("/W") && s.len() == 4 {
+        let [kh, kw, ci, co] = [s[0], s[1], s[2], s[3]];
+        let src = a.data();
+        let mut out = vec![0f32; src.len()];
+        for y in 0..kh {
+            for x in 0..kw {
+                for i in 0..ci {
+                    for o in 0..co {
+                        out[((o * ci + i) * kh + y) * kw + x] =
+                            src[((y * kw + x) * ci + i) * co + o];
+                    }
+                }
+            }
+        }
+        return Array::new(vec![co, ci, kh, kw], out).map_err(|e| bad(e.to_string()));
+    }
+    if key == "linear/W" && s.len() == 2 {
+        let (i, o) = (s[0], s[1]);
+        let src = a.data();
+        let mut out = vec![0f32; src.len()];
+        for r in 0..i {
+            for c in 0..o {
+                out[c * i + r] = src[r * o + c];
+            }
+        }
+        return Array::new(vec![o, i], out).map_err(|e| bad(e.to_string()));
+    }
+    Ok(a)
+}
+
+/// Opens a tensorpack `.npz`, recognises it and builds the network.
+pub fn load(path: &Path) -> Result<Network, ModelError> {
+    let file = path.display().to_string();
+    let with_path = |e: ModelError| match e {
+        ModelError::BadFile { reason, .. } => ModelError::BadFile {
+            path: file.clone(),
+            reason,
+        },
+        other => other,
+    };
+    let raw = read_npz(path).map_err(|e| match e {
+        NpzError::Io(source) => ModelError::Io {
+            path: file.clone(),
+            source,
+        },
+        other => ModelError::BadFile {
+            path: file.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+    let mut arrays = BTreeMap::new();
+    for (k, a) in raw {
+        arrays.insert(canonical_key(&k).to_string(), a);
+    }
+    let rec = recognise(&arrays).map_err(with_path)?;
+    let mut weights = BTreeMap::new();
+    for (k, a) in arrays {
+        let a = convert(&k, a).map_err(with_path)?;
+        weights.insert(k, a);
+    }
+    let config = ArchConfig::ResnetDenoise(rec.config);
+    let class_names = (config_classes(&config) == crate::data::imagenet::COUNT)
+        .then(crate::data::imagenet::names);
+    let mut net = Network::from_weights(config, weights, class_names).map_err(with_path)?;
+    net.metadata
+        .insert("advlens.recognised".into(), rec.name.clone());
+    Ok(net)
+}
+
+fn config_classes(c: &ArchConfig) -> usize {
+    match c {
+        ArchConfig::ResnetDenoise(r) => r.num_classes,
+    }
+}
