@@ -167,3 +167,95 @@ fn bundled_images_come_with_their_labels() {
     let out = advlens(&["attack", "--image", "fashion:500"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("500 bundled images"));
 }
+
+#[test]
+fn maps_writes_the_before_and_after_figure_and_exact_npy_inputs_are_used_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("maps.png");
+    let o = advlens(&[
+        "maps",
+        "--engine",
+        "cpu",
+        "--image",
+        "fashion:3",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.1",
+        "--steps",
+        "3",
+        "--tap",
+        "group2_denoise",
+        "--channel",
+        "5",
+        "--channel",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for c in [5, 7] {
+        let img = image::open(dir.path().join(format!("maps_c{c}.png"))).unwrap();
+        // Two columns (before, after) of 7×7 maps scaled up, three rows.
+        assert!(
+            img.width() > 300 && img.height() > 300,
+            "{:?}",
+            (img.width(), img.height())
+        );
+    }
+    let o = advlens(&[
+        "maps",
+        "--engine",
+        "cpu",
+        "--tap",
+        "group9",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no tap \"group9\""));
+
+    // An exact input: a [1, 28, 28] float array in [0, 1] is used without resizing.
+    let npy = dir.path().join("x.npy");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 28, 28), }".to_string();
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    for i in 0..784 {
+        bytes.extend_from_slice(&((i % 28) as f32 / 27.0).to_le_bytes());
+    }
+    std::fs::write(&npy, &bytes).unwrap();
+    let rec_dir = dir.path().join("rec");
+    let o = advlens(&[
+        "attack",
+        "--engine",
+        "cpu",
+        "--attack",
+        "fgsm",
+        "--image",
+        npy.to_str().unwrap(),
+        "--out",
+        rec_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec_dir.join("record.json")).unwrap()).unwrap();
+    assert_eq!(
+        rec["images"][0]["clean_logits"].as_array().unwrap().len(),
+        10
+    );
+    // The wrong shape is refused with the shape the model wants.
+    std::fs::write(&npy, &bytes[..bytes.len() - 4]).unwrap();
+    let o = advlens(&[
+        "attack",
+        "--image",
+        npy.to_str().unwrap(),
+        "--out",
+        rec_dir.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+}

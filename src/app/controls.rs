@@ -95,7 +95,7 @@ fn files_ui(
         ui.strong("model");
         if ui
             .button("open…")
-            .on_hover_text("Open a safetensors model file (or drop it on the window)")
+            .on_hover_text("Open a model: advlens safetensors or Xie et al.'s tensorpack .npz (or drop it on the window)")
             .clicked()
         {
             actions.push(Action::OpenModelDialog);

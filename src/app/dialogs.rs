@@ -19,7 +19,10 @@ pub fn open_image() -> Option<PathBuf> {
 pub fn open_model() -> Option<PathBuf> {
     rfd::FileDialog::new()
         .set_title("Open model")
-        .add_filter("safetensors", &["safetensors"])
+        .add_filter(
+            "models (safetensors, tensorpack npz)",
+            &["safetensors", "npz"],
+        )
         .add_filter("all files", &["*"])
         .pick_file()
 }

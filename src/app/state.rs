@@ -551,7 +551,7 @@ impl AdvlensApp {
             });
             ui.menu_button("Help", |ui| {
                 ui.label(format!("advlens {}", env!("CARGO_PKG_VERSION")));
-                ui.label("Drag ε to recompute live; drop an image or a .safetensors model on the window.");
+                ui.label("Drag ε to recompute live; drop an image, a .safetensors model or a Xie et al. .npz model on the window.");
                 ui.label("• marks denoise-block taps.");
             });
             if let Some(n) = &self.notice {
@@ -633,7 +633,7 @@ impl AdvlensApp {
 /// Whether a dropped file is a model (by extension).
 pub fn is_model_path(p: &Path) -> bool {
     p.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("npz"))
 }
 
 /// What "Export …" writes.

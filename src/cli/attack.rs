@@ -32,6 +32,17 @@ pub struct AttackArgs {
     /// the clean predictions).
     #[arg(long = "label")]
     pub labels: Vec<usize>,
+    /// The attack.
+    #[command(flatten)]
+    pub spec: AttackSpecArgs,
+    /// Output folder.
+    #[arg(long, default_value = "advlens-out")]
+    pub out: PathBuf,
+}
+
+/// The attack flags shared by `attack` and `maps`.
+#[derive(Args, Debug, Clone)]
+pub struct AttackSpecArgs {
     /// fgsm, bim, pgd, mifgsm, cw or deepfool.
     #[arg(long, default_value = "pgd")]
     pub attack: String,
@@ -59,9 +70,6 @@ pub struct AttackArgs {
     /// Attack with the denoise blocks bypassed.
     #[arg(long)]
     pub bypass_denoise: bool,
-    /// Output folder.
-    #[arg(long, default_value = "advlens-out")]
-    pub out: PathBuf,
 }
 
 /// Parses `--target`.
@@ -77,6 +85,13 @@ pub fn parse_target(s: &str) -> anyhow::Result<TargetMode> {
 }
 
 impl AttackArgs {
+    /// The attack configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<AttackConfig> {
+        self.spec.config()
+    }
+}
+
+impl AttackSpecArgs {
     /// The attack configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<AttackConfig> {
         let kind: AttackKind = self.attack.parse()?;
@@ -101,7 +116,7 @@ impl AttackArgs {
 
 /// Loads the images; also returns their true labels when every image is a bundled Fashion-MNIST
 /// test image.
-fn load_images(
+pub fn load_images(
     specs: &[String],
     shape: [usize; 3],
     eval_resize: Option<usize>,

@@ -4,6 +4,7 @@ pub mod attack;
 pub mod bench;
 pub mod eval;
 pub mod inspect;
+pub mod maps;
 pub mod new_model;
 pub mod train;
 
@@ -31,6 +32,8 @@ pub enum Command {
     Attack(attack::AttackArgs),
     /// Clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets.
     Eval(eval::EvalArgs),
+    /// Write the feature maps of a tap, clean vs adversarial, before and after denoising.
+    Maps(maps::MapsArgs),
     /// Print a model's architecture, taps and parameter count.
     Inspect(inspect::InspectArgs),
     /// Write a freshly initialised resnet-denoise model to a safetensors file.
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
         Some(Command::Attack(a)) => attack::run(&a),
         Some(Command::Eval(a)) => eval::run(&a),
         Some(Command::Inspect(a)) => inspect::run(&a),
+        Some(Command::Maps(a)) => maps::run(&a),
         Some(Command::NewModel(a)) => new_model::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Train(a)) => train::run(&a),

@@ -438,7 +438,7 @@ pub fn write_npz(arrays: &[(String, Array)], deflate: bool) -> Vec<u8> {
             format!("({})", shape.join(", "))
         };
         let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + dict.len() + 1) % 64 != 0 {
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
             dict.push(' ');
         }
         dict.push('\n');
