@@ -120,12 +120,24 @@ pub fn test_pattern() -> Array {
 /// The name the CLI accepts for a ResNet-50-shaped network with random weights (benchmarks).
 pub const RESNET50_MODEL: &str = "builtin:resnet50-random";
 
+/// The name the CLI accepts for Xie et al.'s R152-Denoise layout with random weights
+/// (benchmarks).
+pub const R152_DENOISE_MODEL: &str = "builtin:r152-denoise-random";
+
 /// Resolves a model argument: [`DEFAULT_MODEL`], `builtin:NAME` for a [`SHIPPED`] model,
 /// [`UNTRAINED_MODEL`], [`RESNET50_MODEL`] or a safetensors path.
 pub fn load_model(spec: &str) -> Result<Network, ModelError> {
     match spec {
         DEFAULT_MODEL => default_network(),
         UNTRAINED_MODEL => untrained_network(),
+        R152_DENOISE_MODEL => Network::random(
+            ArchConfig::ResnetDenoise(
+                crate::model::tensorpack::released("r152-denoise").ok_or_else(|| {
+                    ModelError::Architecture("r152-denoise layout missing".into())
+                })?,
+            ),
+            0,
+        ),
         RESNET50_MODEL => Network::random(
             ArchConfig::ResnetDenoise(ResnetDenoiseConfig::resnet50_shaped()),
             0,
@@ -135,4 +147,24 @@ pub fn load_model(spec: &str) -> Result<Network, ModelError> {
             None => crate::model::weights::load(std::path::Path::new(other)),
         },
     }
+}
+
+/// The sample photos shipped for ImageNet models (`photo:NAME` on the command line).
+pub const PHOTOS: [(&str, &[u8]); 4] = [
+    ("coffee", include_bytes!("../assets/photos/coffee.jpg")),
+    ("chelsea", include_bytes!("../assets/photos/chelsea.jpg")),
+    (
+        "astronaut",
+        include_bytes!("../assets/photos/astronaut.jpg"),
+    ),
+    ("rocket", include_bytes!("../assets/photos/rocket.jpg")),
+];
+
+/// Decodes the shipped photo `name`.
+pub fn photo(name: &str) -> Result<image::DynamicImage, String> {
+    let (_, bytes) = PHOTOS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        let names: Vec<String> = PHOTOS.iter().map(|(n, _)| format!("photo:{n}")).collect();
+        format!("no photo {name:?}; there are {}", names.join(", "))
+    })?;
+    crate::data::image_io::decode(bytes)
 }

@@ -259,3 +259,62 @@ fn maps_writes_the_before_and_after_figure_and_exact_npy_inputs_are_used_as_give
     ]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn a_released_layout_npz_is_recognised_and_attacked_on_a_shipped_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("R50-Denoise.npz");
+    let o = advlens(&[
+        "new-model",
+        "--tensorpack",
+        "r50-denoise",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = advlens(&["inspect", model.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("ResNet-50 with nonlocal_gaussian denoise blocks after each stage"),
+        "{text}"
+    );
+    let out = dir.path().join("out");
+    let o = advlens(&[
+        "attack",
+        "--engine",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        "photo:coffee",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "16/255",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("record.json")).unwrap()).unwrap();
+    let img = &rec["images"][0];
+    assert_eq!(img["clean_logits"].as_array().unwrap().len(), 1000);
+    // Class names are ImageNet's.
+    let name = img["clean_top5"][0]["name"].as_str().unwrap();
+    assert!(!name.starts_with("class "), "{name}");
+    let adv_path = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("_adv.png"))
+        .unwrap();
+    let adv = image::open(adv_path).unwrap();
+    assert_eq!((adv.width(), adv.height()), (224, 224));
+    let o = advlens(&[
+        "attack",
+        "--image",
+        "photo:teapot",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("photo:coffee"));
+}

@@ -28,6 +28,8 @@ pub enum Action {
     BuiltinModel,
     /// Show bundled test image `n`.
     Bundled(usize),
+    /// Show the shipped photo of this name.
+    Photo(String),
 }
 
 /// Textures of the bundled-image strip, made once.
@@ -81,6 +83,7 @@ pub fn controls_ui(
             if let Some(strip) = strip {
                 strip_ui(ui, strip, &settings.image, &mut actions);
             }
+            photos_ui(ui, &settings.image, &mut actions);
         });
     actions
 }
@@ -341,6 +344,23 @@ fn engine_ui(ui: &mut egui::Ui, settings: &mut Settings, adapter: Option<&str>) 
     if let Some(a) = adapter {
         ui.label(format!("adapter: {a}"));
     }
+}
+
+fn photos_ui(ui: &mut egui::Ui, current: &ImageSource, actions: &mut Vec<Action>) {
+    ui.strong("photos")
+        .on_hover_text("CC0 / public-domain photos for ImageNet models (from scikit-image)");
+    ui.horizontal_wrapped(|ui| {
+        for (name, _) in crate::zoo::PHOTOS {
+            let on = *current == ImageSource::Photo(name.to_string());
+            if ui
+                .selectable_label(on, name)
+                .on_hover_text(format!("photo:{name}"))
+                .clicked()
+            {
+                actions.push(Action::Photo(name.to_string()));
+            }
+        }
+    });
 }
 
 fn strip_ui(ui: &mut egui::Ui, strip: &Strip, current: &ImageSource, actions: &mut Vec<Action>) {

@@ -131,6 +131,8 @@ pub enum ImageSource {
     Bundled(usize),
     /// A file the user opened.
     File(PathBuf),
+    /// A shipped photo (for ImageNet models), by name.
+    Photo(String),
 }
 
 impl Default for ImageSource {
@@ -145,6 +147,7 @@ impl ImageSource {
         match self {
             ImageSource::Bundled(n) => format!("fashion:{n}"),
             ImageSource::File(p) => p.display().to_string(),
+            ImageSource::Photo(n) => format!("photo:{n}"),
         }
     }
 }

@@ -200,6 +200,7 @@ impl AdvlensApp {
                     .map_err(|e| e.to_string())?
             }
             ImageSource::File(path) => image_io::load(path).map_err(|e| e.to_string())?,
+            ImageSource::Photo(name) => crate::zoo::photo(name)?,
         };
         let [c, h, w] = self.net.input_shape();
         let x = image_io::to_array_with(&img, c, [h, w], self.net.eval_resize())
@@ -246,8 +247,14 @@ impl AdvlensApp {
         if let Some(r) = &mut self.robustness {
             r.cancel();
         }
-        // Re-convert the current image for the new model's input.
-        let source = self.settings.image.clone();
+        // Re-convert the current image for the new model's input; an ImageNet-sized model gets a
+        // photo instead of a 28×28 Fashion-MNIST image, and back.
+        let mut source = self.settings.image.clone();
+        match (&source, self.is_fashion_model()) {
+            (ImageSource::Bundled(_), false) => source = ImageSource::Photo("coffee".into()),
+            (ImageSource::Photo(_), true) => source = ImageSource::Bundled(0),
+            _ => {}
+        }
         if let Err(e) = self.set_image(&source) {
             self.errors.push(e);
             if let Some(img) = &self.source_image {
@@ -506,6 +513,11 @@ impl AdvlensApp {
             },
             Action::Bundled(i) => {
                 if let Err(e) = self.set_image(&ImageSource::Bundled(i)) {
+                    self.errors.push(e);
+                }
+            }
+            Action::Photo(name) => {
+                if let Err(e) = self.set_image(&ImageSource::Photo(name)) {
                     self.errors.push(e);
                 }
             }

@@ -25,7 +25,8 @@ pub struct AttackArgs {
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
     /// Image files (repeat for several); `builtin:default` is the first bundled Fashion-MNIST test
-    /// image and `fashion:N` bundled test image N (0–499).
+    /// image, `fashion:N` bundled test image N (0–499), `photo:coffee` (or chelsea, astronaut,
+    /// rocket) a shipped photo, and a `.npy` file an exact preprocessed input in [0, 1].
     #[arg(long = "image", required = true)]
     pub images: Vec<String>,
     /// True labels, one per image (default: the data set's labels for bundled images, otherwise
@@ -154,6 +155,9 @@ pub fn load_images(
                 anyhow::bail!("bundled images are 1×28×28; this model takes {c}×{h}×{w}");
             }
             img
+        } else if let Some(name) = s.strip_prefix("photo:") {
+            let img = crate::zoo::photo(name).map_err(anyhow::Error::msg)?;
+            image_io::to_array_with(&img, c, [h, w], eval_resize)?
         } else if s.to_ascii_lowercase().ends_with(".npy") {
             exact_input(Path::new(s), shape)?
         } else {

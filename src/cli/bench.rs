@@ -47,6 +47,39 @@ pub struct BenchArgs {
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
+    /// Only time loading this model file and report the process's peak memory (run it as its
+    /// own process, so the peak belongs to the load).
+    #[arg(long)]
+    pub load: Option<std::path::PathBuf>,
+}
+
+/// The process's peak resident memory in MiB (Linux), if known.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn load_table(path: &std::path::Path) -> anyhow::Result<()> {
+    let size = std::fs::metadata(path)?.len() as f64 / (1 << 20) as f64;
+    let before = peak_rss_mib();
+    let t = Instant::now();
+    let net = crate::model::weights::load(path)?;
+    let secs = t.elapsed().as_secs_f64();
+    let after = peak_rss_mib();
+    let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.0}"));
+    println!("| file | MiB | load s | peak RSS before MiB | peak RSS after MiB | peak / file |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {size:.0} | {secs:.2} | {} | {} | {} |",
+        path.display(),
+        show(before),
+        show(after),
+        after.map_or("n/a".into(), |a| format!("{:.2}", a / size.max(1e-9)))
+    );
+    println!("\nloaded: {}", net.config.summary());
+    Ok(())
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
@@ -63,6 +96,9 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 
 /// Runs the benchmark and prints markdown tables.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.load {
+        return load_table(path);
+    }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     let executors: Vec<Executor> = match args.executor.as_str() {
         "all" => vec![Executor::Stock, Executor::Autograd, Executor::Planned],

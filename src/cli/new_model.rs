@@ -20,6 +20,11 @@ pub struct NewModelArgs {
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Instead, write one of Xie et al.'s released layouts with random weights as a tensorpack
+    /// `.npz` (r152, r152-denoise, x101-denoise-all, or r50/r101 variants): a stand-in for the
+    /// real files in tests and benchmarks.
+    #[arg(long)]
+    pub tensorpack: Option<String>,
 }
 
 /// The resnet-denoise architecture, as `new-model` and `train` take it.
@@ -110,6 +115,27 @@ impl ArchArgs {
 
 /// Builds and saves the model.
 pub fn run(args: &NewModelArgs) -> anyhow::Result<()> {
+    if let Some(name) = &args.tensorpack {
+        let cfg = crate::model::tensorpack::released(name).with_context(|| {
+            format!("unknown layout {name:?}; expected r152, r152-denoise, x101-denoise-all or their r50/r101 variants")
+        })?;
+        let net = Network::random(crate::model::ArchConfig::ResnetDenoise(cfg), args.seed)?;
+        let arrays = net
+            .weights
+            .iter()
+            .map(|(k, a)| Ok((k.clone(), crate::model::tensorpack::to_tensorpack(k, a)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bytes = crate::model::npz::write_npz(&arrays, false);
+        crate::io::write_atomic(&args.out, &bytes)
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+        println!(
+            "wrote {} ({} arrays, {} parameters)",
+            args.out.display(),
+            arrays.len(),
+            net.graph.param_count()
+        );
+        return Ok(());
+    }
     let net = Network::random(args.arch.config()?, args.seed)?;
     crate::model::weights::save(&net, &args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

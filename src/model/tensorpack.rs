@@ -191,6 +191,84 @@ pub fn convert(key: &str, a: Array) -> Result<Array, ModelError> {
     Ok(a)
 }
 
+/// The released layouts, by name: `r152`, `r152-denoise`, `x101-denoise-all` (also at other
+/// depths: `r50`, `r101`, `r50-denoise`, ...).
+pub fn released(name: &str) -> Option<ResnetDenoiseConfig> {
+    let (base, denoise) = match name.strip_suffix("-denoise-all") {
+        Some(b) => (b, Some(Placement::AfterEveryBlock)),
+        None => match name.strip_suffix("-denoise") {
+            Some(b) => (b, Some(Placement::AfterStage)),
+            None => (name, None),
+        },
+    };
+    let (x101, depth) = match base.strip_prefix('x') {
+        Some(d) => (true, d),
+        None => (false, base.strip_prefix('r')?),
+    };
+    let blocks = match depth {
+        "50" => vec![3, 4, 6, 3],
+        "101" => vec![3, 4, 23, 3],
+        "152" => vec![3, 8, 36, 3],
+        _ => return None,
+    };
+    let (placement, variant) = match denoise {
+        None => (Placement::None, DenoiseVariant::NonlocalGaussian),
+        Some(Placement::AfterStage) => (Placement::AfterStage, DenoiseVariant::NonlocalGaussian),
+        Some(_) => (Placement::AfterEveryBlock, DenoiseVariant::DotProduct),
+    };
+    Some(ResnetDenoiseConfig {
+        in_channels: 3,
+        image_size: [224, 224],
+        num_classes: 1000,
+        stem_width: 64,
+        widths: vec![64, 128, 256, 512],
+        blocks,
+        denoise: variant,
+        placement,
+        denoise_stages: None,
+        mean: vec![0.5; 3],
+        std: vec![0.5; 3],
+        block: BlockKind::Bottleneck,
+        stem: StemKind::Imagenet,
+        cardinality: if x101 { 32 } else { 1 },
+        bottleneck_factor: if x101 { 4 } else { 1 },
+        channel_order: vec![2, 1, 0],
+        eval_resize: Some(256),
+    })
+}
+
+/// The inverse of [`convert`]: a parameter in tensorpack's layout (for writing `.npz` files).
+pub fn to_tensorpack(key: &str, a: &Array) -> Result<Array, ModelError> {
+    let s = a.shape().to_vec();
+    let src = a.data();
+    if s.len() == 4 {
+        let [o, ci, kh, kw] = [s[0], s[1], s[2], s[3]];
+        let mut out = vec![0f32; src.len()];
+        for oo in 0..o {
+            for i in 0..ci {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        out[((y * kw + x) * ci + i) * o + oo] =
+                            src[((oo * ci + i) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        return Array::new(vec![kh, kw, ci, o], out).map_err(|e| bad(e.to_string()));
+    }
+    if key == "linear/W" && s.len() == 2 {
+        let (o, i) = (s[0], s[1]);
+        let mut out = vec![0f32; src.len()];
+        for r in 0..o {
+            for c in 0..i {
+                out[c * o + r] = src[r * i + c];
+            }
+        }
+        return Array::new(vec![i, o], out).map_err(|e| bad(e.to_string()));
+    }
+    Ok(a.clone())
+}
+
 /// Opens a tensorpack `.npz`, recognises it and builds the network.
 pub fn load(path: &Path) -> Result<Network, ModelError> {
     let file = path.display().to_string();
