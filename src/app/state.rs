@@ -95,8 +95,8 @@ impl AdvlensApp {
         });
         let auto_shot = std::env::var_os(SCREENSHOT_ENV).map(PathBuf::from);
         let mut app = Self::with_settings(&cc.egui_ctx, settings, adapter, auto_shot)?;
-        if let (Some(w), Some(ctx)) = (&mut app.worker, gpu) {
-            w.set_gpu(ctx);
+        if let Some(ctx) = gpu {
+            app.set_gpu(ctx);
         }
         Ok(app)
     }
@@ -677,6 +677,29 @@ impl Export {
 
 impl eframe::App for AdvlensApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.settings.save(storage);
+    }
+}
+
+impl AdvlensApp {
+    /// The settings (the controls edit them; benchmarks and tests may too).
+    pub fn settings_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
+
+    /// Gives the worker a wgpu device for the gpu engine (eframe's, or a headless one).
+    pub fn set_gpu(&mut self, ctx: GpuContext) {
+        if let Some(w) = &mut self.worker {
+            w.set_gpu(ctx);
+        }
+    }
+
+    /// Draws one frame of the whole window into `ui` (what eframe calls every frame).
+    pub fn show(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         self.poll_worker();
         if let Some(r) = &mut self.robustness {
@@ -730,9 +753,5 @@ impl eframe::App for AdvlensApp {
         {
             ctx.request_repaint_after(std::time::Duration::from_millis(200));
         }
-    }
-
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        self.settings.save(storage);
     }
 }

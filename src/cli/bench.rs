@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
+    /// Time the app instead (headless): ε change → updated views latency and frame time while
+    /// dragging, FGSM and PGD-10 on the default model.
+    #[arg(long)]
+    pub app: bool,
     /// Only time loading this model file and report the process's peak memory (run it as its
     /// own process, so the peak belongs to the load).
     #[arg(long)]
@@ -98,6 +102,9 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.load {
         return load_table(path);
+    }
+    if args.app {
+        return super::bench_app::run(args.reps, args.gpu);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     let executors: Vec<Executor> = match args.executor.as_str() {

@@ -2,6 +2,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod bench_app;
 pub mod eval;
 pub mod inspect;
 pub mod maps;
