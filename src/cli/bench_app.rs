@@ -69,8 +69,10 @@ pub fn run(reps: usize, gpu: bool) -> anyhow::Result<()> {
     for (choice, gpu_ctx) in engines {
         for (kind, steps) in [(AttackKind::Fgsm, None), (AttackKind::Pgd, Some(10))] {
             let ctx = egui::Context::default();
-            let mut settings = Settings::default();
-            settings.engine = choice;
+            let mut settings = Settings {
+                engine: choice,
+                ..Settings::default()
+            };
             settings.attack.kind = kind;
             settings.attack.steps = steps;
             let mut app = AdvlensApp::with_settings(&ctx, settings, None, None)?;
