@@ -572,3 +572,86 @@ fn weight_gradients_match_finite_differences() {
     // ReLU kinks and max-pool ties make a few central differences one-sided.
     assert!(agreed * 10 >= checked * 9, "{agreed} of {checked} agree");
 }
+
+/// A fresh network's residual branches end in a batch norm with γ = β = 0, so an identity block
+/// computes `relu(0 + x)` with `x` itself a ReLU output: about half of it sits exactly at the
+/// kink. Training must use PyTorch's (and the planned executor's) derivative there, zero where
+/// the output is zero; candle's `relu` passed the gradient through `x ≥ 0`, which gave the first
+/// steps of every fresh network a wrong gradient for that batch norm (found by comparing one SGD
+/// step with PyTorch, scripts/torch-train-compare.py). The gradient of its β is the one-sided
+/// difference from below: lowering β keeps the units at the kink off.
+#[test]
+fn a_fresh_identity_block_gets_no_gradient_through_relus_at_zero() {
+    let net = small_net(7);
+    let (gamma, beta) = (
+        "group0/block0/conv2/bn/gamma",
+        "group0/block0/conv2/bn/beta",
+    );
+    assert!(net.param(gamma).unwrap().data().iter().all(|v| *v == 0.0));
+    assert!(net.graph.node_id("group0/block0/convshortcut").is_none());
+    let data = bundled_test_images()
+        .unwrap()
+        .select(&(0..32).collect::<Vec<_>>());
+    // One plain SGD step (lr 1, no momentum or decay) moves β from 0 to minus its gradient.
+    let sgd = SgdConfig {
+        lr: 1.0,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    let mut t = Trainer::new(net.clone(), sgd).unwrap();
+    t.step(&data.images, &data.labels).unwrap();
+    let grad: Vec<f64> = t
+        .network()
+        .unwrap()
+        .param(beta)
+        .unwrap()
+        .data()
+        .iter()
+        .map(|&v| -f64::from(v))
+        .collect();
+    let xt = Tensor::from_slice(data.images.data(), data.images.shape(), &Device::Cpu).unwrap();
+    let opts = RunOptions {
+        bypass_denoise: false,
+        mode: ParamMode::Trained,
+        stock_conv: false,
+        bn_batch_stats: true,
+    };
+    // The step's loss: mean cross-entropy with batch statistics.
+    let loss = |net: &Network| -> f64 {
+        let params: HashMap<String, Tensor> = net
+            .weights
+            .iter()
+            .map(|(k, a)| {
+                let t = Tensor::from_slice(a.data(), a.shape(), &Device::Cpu).unwrap();
+                (k.clone(), t)
+            })
+            .collect();
+        let out = net.graph.output;
+        let vals =
+            run_graph_with_stats(&net.graph, &params, &xt, &[out], opts, &mut Vec::new()).unwrap();
+        let logits = advlens::engine::cpu::to_array(vals[out].as_ref().unwrap()).unwrap();
+        let (v, _) = advlens::engine::Loss::CrossEntropy {
+            classes: data.labels.clone(),
+        }
+        .evaluate(&logits)
+        .unwrap();
+        v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
+    };
+    let base = loss(&net);
+    let h = 2e-2f32;
+    let mut checked = 0;
+    for (c, &g) in grad.iter().enumerate() {
+        let mut lowered = net.clone();
+        lowered.weights.get_mut(beta).unwrap().data_mut()[c] -= h;
+        let below = (base - loss(&lowered)) / f64::from(h);
+        println!("{beta}[{c}]: step gradient {g:.6}, difference from below {below:.6}");
+        if below.abs() > 5e-4 {
+            checked += 1;
+        }
+        assert!(
+            (g - below).abs() <= 0.1 * below.abs().max(g.abs()) + 3e-4,
+            "{beta}[{c}]: the step's gradient {g} is not the one-sided difference {below}"
+        );
+    }
+    assert!(checked >= 2, "too few channels with a measurable gradient");
+}

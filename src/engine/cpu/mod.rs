@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod nonlocal;
 pub mod plan;
 pub mod pool;
+pub mod relu;
 pub mod softmax;
 
 use std::collections::HashMap;
@@ -437,7 +438,7 @@ fn eval_node<'a>(
                 .broadcast_mul(&scale.reshape((1, (), 1, 1))?)?
                 .broadcast_add(&shift.reshape((1, (), 1, 1))?)?
         }
-        Op::Relu => arg(0)?.relu()?,
+        Op::Relu => relu::relu(arg(0)?)?,
         Op::Relu6 => arg(0)?.clamp(0f32, 6f32)?,
         Op::Add => (arg(0)? + arg(1)?)?,
         Op::MaxPool { .. } | Op::AvgPool { .. } => {
