@@ -40,6 +40,12 @@ pub struct TrainArgs {
     /// The architecture of a fresh network.
     #[command(flatten)]
     pub arch: ArchArgs,
+    /// How a fresh network starts: `pytorch` (residual branches' last BN γ = 1, the classifier
+    /// uniform in ±1/√fan_in; trains faster on small networks) or `tensorpack` (γ = 0 and a
+    /// N(0, 0.01²) classifier, as Xie et al.'s ImageNet models; what the shipped models used).
+    /// Denoise blocks start as the identity either way.
+    #[arg(long, default_value = "pytorch")]
+    pub fresh_init: String,
     /// Objective: clean, fgsm (Goodfellow et al.'s clean/FGSM mix), pgd (Madry et al.) or alp
     /// (Kannan et al.'s adversarial logit pairing).
     #[arg(long, default_value = "pgd")]
@@ -288,7 +294,19 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             Some(spec) => {
                 crate::zoo::load_model(spec).with_context(|| format!("cannot open model {spec}"))?
             }
-            None => Network::random(args.arch.config()?, args.seed)?,
+            None => {
+                let mut net = Network::random(args.arch.config()?, args.seed)?;
+                match args.fresh_init.as_str() {
+                    "pytorch" => {
+                        crate::model::init::pytorch_style(&net.graph, &mut net.weights, args.seed)
+                    }
+                    "tensorpack" => {}
+                    other => {
+                        anyhow::bail!("--fresh-init {other:?}: expected pytorch or tensorpack")
+                    }
+                }
+                net
+            }
         };
         net.class_names = idx::FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
         net.metadata.remove("advlens.note");
