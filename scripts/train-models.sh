@@ -12,7 +12,9 @@ work=target/train-models
 mkdir -p "$out" "$work"
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
-common=(--epochs 1 --batch 128 --lr 0.1 --schedule cosine --val 500)
+# The shipped files were made before `--fresh-init pytorch` became the default; this keeps their
+# start (residual BN gamma 0, N(0, 0.01^2) classifier) so the script reproduces them.
+common=(--epochs 1 --batch 128 --lr 0.1 --schedule cosine --val 500 --fresh-init tensorpack)
 pgd=(--limit 45000 --mode pgd --eps 0.1 --attack-steps 7)
 train() {
   local file="$1"; shift
