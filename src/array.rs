@@ -16,6 +16,14 @@ pub enum ArrayError {
         /// Length of the data.
         actual: usize,
     },
+    /// An axis permutation that does not fit the array.
+    #[error("{perm:?} is not a permutation of {rank} axes")]
+    BadPermutation {
+        /// The permutation given.
+        perm: Vec<usize>,
+        /// The array's rank.
+        rank: usize,
+    },
 }
 
 /// A dense, row-major f32 array (NCHW for images and feature maps, `[N, K]` for logits).
@@ -127,6 +135,46 @@ impl Array {
         Self::new(shape, data)
     }
 
+    /// The axes reordered (NumPy's `transpose`): output axis `i` is input axis `perm[i]`.
+    /// `perm` must be a permutation of the axes.
+    pub fn permuted(&self, perm: &[usize]) -> Result<Self, ArrayError> {
+        let rank = self.shape.len();
+        let bad = || ArrayError::BadPermutation {
+            perm: perm.to_vec(),
+            rank,
+        };
+        let mut seen = vec![false; rank];
+        for &p in perm {
+            if p >= rank || std::mem::replace(&mut seen[p], true) {
+                return Err(bad());
+            }
+        }
+        if perm.len() != rank {
+            return Err(bad());
+        }
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape[p]).collect();
+        // Row-major strides of the input, read in output order.
+        let mut strides = vec![1usize; rank];
+        for i in (0..rank.saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * self.shape[i + 1];
+        }
+        let src: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+        let mut data = Vec::with_capacity(self.data.len());
+        let mut idx = vec![0usize; rank];
+        for _ in 0..self.data.len() {
+            let off: usize = idx.iter().zip(&src).map(|(i, s)| i * s).sum();
+            data.push(self.data[off]);
+            for ax in (0..rank).rev() {
+                idx[ax] += 1;
+                if idx[ax] < shape[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        Self::new(shape, data)
+    }
+
     /// Whether every value is finite.
     pub fn all_finite(&self) -> bool {
         self.data.iter().all(|v| v.is_finite())
@@ -197,5 +245,34 @@ mod tests {
         assert_eq!(top_k(&[0.1, 0.5, 0.2], 2), vec![(1, 0.5), (2, 0.2)]);
         let p = softmax(&[1000.0, 1000.0]);
         assert!((p[0] - 0.5).abs() < 1e-6);
+    }
+}
+
+#[cfg(test)]
+mod permute_tests {
+    use super::*;
+
+    #[test]
+    fn permuted_moves_axes_like_numpy_transpose() {
+        // [2, 3] → [3, 2].
+        let a = Array::new(vec![2, 3], vec![0., 1., 2., 3., 4., 5.]).unwrap();
+        let t = a.permuted(&[1, 0]).unwrap();
+        assert_eq!(t.shape(), &[3, 2]);
+        assert_eq!(t.data(), &[0., 3., 1., 4., 2., 5.]);
+        // HWIO [1, 2, 2, 3] → OIHW [3, 2, 1, 2]: element (h, w, i, o) lands at (o, i, h, w).
+        let hwio = Array::new(vec![1, 2, 2, 3], (0..12).map(|v| v as f32).collect()).unwrap();
+        let oihw = hwio.permuted(&[3, 2, 0, 1]).unwrap();
+        assert_eq!(oihw.shape(), &[3, 2, 1, 2]);
+        let at = |o: usize, i: usize, w: usize| oihw.data()[(o * 2 + i) * 2 + w];
+        let src = |w: usize, i: usize, o: usize| hwio.data()[(w * 2 + i) * 3 + o];
+        for o in 0..3 {
+            for i in 0..2 {
+                for w in 0..2 {
+                    assert_eq!(at(o, i, w), src(w, i, o));
+                }
+            }
+        }
+        assert!(a.permuted(&[0, 0]).is_err());
+        assert!(a.permuted(&[0]).is_err());
     }
 }

@@ -19,10 +19,9 @@ use advlens::engine::cpu::CpuEngine;
 use advlens::engine::gpu::kernels::Shader;
 use advlens::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
-use advlens::model::builder::{ConvSpec, GraphBuilder};
 use advlens::model::resnet::{BlockKind, StemKind};
 use advlens::model::{DenoiseVariant, Network, Placement};
-use common::{random_images, randomize_weights, randomized, tiny_config};
+use common::{random_images, randomized, tiny_config};
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -221,39 +220,11 @@ fn bottleneck_blocks_and_imagenet_stem() {
 
 #[test]
 fn pooling_relu6_grouped_and_depthwise_convs() {
-    let mut b = GraphBuilder::new([3, 11, 10], 4);
-    let x = b
-        .normalize(
-            b.input(),
-            vec![2, 1, 0],
-            vec![0.5, 0.4, 0.3],
-            vec![0.5, 0.6, 0.7],
-        )
-        .unwrap();
-    let x = b.conv("conv0", x, ConvSpec::new(6, 3, 2)).unwrap();
-    let x = b.bn("conv0/bn", x, false).unwrap();
-    let x = b.relu6("conv0/relu6", x);
-    let x = b.pool("pool_max", x, 3, 2, true).unwrap();
-    let x = b
-        .conv("grouped", x, ConvSpec::new(6, 3, 1).groups(3))
-        .unwrap();
-    let x = b
-        .conv("depthwise", x, ConvSpec::new(6, 5, 2).groups(6))
-        .unwrap();
-    let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
-    let x = b.global_avg_pool("gap", x).unwrap();
-    let x = b.linear("linear", x, 4).unwrap();
-    let graph = b.finish(x).unwrap();
-    let weights = advlens::model::init::initialise(&graph, 5);
-    let mut net = Network {
-        config: advlens::zoo::default_config(),
-        class_names: (0..4).map(|k| k.to_string()).collect(),
-        graph,
-        weights,
-        metadata: Default::default(),
-    };
-    randomize_weights(&mut net, 5);
-    check_network(net, 3, "pooling graph");
+    check_network(
+        common::pooling_graph([3, 11, 10], (5, 2), 5),
+        3,
+        "pooling graph",
+    );
 }
 
 #[test]

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use advlens::array::Array;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, ForwardOptions, Loss};
-use advlens::model::builder::{ConvSpec, GraphBuilder};
 use advlens::model::{DenoiseVariant, Network, Placement};
-use common::{random_images, randomize_weights, randomized};
+use common::{random_images, randomized};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -110,39 +109,10 @@ fn dot_product_in_both_channel_forms() {
 
 #[test]
 fn pooling_relu6_and_channel_reordering() {
-    // A graph with the node types the resnet family does not use: BGR-style reordering, ReLU6,
-    // max and average pooling with SAME padding and stride 2, a grouped and a depthwise conv.
-    let mut b = GraphBuilder::new([3, 9, 9], 4);
-    let x = b
-        .normalize(
-            b.input(),
-            vec![2, 1, 0],
-            vec![0.5, 0.4, 0.3],
-            vec![0.5, 0.6, 0.7],
-        )
-        .unwrap();
-    let x = b.conv("conv0", x, ConvSpec::new(6, 3, 2)).unwrap();
-    let x = b.bn("conv0/bn", x, false).unwrap();
-    let x = b.relu6("conv0/relu6", x);
-    let x = b.pool("pool_max", x, 3, 2, true).unwrap();
-    let x = b
-        .conv("grouped", x, ConvSpec::new(6, 3, 1).groups(3))
-        .unwrap();
-    let x = b
-        .conv("depthwise", x, ConvSpec::new(6, 3, 1).groups(6))
-        .unwrap();
-    let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
-    let x = b.global_avg_pool("gap", x).unwrap();
-    let x = b.linear("linear", x, 4).unwrap();
-    let graph = b.finish(x).unwrap();
-    let weights = advlens::model::init::initialise(&graph, 5);
-    let mut net = Network {
-        config: advlens::zoo::default_config(),
-        class_names: (0..4).map(|k| k.to_string()).collect(),
-        graph,
-        weights,
-        metadata: Default::default(),
-    };
-    randomize_weights(&mut net, 5);
-    check_network(net, false, "pooling graph");
+    // Reordering, ReLU6, max/avg pooling, grouped and depthwise convs (see common).
+    check_network(
+        common::pooling_graph([3, 9, 9], (3, 1), 5),
+        false,
+        "pooling graph",
+    );
 }

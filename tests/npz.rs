@@ -96,6 +96,11 @@ fn released_layouts_have_the_reference_array_counts() {
             .sum();
         assert_eq!((g.params.len(), total), (arrays, floats), "{cfg:?}");
     }
+    // The library's named layouts are these configurations.
+    let named = advlens::model::tensorpack::released;
+    assert_eq!(named("r152").unwrap(), r152());
+    assert_eq!(named("r152-denoise").unwrap(), r152_denoise());
+    assert_eq!(named("x101-denoise-all").unwrap(), x101_denoise_all());
     let x = x101_denoise_all().build().unwrap();
     let w = &x
         .params

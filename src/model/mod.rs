@@ -183,6 +183,30 @@ impl Network {
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
+    /// Batch norm `prefix` in inference mode folded into a per-channel `(scale, shift)`:
+    /// `gamma·(x − mean)/√(var + eps) + beta = scale·x + shift`.
+    pub fn folded_batch_norm(
+        &self,
+        prefix: &str,
+        eps: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let [g, b, m, v] = graph::bn_param_names(prefix);
+        let (g, b, m, v) = (
+            self.param(&g)?.data(),
+            self.param(&b)?.data(),
+            self.param(&m)?.data(),
+            self.param(&v)?.data(),
+        );
+        let scale: Vec<f32> = g.iter().zip(v).map(|(g, v)| g / (v + eps).sqrt()).collect();
+        let shift = b
+            .iter()
+            .zip(m)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Ok((scale, shift))
+    }
+
     /// The model's evaluation resize (shorter side, before a centre crop), if it has one.
     pub fn eval_resize(&self) -> Option<usize> {
         match &self.config {

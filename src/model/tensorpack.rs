@@ -160,35 +160,12 @@ pub fn recognise(arrays: &BTreeMap<String, Array>) -> Result<Recognised, ModelEr
 /// Converts tensorpack layouts to the ones the architecture description uses: 4-D kernels
 /// HWIO → OIHW, the classifier `[in, out]` → `[out, in]`.
 pub fn convert(key: &str, a: Array) -> Result<Array, ModelError> {
-    let s = a.shape().to_vec();
-    if key.ends_with("/W") && s.len() == 4 {
-        let [kh, kw, ci, co] = [s[0], s[1], s[2], s[3]];
-        let src = a.data();
-        let mut out = vec![0f32; src.len()];
-        for y in 0..kh {
-            for x in 0..kw {
-                for i in 0..ci {
-                    for o in 0..co {
-                        out[((o * ci + i) * kh + y) * kw + x] =
-                            src[((y * kw + x) * ci + i) * co + o];
-                    }
-                }
-            }
-        }
-        return Array::new(vec![co, ci, kh, kw], out).map_err(|e| bad(e.to_string()));
+    match a.shape().len() {
+        4 if key.ends_with("/W") => a.permuted(&[3, 2, 0, 1]),
+        2 if key == "linear/W" => a.permuted(&[1, 0]),
+        _ => return Ok(a),
     }
-    if key == "linear/W" && s.len() == 2 {
-        let (i, o) = (s[0], s[1]);
-        let src = a.data();
-        let mut out = vec![0f32; src.len()];
-        for r in 0..i {
-            for c in 0..o {
-                out[c * i + r] = src[r * o + c];
-            }
-        }
-        return Array::new(vec![o, i], out).map_err(|e| bad(e.to_string()));
-    }
-    Ok(a)
+    .map_err(|e| bad(e.to_string()))
 }
 
 /// The released layouts, by name: `r152`, `r152-denoise`, `x101-denoise-all` (also at other
@@ -239,34 +216,12 @@ pub fn released(name: &str) -> Option<ResnetDenoiseConfig> {
 
 /// The inverse of [`convert`]: a parameter in tensorpack's layout (for writing `.npz` files).
 pub fn to_tensorpack(key: &str, a: &Array) -> Result<Array, ModelError> {
-    let s = a.shape().to_vec();
-    let src = a.data();
-    if s.len() == 4 {
-        let [o, ci, kh, kw] = [s[0], s[1], s[2], s[3]];
-        let mut out = vec![0f32; src.len()];
-        for oo in 0..o {
-            for i in 0..ci {
-                for y in 0..kh {
-                    for x in 0..kw {
-                        out[((y * kw + x) * ci + i) * o + oo] =
-                            src[((oo * ci + i) * kh + y) * kw + x];
-                    }
-                }
-            }
-        }
-        return Array::new(vec![kh, kw, ci, o], out).map_err(|e| bad(e.to_string()));
+    match a.shape().len() {
+        4 => a.permuted(&[2, 3, 1, 0]),
+        2 if key == "linear/W" => a.permuted(&[1, 0]),
+        _ => return Ok(a.clone()),
     }
-    if key == "linear/W" && s.len() == 2 {
-        let (o, i) = (s[0], s[1]);
-        let mut out = vec![0f32; src.len()];
-        for r in 0..o {
-            for c in 0..i {
-                out[c * o + r] = src[r * i + c];
-            }
-        }
-        return Array::new(vec![i, o], out).map_err(|e| bad(e.to_string()));
-    }
-    Ok(a.clone())
+    .map_err(|e| bad(e.to_string()))
 }
 
 /// Opens a tensorpack `.npz`, recognises it and builds the network.

@@ -60,6 +60,47 @@ pub fn randomize_weights(net: &mut Network, seed: u64) {
     }
 }
 
+/// A graph with the node types the resnet family does not use: BGR-style reordering, ReLU6,
+/// max and average pooling with SAME padding and stride 2, a grouped conv and a depthwise conv
+/// (`depthwise` = kernel, stride), on a `[3, H, W]` input with 4 classes, every weight random.
+pub fn pooling_graph(input: [usize; 3], depthwise: (usize, usize), seed: u64) -> Network {
+    use advlens::model::builder::{ConvSpec, GraphBuilder};
+    let mut b = GraphBuilder::new(input, 4);
+    let x = b
+        .normalize(
+            b.input(),
+            vec![2, 1, 0],
+            vec![0.5, 0.4, 0.3],
+            vec![0.5, 0.6, 0.7],
+        )
+        .unwrap();
+    let x = b.conv("conv0", x, ConvSpec::new(6, 3, 2)).unwrap();
+    let x = b.bn("conv0/bn", x, false).unwrap();
+    let x = b.relu6("conv0/relu6", x);
+    let x = b.pool("pool_max", x, 3, 2, true).unwrap();
+    let x = b
+        .conv("grouped", x, ConvSpec::new(6, 3, 1).groups(3))
+        .unwrap();
+    let (k, stride) = depthwise;
+    let x = b
+        .conv("depthwise", x, ConvSpec::new(6, k, stride).groups(6))
+        .unwrap();
+    let x = b.pool("pool_avg", x, 3, 1, false).unwrap();
+    let x = b.global_avg_pool("gap", x).unwrap();
+    let x = b.linear("linear", x, 4).unwrap();
+    let graph = b.finish(x).unwrap();
+    let weights = advlens::model::init::initialise(&graph, seed);
+    let mut net = Network {
+        config: advlens::zoo::default_config(),
+        class_names: (0..4).map(|k| k.to_string()).collect(),
+        graph,
+        weights,
+        metadata: Default::default(),
+    };
+    randomize_weights(&mut net, seed);
+    net
+}
+
 /// Uniform random images in [0, 1].
 pub fn random_images(n: usize, chw: [usize; 3], seed: u64) -> Array {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -11,7 +11,7 @@ use super::denoise;
 use super::gemm::{MatMut, MatRef, Threads, gemm};
 use super::nonlocal::NonLocal;
 use super::pool::PoolOp;
-use crate::model::graph::{Graph, NodeId, Op, bn_param_names};
+use crate::model::graph::{Graph, NodeId, Op};
 use crate::model::{DenoiseVariant, Network};
 
 type R<T> = candle_core::Result<T>;
@@ -98,19 +98,9 @@ fn prepare(net: &Network) -> R<Vec<Prepared>> {
                 op: node.op.clone(),
             },
             Op::BatchNorm { prefix, eps, .. } => {
-                let [g, b, m, v] = bn_param_names(prefix);
-                let (g, b, m, v) = (p(&g)?, p(&b)?, p(&m)?, p(&v)?);
-                let scale: Vec<f32> = g
-                    .iter()
-                    .zip(&v)
-                    .map(|(g, v)| g / (v + eps).sqrt())
-                    .collect();
-                let shift = b
-                    .iter()
-                    .zip(&m)
-                    .zip(&scale)
-                    .map(|((b, m), s)| b - m * s)
-                    .collect();
+                let (scale, shift) = net
+                    .folded_batch_norm(prefix, *eps)
+                    .map_err(|e| err(e.to_string()))?;
                 Prepared::Affine { scale, shift }
             }
             Op::Linear {

@@ -32,6 +32,11 @@ fn gpu_err(message: impl Into<String>) -> EngineError {
     }
 }
 
+/// Joins per-chunk results along the batch.
+fn concat(parts: Vec<Array>) -> R<Array> {
+    Array::concat(&parts).map_err(|e| gpu_err(e.to_string()))
+}
+
 /// The wgpu-based engine.
 pub struct GpuEngine {
     net: Arc<Network>,
@@ -144,9 +149,9 @@ impl GpuEngine {
         Array::new(shape, data).map_err(|e| gpu_err(e.to_string()))
     }
 
-    /// Runs the forward pass on `x` and returns the logits, the requested taps and the plan.
+    /// Runs the forward pass on `x` (already checked) and returns the logits and the requested
+    /// taps.
     fn run_forward(&mut self, x: &Array, opts: &ForwardOptions) -> R<Forward> {
-        check_input(&self.net, x)?;
         let taps = resolve_taps(&self.net, &opts.taps)?;
         let n = x.batch();
         let net = self.net.clone();
@@ -198,13 +203,12 @@ impl Engine for GpuEngine {
             let idx: Vec<usize> = r.collect();
             parts.push(self.run_forward(&x.select(&idx), opts)?);
         }
-        let cat = |v: Vec<Array>| Array::concat(&v).map_err(|e| gpu_err(e.to_string()));
-        let logits = cat(parts.iter().map(|p| p.logits.clone()).collect())?;
+        let logits = concat(parts.iter().map(|p| p.logits.clone()).collect())?;
         let mut taps = Vec::new();
         for (t, (name, _)) in parts[0].taps.iter().enumerate() {
             taps.push((
                 name.clone(),
-                cat(parts.iter().map(|p| p.taps[t].1.clone()).collect())?,
+                concat(parts.iter().map(|p| p.taps[t].1.clone()).collect())?,
             ));
         }
         Ok(Forward { logits, taps })
@@ -225,11 +229,10 @@ impl Engine for GpuEngine {
             losses.extend(g.loss);
             grads.push(g.grad);
         }
-        let cat = |v: Vec<Array>| Array::concat(&v).map_err(|e| gpu_err(e.to_string()));
         Ok(Gradient {
-            logits: cat(logits)?,
+            logits: concat(logits)?,
             loss: losses,
-            grad: cat(grads)?,
+            grad: concat(grads)?,
         })
     }
 
@@ -257,6 +260,7 @@ impl GpuEngine {
         cancelled: &dyn Fn() -> bool,
     ) -> R<FusedOutcome> {
         check_input(&self.net, x)?;
+        check_input(&self.net, start)?;
         let chunks = self.chunks(x.batch());
         if chunks.len() == 1 {
             return self.fused(x, start, classes, spec, opts, cancelled);
@@ -280,7 +284,7 @@ impl GpuEngine {
             }
         }
         Ok(FusedOutcome {
-            x_adv: Array::concat(&advs).map_err(|e| gpu_err(e.to_string()))?,
+            x_adv: concat(advs)?,
             steps,
         })
     }
@@ -316,7 +320,8 @@ impl GpuEngine {
     }
 
     /// The iterative attack loop on the device: `spec.steps` updates from `start`, recording the
-    /// loss, logits and distances at every step, reading back only at the end.
+    /// loss, logits and distances at every step, reading back only at the end. `x` and `start`
+    /// are checked by the caller.
     fn fused(
         &mut self,
         x: &Array,
@@ -326,8 +331,6 @@ impl GpuEngine {
         opts: &ForwardOptions,
         cancelled: &dyn Fn() -> bool,
     ) -> R<FusedOutcome> {
-        check_input(&self.net, x)?;
-        check_input(&self.net, start)?;
         let n = x.batch();
         let k = self.net.num_classes();
         if start.shape() != x.shape() || classes.len() != n {

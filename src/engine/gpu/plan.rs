@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt as _;
 
 use super::kernels::{Dispatch, Kernels, Shader, f, grid};
 use crate::engine::EngineError;
-use crate::model::graph::{Graph, NodeId, Op, bn_param_names};
+use crate::model::graph::{Graph, NodeId, Op};
 use crate::model::{DenoiseVariant, Network};
 
 type R<T> = Result<T, EngineError>;
@@ -88,19 +88,9 @@ impl DeviceParams {
                     },
                 },
                 Op::BatchNorm { prefix, eps, .. } => {
-                    let [g, b, m, v] = bn_param_names(prefix);
-                    let (g, b, m, v) = (p(&g)?, p(&b)?, p(&m)?, p(&v)?);
-                    let scale: Vec<f32> = g
-                        .iter()
-                        .zip(&v)
-                        .map(|(g, v)| g / (v + eps).sqrt())
-                        .collect();
-                    let shift: Vec<f32> = b
-                        .iter()
-                        .zip(&m)
-                        .zip(&scale)
-                        .map(|((b, m), s)| b - m * s)
-                        .collect();
+                    let (scale, shift) = net
+                        .folded_batch_norm(prefix, *eps)
+                        .map_err(|e| gpu_err(e.to_string()))?;
                     let mut aux = scale;
                     aux.extend(shift);
                     Params::Aux(upload(device, prefix, &aux))
@@ -191,6 +181,8 @@ impl Mm {
 /// Per-node scratch on the device (denoise blocks only).
 #[derive(Default)]
 struct Scratch {
+    /// Embedding width `d` of θ and φ (the channel count when the variant has no embedding).
+    dim: usize,
     /// Embeddings θ, φ (`[n, d, P]`).
     theta: Option<wgpu::Buffer>,
     phi: Option<wgpu::Buffer>,
@@ -295,17 +287,16 @@ impl Plan {
                 let [c, h, w] = chw(&node.shape)?;
                 let pp = h * w;
                 let d = match theta {
-                    Some(_) => {
-                        let id = theta.as_deref().unwrap_or_default();
-                        net.param(id)
-                            .map_err(|e| gpu_err(e.to_string()))?
-                            .shape()
-                            .first()
-                            .copied()
-                            .unwrap_or(c)
-                    }
+                    Some(t) => net
+                        .param(t)
+                        .map_err(|e| gpu_err(e.to_string()))?
+                        .shape()
+                        .first()
+                        .copied()
+                        .unwrap_or(c),
                     None => c,
                 };
+                s.dim = d;
                 let buf = |what: &str, len: usize| {
                     storage(device, &format!("{}/{what}", node.name), len, limit).map(Some)
                 };
@@ -361,7 +352,6 @@ impl Plan {
                     plan: &plan,
                     alias: &alias,
                     n,
-                    net,
                 };
                 fwd.extend(rec.forward(i)?);
                 let mut b = rec.backward(i)?;
@@ -429,7 +419,6 @@ struct Recorder<'a> {
     plan: &'a Plan,
     alias: &'a [NodeId],
     n: usize,
-    net: &'a Network,
 }
 
 impl Recorder<'_> {
@@ -464,6 +453,28 @@ impl Recorder<'_> {
             "main",
             &p.words(),
             &[Some(a), Some(b), Some(c), bias],
+            groups,
+        )
+    }
+
+    /// A row softmax launch (`shaders/softmax.wgsl`) over `rows` rows of `cols` scores scaled by
+    /// 1/√d.
+    fn softmax(
+        &mut self,
+        entry: &'static str,
+        rows: usize,
+        cols: usize,
+        d: usize,
+        scores: &wgpu::Buffer,
+        prob: &wgpu::Buffer,
+    ) -> R<Dispatch> {
+        let words = [rows as u32, cols as u32, f(1.0 / (d as f32).sqrt()), 0];
+        let groups = [rows.clamp(1, 65_535) as u32, 1, 1];
+        self.kernels.dispatch(
+            Shader::Softmax,
+            entry,
+            &words,
+            &[Some(scores), Some(prob)],
             groups,
         )
     }
@@ -607,9 +618,8 @@ impl Recorder<'_> {
                 )?);
             }
             (Op::MaxPool { .. } | Op::AvgPool { .. }, _) => {
-                let (words, total) = self.pool_words(i)?;
+                let (words, _) = self.pool_words(i)?;
                 let x = &plan.values[self.input(i, 0)?];
-                let _ = total;
                 v.push(self.kernels.dispatch(
                     Shader::Pool,
                     "pool_forward",
@@ -698,18 +708,6 @@ impl Recorder<'_> {
         Ok((words, planes * h * w))
     }
 
-    fn embedding_dim(&self, theta: Option<&wgpu::Buffer>, i: NodeId, c: usize) -> usize {
-        match (&self.graph.nodes[i].op, theta) {
-            (Op::DenoiseOp { theta: Some(t), .. }, Some(_)) => self
-                .net
-                .param(t)
-                .ok()
-                .and_then(|a| a.shape().first().copied())
-                .unwrap_or(c),
-            _ => c,
-        }
-    }
-
     fn need<'b>(b: &'b Option<wgpu::Buffer>, what: &str) -> R<&'b wgpu::Buffer> {
         b.as_ref()
             .ok_or_else(|| gpu_err(format!("denoise scratch {what} missing")))
@@ -767,7 +765,7 @@ impl Recorder<'_> {
         let mut v = Vec::new();
         match variant {
             DenoiseVariant::NonlocalGaussian | DenoiseVariant::GaussianNoEmbed => {
-                let d = self.embedding_dim(theta, i, c);
+                let d = s.dim;
                 let (th, ph) = match (theta, phi) {
                     (Some(wt), Some(wp)) => {
                         let (tb, pb) = (Self::need(&s.theta, "theta")?, Self::need(&s.phi, "phi")?);
@@ -789,15 +787,7 @@ impl Recorder<'_> {
                     [pp * pp, 0, pp, 1],
                 );
                 v.push(self.mm(p, n, th, ph, scores, None)?);
-                let words = [(n * pp) as u32, pp as u32, f(1.0 / (d as f32).sqrt()), 0];
-                let groups = [(n * pp).clamp(1, 65_535) as u32, 1, 1];
-                v.push(self.kernels.dispatch(
-                    Shader::Softmax,
-                    "softmax_forward",
-                    &words,
-                    &[Some(scores), Some(prob)],
-                    groups,
-                )?);
+                v.push(self.softmax("softmax_forward", n * pp, pp, d, scores, prob)?);
                 // y = x·Aᵀ: [C, P] per image.
                 let p = Mm::plain(
                     c,
@@ -851,7 +841,7 @@ impl Recorder<'_> {
                 let (Some(wt), Some(wp)) = (theta, phi) else {
                     return Err(gpu_err("bilateral denoise without embeddings"));
                 };
-                let d = self.embedding_dim(theta, i, c);
+                let d = s.dim;
                 let (tb, pb) = (Self::need(&s.theta, "theta")?, Self::need(&s.phi, "phi")?);
                 let wts = Self::need(&s.saved, "weights")?;
                 v.push(self.embed(wt, x, tb, c, d, pp)?);
@@ -1019,10 +1009,9 @@ impl Recorder<'_> {
         let dy = &plan.grads[i];
         let s = &plan.scratch[i];
         let mut v = Vec::new();
-        let per = |rows: usize, cols: usize| rows * cols;
         match variant {
             DenoiseVariant::NonlocalGaussian | DenoiseVariant::GaussianNoEmbed => {
-                let d = self.embedding_dim(theta, i, c);
+                let d = s.dim;
                 let prob = Self::need(&s.saved, "attention")?;
                 let ds = Self::need(&s.work, "scores")?;
                 // dX += dY·A.
@@ -1030,9 +1019,9 @@ impl Recorder<'_> {
                     c,
                     pp,
                     pp,
-                    [per(c, pp), 0, pp, 1],
-                    [per(pp, pp), 0, pp, 1],
-                    [per(c, pp), 0, pp, 1],
+                    [c * pp, 0, pp, 1],
+                    [pp * pp, 0, pp, 1],
+                    [c * pp, 0, pp, 1],
                 );
                 p.beta = 1.0;
                 v.push(self.mm(p, n, dy, prob, gx, None)?);
@@ -1041,36 +1030,28 @@ impl Recorder<'_> {
                     pp,
                     pp,
                     c,
-                    [per(c, pp), 0, 1, pp],
-                    [per(c, pp), 0, pp, 1],
-                    [per(pp, pp), 0, pp, 1],
+                    [c * pp, 0, 1, pp],
+                    [c * pp, 0, pp, 1],
+                    [pp * pp, 0, pp, 1],
                 );
                 v.push(self.mm(p, n, dy, x, ds, None)?);
-                let words = [(n * pp) as u32, pp as u32, f(1.0 / (d as f32).sqrt()), 0];
-                let groups = [(n * pp).clamp(1, 65_535) as u32, 1, 1];
-                v.push(self.kernels.dispatch(
-                    Shader::Softmax,
-                    "softmax_backward",
-                    &words,
-                    &[Some(ds), Some(prob)],
-                    groups,
-                )?);
+                v.push(self.softmax("softmax_backward", n * pp, pp, d, ds, prob)?);
                 // dθ = φ·dSᵀ and dφ = θ·dS ([d, P] each).
                 let dt_p = Mm::plain(
                     d,
                     pp,
                     pp,
-                    [per(d, pp), 0, pp, 1],
-                    [per(pp, pp), 0, 1, pp],
-                    [per(d, pp), 0, pp, 1],
+                    [d * pp, 0, pp, 1],
+                    [pp * pp, 0, 1, pp],
+                    [d * pp, 0, pp, 1],
                 );
                 let dp_p = Mm::plain(
                     d,
                     pp,
                     pp,
-                    [per(d, pp), 0, pp, 1],
-                    [per(pp, pp), 0, pp, 1],
-                    [per(d, pp), 0, pp, 1],
+                    [d * pp, 0, pp, 1],
+                    [pp * pp, 0, pp, 1],
+                    [d * pp, 0, pp, 1],
                 );
                 match (theta, phi) {
                     (Some(wt), Some(wp)) => {
@@ -1087,8 +1068,8 @@ impl Recorder<'_> {
                             pp,
                             d,
                             [0, 0, 1, c],
-                            [per(d, pp), 0, pp, 1],
-                            [per(c, pp), 0, pp, 1],
+                            [d * pp, 0, pp, 1],
+                            [c * pp, 0, pp, 1],
                         );
                         p.beta = 1.0;
                         v.push(self.mm(p, n, wt, dtb, gx, None)?);
@@ -1112,9 +1093,9 @@ impl Recorder<'_> {
                     c,
                     pp,
                     c,
-                    [per(c, c), 0, c, 1],
-                    [per(c, pp), 0, pp, 1],
-                    [per(c, pp), 0, pp, 1],
+                    [c * c, 0, c, 1],
+                    [c * pp, 0, pp, 1],
+                    [c * pp, 0, pp, 1],
                 );
                 p.alpha = inv;
                 p.beta = 1.0;
@@ -1123,23 +1104,23 @@ impl Recorder<'_> {
                     c,
                     c,
                     pp,
-                    [per(c, pp), 0, pp, 1],
-                    [per(c, pp), 0, 1, pp],
-                    [per(c, c), 0, c, 1],
+                    [c * pp, 0, pp, 1],
+                    [c * pp, 0, 1, pp],
+                    [c * c, 0, c, 1],
                 );
                 v.push(self.mm(p, n, dy, x, e, None)?);
                 let mut p = Mm::plain(
                     c,
                     pp,
                     c,
-                    [per(c, c), 0, c, 1],
-                    [per(c, pp), 0, pp, 1],
-                    [per(c, pp), 0, pp, 1],
+                    [c * c, 0, c, 1],
+                    [c * pp, 0, pp, 1],
+                    [c * pp, 0, pp, 1],
                 );
                 p.alpha = inv;
                 p.beta = 1.0;
                 v.push(self.mm(p, n, e, x, gx, None)?);
-                p.a = [per(c, c), 0, 1, c];
+                p.a = [c * c, 0, 1, c];
                 v.push(self.mm(p, n, e, x, gx, None)?);
             }
             DenoiseVariant::Mean | DenoiseVariant::Median => {
@@ -1161,7 +1142,7 @@ impl Recorder<'_> {
                 let (Some(wt), Some(wp)) = (theta, phi) else {
                     return Err(gpu_err("bilateral denoise without embeddings"));
                 };
-                let d = self.embedding_dim(theta, i, c);
+                let d = s.dim;
                 let (tb, pb) = (Self::need(&s.theta, "theta")?, Self::need(&s.phi, "phi")?);
                 let (dtb, dpb) = (
                     Self::need(&s.dtheta, "dtheta")?,
@@ -1206,8 +1187,8 @@ impl Recorder<'_> {
                     pp,
                     d,
                     [0, 0, 1, c],
-                    [per(d, pp), 0, pp, 1],
-                    [per(c, pp), 0, pp, 1],
+                    [d * pp, 0, pp, 1],
+                    [c * pp, 0, pp, 1],
                 );
                 p.beta = 1.0;
                 v.push(self.mm(p, n, wt, dtb, gx, None)?);
