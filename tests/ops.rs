@@ -51,6 +51,10 @@ fn conv_op_matches_candle_forward_and_both_gradients() {
         (1, 64, 6, 64, 3, 1, 32),
         (2, 6, 7, 6, 3, 2, 6),
         (1, 4, 9, 4, 5, 2, 4),
+        // A kernel wider than the map: some kernel columns see only padding.
+        (2, 4, 2, 4, 5, 1, 4),
+        (1, 3, 1, 5, 5, 1, 1),
+        (1, 3, 2, 5, 7, 2, 1),
     ];
     for (i, &(n, c, s, o, k, stride, groups)) in cases.iter().enumerate() {
         let x = rand_tensor(&[n, c, s, s], i as u64);

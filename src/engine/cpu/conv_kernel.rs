@@ -205,6 +205,10 @@ fn im2col_channel_rows(g: &ConvGeom, plane: &[f32], rows: &mut [f32], oy0: usize
                 let src = &plane[iy * g.w..][..g.w];
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
+                if lo == hi {
+                    // This kernel column sees only padding (a wide kernel on a narrow map).
+                    continue;
+                }
                 if g.stride == 1 {
                     let x0 = lo + kx - g.pads[2];
                     dst[lo..hi].copy_from_slice(&src[x0..x0 + (hi - lo)]);
@@ -282,6 +286,9 @@ fn col2im_channel(g: &ConvGeom, rows: &[f32], plane: &mut [f32]) {
         for kx in 0..g.kw {
             let row = &rows[(ky * g.kw + kx) * ohw..][..ohw];
             let (lo, hi) = g.valid_cols(kx);
+            if lo == hi {
+                continue;
+            }
             for oy in 0..g.oh {
                 let Some(iy) = g.in_row(oy, ky) else {
                     continue;
