@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
+use super::zip::{self, ZipError};
 use crate::array::Array;
 
 /// Why an `.npy` or `.npz` file cannot be read.
@@ -33,130 +34,15 @@ pub enum NpzError {
 /// The most values one archive may hold (4 G floats, 16 GB): a guard against absurd headers.
 pub const MAX_VALUES: usize = 4 << 30;
 
-/// One entry of the zip central directory.
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    method: u16,
-    compressed: u64,
-    size: u64,
-    offset: u64,
-}
-
-fn zip_err(m: impl Into<String>) -> NpzError {
-    NpzError::Zip(m.into())
-}
-
-fn u16_at(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[i], b[i + 1]])
-}
-
-fn u32_at(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn read_at<R: Read + Seek>(r: &mut R, offset: u64, len: usize) -> Result<Vec<u8>, NpzError> {
-    r.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf)
-        .map_err(|_| zip_err("the file ends inside a zip record (truncated?)"))?;
-    Ok(buf)
-}
-
-/// Reads the central directory.
-fn directory<R: Read + Seek>(r: &mut R, file_len: u64) -> Result<Vec<Entry>, NpzError> {
-    // The end-of-central-directory record is in the last 22 + 65535 bytes.
-    let tail_len = file_len.min(22 + 65_535) as usize;
-    if tail_len < 22 {
-        return Err(zip_err("file too short"));
+fn zip_err(e: ZipError, key: &str) -> NpzError {
+    match e {
+        ZipError::Io(e) => NpzError::Io(e),
+        ZipError::Format(m) => NpzError::Zip(m),
+        ZipError::Entry { reason, .. } => NpzError::Array {
+            name: key.into(),
+            reason,
+        },
     }
-    let tail = read_at(r, file_len - tail_len as u64, tail_len)?;
-    let eocd = (0..=tail_len - 22)
-        .rev()
-        .find(|&i| u32_at(&tail, i) == 0x0605_4b50)
-        .ok_or_else(|| {
-            zip_err("no end-of-central-directory record (not a zip file, or truncated)")
-        })?;
-    let mut count = u16_at(&tail, eocd + 10) as u64;
-    let mut cd_size = u32_at(&tail, eocd + 12) as u64;
-    let mut cd_offset = u32_at(&tail, eocd + 16) as u64;
-    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-        // Zip64: a locator just before the record points at the zip64 end record.
-        let loc = eocd
-            .checked_sub(20)
-            .filter(|&l| u32_at(&tail, l) == 0x0706_4b50)
-            .ok_or_else(|| zip_err("zip64 locator missing"))?;
-        let rec_off = u64_at(&tail, loc + 8);
-        let rec = read_at(r, rec_off, 56)?;
-        if u32_at(&rec, 0) != 0x0606_4b50 {
-            return Err(zip_err("zip64 end record missing"));
-        }
-        count = u64_at(&rec, 32);
-        cd_size = u64_at(&rec, 40);
-        cd_offset = u64_at(&rec, 48);
-    }
-    if cd_offset.saturating_add(cd_size) > file_len || cd_size > 256 << 20 {
-        return Err(zip_err("central directory out of bounds"));
-    }
-    let cd = read_at(r, cd_offset, cd_size as usize)?;
-    let mut entries = Vec::new();
-    let mut i = 0usize;
-    for _ in 0..count {
-        if i + 46 > cd.len() || u32_at(&cd, i) != 0x0201_4b50 {
-            return Err(zip_err("broken central directory"));
-        }
-        let flags = u16_at(&cd, i + 8);
-        let method = u16_at(&cd, i + 10);
-        let mut compressed = u32_at(&cd, i + 20) as u64;
-        let mut size = u32_at(&cd, i + 24) as u64;
-        let name_len = u16_at(&cd, i + 28) as usize;
-        let extra_len = u16_at(&cd, i + 30) as usize;
-        let comment_len = u16_at(&cd, i + 32) as usize;
-        let mut offset = u32_at(&cd, i + 42) as u64;
-        let end = i + 46 + name_len + extra_len + comment_len;
-        if end > cd.len() {
-            return Err(zip_err("broken central directory entry"));
-        }
-        if flags & 1 != 0 {
-            return Err(zip_err("encrypted entries are not supported"));
-        }
-        let name = String::from_utf8_lossy(&cd[i + 46..i + 46 + name_len]).into_owned();
-        // Zip64 extended information: the 64-bit values, in order, for the fields set to ~0.
-        let mut extra = &cd[i + 46 + name_len..i + 46 + name_len + extra_len];
-        while extra.len() >= 4 {
-            let id = u16_at(extra, 0);
-            let len = u16_at(extra, 2) as usize;
-            let body = extra.get(4..4 + len).unwrap_or_default();
-            if id == 0x0001 {
-                let mut k = 0;
-                let mut next = |v: &mut u64| {
-                    if *v == 0xFFFF_FFFF && k + 8 <= body.len() {
-                        *v = u64_at(body, k);
-                        k += 8;
-                    }
-                };
-                next(&mut size);
-                next(&mut compressed);
-                next(&mut offset);
-            }
-            extra = extra.get(4 + len..).unwrap_or_default();
-        }
-        entries.push(Entry {
-            name,
-            method,
-            compressed,
-            size,
-            offset,
-        });
-        i = end;
-    }
-    Ok(entries)
 }
 
 /// The parsed header of an `.npy` array.
@@ -316,7 +202,7 @@ fn read_data(r: &mut impl Read, h: &NpyHeader, name: &str) -> Result<Array, NpzE
 }
 
 /// IEEE half to single precision.
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
@@ -366,9 +252,9 @@ pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, NpzError> {
     let file_len = std::fs::metadata(path)?.len();
     let mut r = BufReader::new(File::open(path)?);
-    let entries = directory(&mut r, file_len)?;
+    let entries = zip::read_directory(&mut r, file_len).map_err(|e| zip_err(e, ""))?;
     if entries.is_empty() {
-        return Err(zip_err("the archive is empty"));
+        return Err(NpzError::Zip("the archive is empty".into()));
     }
     let mut out = BTreeMap::new();
     let mut total = 0usize;
@@ -381,25 +267,8 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, NpzError> {
             name: key.clone(),
             reason,
         };
-        if e.offset.saturating_add(30).saturating_add(e.compressed) > file_len {
-            return Err(bad(
-                "entry lies beyond the end of the file (truncated?)".into()
-            ));
-        }
-        let local = read_at(&mut r, e.offset, 30)?;
-        if u32_at(&local, 0) != 0x0403_4b50 {
-            return Err(bad("local header missing".into()));
-        }
-        let skip = 30 + u16_at(&local, 26) as u64 + u16_at(&local, 28) as u64;
-        r.seek(SeekFrom::Start(e.offset + skip))?;
-        let raw = (&mut r).take(e.compressed);
-        let mut body: Box<dyn Read + '_> = match e.method {
-            0 => Box::new(raw),
-            8 => Box::new(flate2::read::DeflateDecoder::new(raw)),
-            m => return Err(bad(format!("compression method {m} is not supported"))),
-        };
-        // Never read past the declared size, whatever the stream says.
-        let mut body = (&mut body).take(e.size);
+        // Never reads past the declared size, whatever the stream says.
+        let mut body = zip::open_entry(&mut r, &e, file_len).map_err(|err| zip_err(err, &key))?;
         let h = read_header(&mut body, &key)?;
         let expected = h
             .count()
@@ -456,7 +325,7 @@ pub fn write_npz(arrays: &[(String, Array)], deflate: bool) -> Vec<u8> {
         } else {
             (0u16, npy.clone())
         };
-        let crc = crc32(&npy);
+        let crc = zip::crc32(&npy);
         let fname = format!("{name}.npy");
         let offset = out.len() as u32;
         let header = |sig: u32, central_entry: bool| {
@@ -496,20 +365,4 @@ pub fn write_npz(arrays: &[(String, Array)], deflate: bool) -> Vec<u8> {
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out
-}
-
-/// CRC-32 (IEEE), as zip stores it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
