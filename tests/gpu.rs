@@ -20,7 +20,9 @@ use advlens::engine::gpu::kernels::Shader;
 use advlens::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
 use advlens::model::resnet::{BlockKind, StemKind};
-use advlens::model::{DenoiseVariant, Network, Placement};
+use advlens::model::{
+    ArchConfig, DenoiseVariant, EfficientNetLiteConfig, Network, Placement, TorchResnetConfig,
+};
 use common::{random_images, randomized, tiny_config};
 
 #[test]
@@ -225,6 +227,45 @@ fn pooling_relu6_grouped_and_depthwise_convs() {
         3,
         "pooling graph",
     );
+}
+
+#[test]
+fn torchvision_resnet_and_efficientnet_lite_layouts() {
+    let mut resnet = TorchResnetConfig::resnet(50).unwrap();
+    resnet.image_size = [33, 29];
+    resnet.num_classes = 6;
+    resnet.stem_width = 8;
+    resnet.widths = vec![4, 8];
+    resnet.blocks = vec![1, 2];
+    resnet.groups = 2;
+    resnet.width_per_group = 32;
+    let mut lite = EfficientNetLiteConfig::lite0();
+    lite.image_size = [37, 45];
+    lite.num_classes = 5;
+    lite.stem_width = 8;
+    lite.head_width = 16;
+    for (s, stage) in lite.stages.iter_mut().enumerate() {
+        stage.out = 4 + 2 * s;
+        stage.expand = stage.expand.min(2);
+        stage.repeats = stage.repeats.min(2);
+    }
+    for (seed, (config, label)) in [
+        (
+            ArchConfig::TorchResnet(resnet),
+            "torchvision ResNeXt layout",
+        ),
+        (
+            ArchConfig::EfficientNetLite(lite),
+            "EfficientNet-Lite layout",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut net = Network::random(config, seed as u64).unwrap();
+        common::randomize_weights(&mut net, 30 + seed as u64);
+        check_network(net, 2, label);
+    }
 }
 
 #[test]

@@ -16,7 +16,9 @@ use advlens::zoo::{SHIPPED, default_network, load_model, shipped};
 #[test]
 fn shipped_models_load_and_carry_their_training_record() {
     let base = |c: &ArchConfig| {
-        let ArchConfig::ResnetDenoise(c) = c;
+        let ArchConfig::ResnetDenoise(c) = c else {
+            panic!("not a resnet-denoise model")
+        };
         let mut c = c.clone();
         c.placement = Placement::None;
         c.denoise_stages = None;

@@ -180,7 +180,10 @@ fn batch_norm_in_training_normalises_with_batch_statistics() {
                     "{prefix} channel {ch}: var {var} vs γ² {expect}"
                 );
             }
-            let st = stats.iter().find(|s| &s.prefix == prefix).unwrap();
+            let st = stats
+                .iter()
+                .find(|s| s.names[0] == format!("{prefix}/gamma"))
+                .unwrap();
             assert_eq!(st.count, n * h * w);
             assert_eq!(st.mean.dims(), [c]);
             assert_eq!(st.var.dims(), [c]);

@@ -21,7 +21,7 @@ pub struct AttackArgs {
     /// software renderers such as lavapipe included).
     #[arg(long, default_value = "auto")]
     pub engine: crate::engine::EngineChoice,
-    /// A safetensors model file, or `builtin:default`.
+    /// A model file (advlens safetensors, Xie et al.'s .npz, a PyTorch .pth) or `builtin:NAME`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
     /// Image files (repeat for several); `builtin:default` is the first bundled Fashion-MNIST test

@@ -19,7 +19,7 @@ pub struct EvalArgs {
     /// software renderers such as lavapipe included).
     #[arg(long, default_value = "auto")]
     pub engine: crate::engine::EngineChoice,
-    /// A safetensors model file, or `builtin:default`.
+    /// A model file (advlens safetensors, Xie et al.'s .npz, a PyTorch .pth) or `builtin:NAME`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
     /// Test data: a folder made by scripts/fetch-data.sh, or `bundled` (the 500 test images in

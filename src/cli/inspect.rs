@@ -6,7 +6,7 @@ use clap::Args;
 /// Arguments of `inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A safetensors model file, or `builtin:default`.
+    /// A model file (advlens safetensors, Xie et al.'s .npz, a PyTorch .pth) or `builtin:NAME`.
     pub model: String,
 }
 

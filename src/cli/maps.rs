@@ -21,7 +21,7 @@ pub struct MapsArgs {
     /// Engine: auto, cpu or gpu.
     #[arg(long, default_value = "auto")]
     pub engine: crate::engine::EngineChoice,
-    /// A model file (safetensors or Xie et al.'s .npz) or `builtin:NAME`.
+    /// A model file (advlens safetensors, Xie et al.'s .npz, a PyTorch .pth) or `builtin:NAME`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
     /// The image: a file, `fashion:N`, `builtin:default`, or an exact input `.npy`.

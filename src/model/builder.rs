@@ -4,7 +4,7 @@
 use super::ModelError;
 use super::denoise::DenoiseVariant;
 use super::graph::{
-    DenoiseBlock, Graph, Init, Node, NodeId, Op, Padding, ParamSpec, Tap, TapKind, bn_param_names,
+    DenoiseBlock, Graph, Init, Node, NodeId, Op, Padding, ParamNaming, ParamSpec, Tap, TapKind,
 };
 
 /// The shape of a convolution layer.
@@ -20,6 +20,10 @@ pub struct ConvSpec {
     pub groups: usize,
     /// Initialiser.
     pub init: Init,
+    /// Padding (TF `SAME` unless set).
+    pub padding: Padding,
+    /// Whether the layer has a bias.
+    pub bias: bool,
 }
 
 impl ConvSpec {
@@ -31,6 +35,8 @@ impl ConvSpec {
             stride,
             groups: 1,
             init: Init::HeFanOut,
+            padding: Padding::Same,
+            bias: false,
         }
     }
 
@@ -38,12 +44,32 @@ impl ConvSpec {
     pub fn groups(self, groups: usize) -> Self {
         Self { groups, ..self }
     }
+
+    /// The same with PyTorch's symmetric padding of `pad` on every side.
+    pub fn pad(self, pad: usize) -> Self {
+        Self {
+            padding: Padding::Explicit {
+                top: pad,
+                bottom: pad,
+                left: pad,
+                right: pad,
+            },
+            ..self
+        }
+    }
+
+    /// The same with a bias.
+    pub fn with_bias(self) -> Self {
+        Self { bias: true, ..self }
+    }
 }
 
 /// Builds a [`Graph`] node by node.
 pub struct GraphBuilder {
     graph: Graph,
     current_block: Option<usize>,
+    naming: ParamNaming,
+    bn_eps: f32,
 }
 
 impl GraphBuilder {
@@ -67,7 +93,21 @@ impl GraphBuilder {
                 num_classes,
             },
             current_block: None,
+            naming: ParamNaming::Tensorpack,
+            bn_eps: 1e-5,
         }
+    }
+
+    /// Names parameters by `naming` from here on (tensorpack's unless set).
+    pub fn with_naming(mut self, naming: ParamNaming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// Uses `eps` in the batch norms added from here on (1e-5 unless set).
+    pub fn with_bn_eps(mut self, eps: f32) -> Self {
+        self.bn_eps = eps;
+        self
     }
 
     /// The input node.
@@ -138,7 +178,8 @@ impl GraphBuilder {
         Ok(self.push("preprocess".into(), op, vec![x], vec![c, h, w]))
     }
 
-    /// A convolution without bias and with TF `SAME` padding, weights `{name}/W`.
+    /// A convolution as `spec` says (by default no bias and TF `SAME` padding), weights
+    /// `{name}/W` (or `{name}.weight`).
     pub fn conv(&mut self, name: &str, x: NodeId, spec: ConvSpec) -> Result<NodeId, ModelError> {
         let ConvSpec {
             out_channels,
@@ -146,6 +187,8 @@ impl GraphBuilder {
             stride,
             groups,
             init,
+            padding,
+            bias,
         } = spec;
         let [c, h, w] = self.chw(x)?;
         if groups == 0 || !c.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
@@ -153,20 +196,24 @@ impl GraphBuilder {
                 "{name}: {c}→{out_channels} channels do not split into {groups} groups"
             )));
         }
-        let padding = Padding::Same;
         let [oh, ow] = padding
             .output_size(h, w, [kernel, kernel], stride)
             .ok_or_else(|| ModelError::Architecture(format!("{name}: kernel larger than input")))?;
-        let weight = format!("{name}/W");
+        let weight = self.naming.weight(name);
         self.param(
             weight.clone(),
             vec![out_channels, c / groups, kernel, kernel],
             init,
             true,
         );
+        let bias = bias.then(|| {
+            let b = self.naming.bias(name);
+            self.param(b.clone(), vec![out_channels], Init::Zeros, true);
+            b
+        });
         let op = Op::Conv2d {
             weight,
-            bias: None,
+            bias,
             in_channels: c,
             out_channels,
             kernel: [kernel, kernel],
@@ -180,7 +227,7 @@ impl GraphBuilder {
     /// Batch norm with tensors under `{name}`; `zero_gamma` starts the layer at zero output.
     pub fn bn(&mut self, name: &str, x: NodeId, zero_gamma: bool) -> Result<NodeId, ModelError> {
         let [c, h, w] = self.chw(x)?;
-        let [g, b, m, v] = bn_param_names(name);
+        let [g, b, m, v] = self.naming.batch_norm(name);
         let gamma_init = if zero_gamma { Init::Zeros } else { Init::Ones };
         self.param(g, vec![c], gamma_init, true);
         self.param(b, vec![c], Init::Zeros, true);
@@ -189,7 +236,8 @@ impl GraphBuilder {
         let op = Op::BatchNorm {
             prefix: name.into(),
             channels: c,
-            eps: 1e-5,
+            eps: self.bn_eps,
+            naming: self.naming,
         };
         Ok(self.push(name.into(), op, vec![x], vec![c, h, w]))
     }
@@ -215,8 +263,20 @@ impl GraphBuilder {
         stride: usize,
         max: bool,
     ) -> Result<NodeId, ModelError> {
+        self.pool_padded(name, x, kernel, stride, max, Padding::Same)
+    }
+
+    /// Max (`max = true`) or average pooling with the given padding.
+    pub fn pool_padded(
+        &mut self,
+        name: &str,
+        x: NodeId,
+        kernel: usize,
+        stride: usize,
+        max: bool,
+        padding: Padding,
+    ) -> Result<NodeId, ModelError> {
         let [c, h, w] = self.chw(x)?;
-        let padding = Padding::Same;
         let [oh, ow] = padding
             .output_size(h, w, [kernel, kernel], stride)
             .ok_or_else(|| ModelError::Architecture(format!("{name}: window larger than input")))?;
@@ -256,7 +316,8 @@ impl GraphBuilder {
         Ok(self.push(name.into(), Op::GlobalAvgPool, vec![x], vec![c]))
     }
 
-    /// Fully connected layer with bias, tensors `{name}/W` (`[out, in]`) and `{name}/b`.
+    /// Fully connected layer with bias, tensors `{name}/W` (`[out, in]`) and `{name}/b` (or
+    /// `{name}.weight` and `{name}.bias`).
     pub fn linear(
         &mut self,
         name: &str,
@@ -271,8 +332,8 @@ impl GraphBuilder {
                 )));
             }
         };
-        let weight = format!("{name}/W");
-        let bias = format!("{name}/b");
+        let weight = self.naming.weight(name);
+        let bias = self.naming.bias(name);
         self.param(
             weight.clone(),
             vec![out_features, in_features],
@@ -306,8 +367,12 @@ impl GraphBuilder {
                     "{scope}: an embedded denoise block needs at least 2 channels"
                 )));
             }
-            let theta = format!("{scope}/embedding_theta/W");
-            let phi = format!("{scope}/embedding_phi/W");
+            let theta = self
+                .naming
+                .weight(&self.naming.join(scope, "embedding_theta"));
+            let phi = self
+                .naming
+                .weight(&self.naming.join(scope, "embedding_phi"));
             self.param(
                 theta.clone(),
                 vec![c / 2, c, 1, 1],
@@ -326,8 +391,9 @@ impl GraphBuilder {
             phi,
         };
         let f = self.push(format!("{scope}/op"), op, vec![x], vec![c, h, w]);
-        let f = self.conv(&format!("{scope}/conv"), f, ConvSpec::new(c, 1, 1))?;
-        let f = self.bn(&format!("{scope}/conv/bn"), f, true)?;
+        let conv = self.naming.join(scope, "conv");
+        let f = self.conv(&conv, f, ConvSpec::new(c, 1, 1))?;
+        let f = self.bn(&self.naming.join(&conv, "bn"), f, true)?;
         let y = self.add(&format!("{scope}/add"), x, f)?;
         self.current_block = None;
         self.graph.denoise_blocks.push(DenoiseBlock {

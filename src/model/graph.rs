@@ -112,8 +112,8 @@ pub enum Op {
         /// Channel groups (1 = dense, `in_channels` = depthwise).
         groups: usize,
     },
-    /// Batch norm in inference mode: `gamma * (x - mean) / sqrt(var + eps) + beta`, with tensors
-    /// `{prefix}/gamma`, `{prefix}/beta`, `{prefix}/mean/EMA`, `{prefix}/variance/EMA`.
+    /// Batch norm in inference mode: `gamma * (x - mean) / sqrt(var + eps) + beta`, with the four
+    /// tensors named by [`ParamNaming::batch_norm`] under `prefix`.
     BatchNorm {
         /// Name prefix of the four tensors.
         prefix: String,
@@ -121,6 +121,9 @@ pub enum Op {
         channels: usize,
         /// Variance epsilon.
         eps: f32,
+        /// How the four tensors are named.
+        #[serde(default)]
+        naming: ParamNaming,
     },
     /// `max(x, 0)`.
     Relu,
@@ -182,7 +185,7 @@ impl Op {
                 v.extend(bias.iter().cloned());
                 v
             }
-            Op::BatchNorm { prefix, .. } => bn_param_names(prefix).to_vec(),
+            Op::BatchNorm { prefix, naming, .. } => naming.batch_norm(prefix).to_vec(),
             Op::DenoiseOp { theta, phi, .. } => theta.iter().chain(phi.iter()).cloned().collect(),
             _ => Vec::new(),
         }
@@ -207,14 +210,62 @@ impl Op {
     }
 }
 
-/// The four batch-norm tensor names under `prefix`: gamma, beta, running mean, running variance.
-pub fn bn_param_names(prefix: &str) -> [String; 4] {
-    [
-        format!("{prefix}/gamma"),
-        format!("{prefix}/beta"),
-        format!("{prefix}/mean/EMA"),
-        format!("{prefix}/variance/EMA"),
-    ]
+/// The tensor-naming convention of a weight file, so that parameter names match the file as it
+/// was written: tensorpack's (`conv0/W`, `conv0/bn/gamma`, `conv0/bn/mean/EMA`) or PyTorch's
+/// state-dict names (`conv1.weight`, `bn1.weight`, `bn1.running_mean`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamNaming {
+    /// tensorpack (Xie et al.'s released models and advlens's own files).
+    #[default]
+    Tensorpack,
+    /// PyTorch `state_dict` keys.
+    Torch,
+}
+
+impl ParamNaming {
+    /// `scope` and `name` joined with the convention's separator (`/` or `.`).
+    pub fn join(self, scope: &str, name: &str) -> String {
+        match self {
+            ParamNaming::Tensorpack => format!("{scope}/{name}"),
+            ParamNaming::Torch => format!("{scope}.{name}"),
+        }
+    }
+
+    /// The weight tensor of layer `layer`.
+    pub fn weight(self, layer: &str) -> String {
+        match self {
+            ParamNaming::Tensorpack => format!("{layer}/W"),
+            ParamNaming::Torch => format!("{layer}.weight"),
+        }
+    }
+
+    /// The bias tensor of layer `layer`.
+    pub fn bias(self, layer: &str) -> String {
+        match self {
+            ParamNaming::Tensorpack => format!("{layer}/b"),
+            ParamNaming::Torch => format!("{layer}.bias"),
+        }
+    }
+
+    /// The four batch-norm tensor names under `prefix`: gamma, beta, running mean, running
+    /// variance.
+    pub fn batch_norm(self, prefix: &str) -> [String; 4] {
+        match self {
+            ParamNaming::Tensorpack => [
+                format!("{prefix}/gamma"),
+                format!("{prefix}/beta"),
+                format!("{prefix}/mean/EMA"),
+                format!("{prefix}/variance/EMA"),
+            ],
+            ParamNaming::Torch => [
+                format!("{prefix}.weight"),
+                format!("{prefix}.bias"),
+                format!("{prefix}.running_mean"),
+                format!("{prefix}.running_var"),
+            ],
+        }
+    }
 }
 
 /// One node of the graph.

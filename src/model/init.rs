@@ -46,8 +46,8 @@ pub fn pytorch_style(graph: &Graph, weights: &mut BTreeMap<String, Array>, seed:
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7079_746f_7263_6821);
     for node in &graph.nodes {
         match &node.op {
-            Op::BatchNorm { prefix, .. } if node.denoise_block.is_none() => {
-                let name = format!("{prefix}/gamma");
+            Op::BatchNorm { prefix, naming, .. } if node.denoise_block.is_none() => {
+                let [name, ..] = naming.batch_norm(prefix);
                 let zero_start = graph
                     .params
                     .iter()

@@ -3,12 +3,18 @@
 
 pub mod builder;
 pub mod denoise;
+pub mod efficientnet;
 pub mod graph;
 pub mod init;
 pub mod npz;
+pub mod pickle;
+pub mod pth;
+pub mod pytorch;
 pub mod resnet;
 pub mod tensorpack;
+pub mod torchvision;
 pub mod weights;
+pub mod zip;
 
 use std::collections::BTreeMap;
 
@@ -16,8 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
 pub use denoise::{DenoiseVariant, Placement};
-pub use graph::{Graph, NodeId, Op, Padding, Tap, TapKind};
+pub use efficientnet::EfficientNetLiteConfig;
+pub use graph::{Graph, NodeId, Op, Padding, ParamNaming, Tap, TapKind};
 pub use resnet::ResnetDenoiseConfig;
+pub use torchvision::TorchResnetConfig;
 
 /// Errors about architectures and weights.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +75,12 @@ pub enum ModelError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum ArchConfig {
-    /// The small-image resnet-denoise family.
+    /// The resnet-denoise family (advlens's own models and Xie et al.'s released ones).
     ResnetDenoise(ResnetDenoiseConfig),
+    /// EfficientNet-Lite with PyTorch key names.
+    EfficientNetLite(EfficientNetLiteConfig),
+    /// torchvision's ResNets with their key names.
+    TorchResnet(TorchResnetConfig),
 }
 
 impl ArchConfig {
@@ -76,6 +88,8 @@ impl ArchConfig {
     pub fn build(&self) -> Result<Graph, ModelError> {
         match self {
             ArchConfig::ResnetDenoise(c) => c.build(),
+            ArchConfig::EfficientNetLite(c) => c.build(),
+            ArchConfig::TorchResnet(c) => c.build(),
         }
     }
 
@@ -92,6 +106,20 @@ impl ArchConfig {
                 c.blocks,
                 c.denoise,
                 c.placement
+            ),
+            ArchConfig::EfficientNetLite(c) => format!(
+                "{} 3x{}x{} → {} classes",
+                c.name(),
+                c.image_size[0],
+                c.image_size[1],
+                c.num_classes
+            ),
+            ArchConfig::TorchResnet(c) => format!(
+                "torchvision {} 3x{}x{} → {} classes",
+                c.name(),
+                c.image_size[0],
+                c.image_size[1],
+                c.num_classes
             ),
         }
     }
@@ -183,19 +211,19 @@ impl Network {
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
-    /// Batch norm `prefix` in inference mode folded into a per-channel `(scale, shift)`:
-    /// `gamma·(x − mean)/√(var + eps) + beta = scale·x + shift`.
+    /// Batch norm with tensors `names` (gamma, beta, mean, variance) in inference mode folded into
+    /// a per-channel `(scale, shift)`: `gamma·(x − mean)/√(var + eps) + beta = scale·x + shift`.
     pub fn folded_batch_norm(
         &self,
-        prefix: &str,
+        names: &[String; 4],
         eps: f32,
     ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
-        let [g, b, m, v] = graph::bn_param_names(prefix);
+        let [g, b, m, v] = names;
         let (g, b, m, v) = (
-            self.param(&g)?.data(),
-            self.param(&b)?.data(),
-            self.param(&m)?.data(),
-            self.param(&v)?.data(),
+            self.param(g)?.data(),
+            self.param(b)?.data(),
+            self.param(m)?.data(),
+            self.param(v)?.data(),
         );
         let scale: Vec<f32> = g.iter().zip(v).map(|(g, v)| g / (v + eps).sqrt()).collect();
         let shift = b
@@ -211,6 +239,8 @@ impl Network {
     pub fn eval_resize(&self) -> Option<usize> {
         match &self.config {
             ArchConfig::ResnetDenoise(c) => c.eval_resize,
+            ArchConfig::EfficientNetLite(c) => c.eval_resize,
+            ArchConfig::TorchResnet(c) => c.eval_resize,
         }
     }
 

@@ -254,17 +254,11 @@ pub fn load(path: &Path) -> Result<Network, ModelError> {
         let a = convert(&k, a).map_err(with_path)?;
         weights.insert(k, a);
     }
-    let config = ArchConfig::ResnetDenoise(rec.config);
-    let class_names = (config_classes(&config) == crate::data::imagenet::COUNT)
-        .then(crate::data::imagenet::names);
+    let config = ArchConfig::ResnetDenoise(rec.config.clone());
+    let class_names =
+        (rec.config.num_classes == crate::data::imagenet::COUNT).then(crate::data::imagenet::names);
     let mut net = Network::from_weights(config, weights, class_names).map_err(with_path)?;
     net.metadata
         .insert("advlens.recognised".into(), rec.name.clone());
     Ok(net)
-}
-
-fn config_classes(c: &ArchConfig) -> usize {
-    match c {
-        ArchConfig::ResnetDenoise(r) => r.num_classes,
-    }
 }

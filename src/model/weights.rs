@@ -72,14 +72,17 @@ pub fn save(net: &Network, path: &Path) -> Result<(), ModelError> {
     })
 }
 
-/// Loads a network from a file: a safetensors file written by [`save`], or (by its `.npz`
-/// extension) one of Xie et al.'s tensorpack models.
+/// Loads a network from a file: a safetensors file written by [`save`] (or a safetensors
+/// state dict of a family [`super::pytorch`] recognises), by extension one of Xie et al.'s
+/// tensorpack models (`.npz`) or a PyTorch checkpoint (`.pth`, `.pt`).
 pub fn load(path: &Path) -> Result<Network, ModelError> {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    if ext.as_deref() == Some("npz") {
-        return super::tensorpack::load(path);
+    match ext.as_deref() {
+        Some("npz") => return super::tensorpack::load(path),
+        Some("pth" | "pt") => return super::pytorch::load(path),
+        _ => {}
     }
     let bytes = crate::io::read_limited(path, MAX_FILE_BYTES).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
@@ -114,11 +117,14 @@ pub fn from_bytes_with(
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let arch_json = meta.get(META_ARCH).ok_or_else(|| {
-        bad(format!(
-            "no {META_ARCH:?} entry in the metadata: this file does not say which architecture it holds"
-        ))
-    })?;
+    let Some(arch_json) = meta.get(META_ARCH) else {
+        return state_dict_without_config(&st, extra_prefix.is_some()).map_err(|e| match e {
+            ModelError::Architecture(reason) => bad(format!(
+                "no {META_ARCH:?} entry in the metadata: this file does not say which architecture it holds, and {reason}"
+            )),
+            other => other,
+        });
+    };
     let config: ArchConfig = serde_json::from_str(arch_json).map_err(|e| {
         bad(format!(
             "the architecture in the metadata is not valid: {e}"
@@ -150,6 +156,36 @@ pub fn from_bytes_with(
         .filter(|(k, _)| k != META_ARCH && k != META_CLASSES && k != META_FORMAT)
         .collect();
     Ok((net, extra))
+}
+
+/// A safetensors file without advlens metadata (e.g. a converted PyTorch state dict): the
+/// architecture is recognised from the tensor names, integer tensors are left out.
+fn state_dict_without_config(
+    st: &SafeTensors<'_>,
+    with_extra: bool,
+) -> Result<(Network, Vec<(String, Array)>), ModelError> {
+    let bad = |reason: String| ModelError::BadFile {
+        path: "<memory>".into(),
+        reason,
+    };
+    if with_extra {
+        return Err(bad(format!(
+            "no {META_ARCH:?} entry in the metadata: not an advlens checkpoint"
+        )));
+    }
+    let mut weights = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F64) {
+            continue;
+        }
+        let data = decode_f32(&name, &view).map_err(bad)?;
+        let array = Array::new(view.shape().to_vec(), data).map_err(|e| bad(e.to_string()))?;
+        weights.insert(name, array);
+    }
+    Ok((
+        super::pytorch::network_from_state_dict(weights)?,
+        Vec::new(),
+    ))
 }
 
 fn decode_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, String> {

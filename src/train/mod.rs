@@ -23,7 +23,6 @@ use crate::engine::cpu::{
 };
 use crate::engine::{EngineError, Loss, check_input};
 use crate::model::Network;
-use crate::model::graph::bn_param_names;
 
 /// SGD settings.
 #[derive(Clone, Copy, Debug)]
@@ -217,7 +216,7 @@ impl Trainer {
     fn update_running_stats(&mut self, stats: &[BnBatchStats]) -> Result<(), EngineError> {
         let m = BN_MOMENTUM;
         for st in stats {
-            let [_, _, mean_name, var_name] = bn_param_names(&st.prefix);
+            let [_, _, mean_name, var_name] = st.names.clone();
             // The running variance is the unbiased estimate, as PyTorch and tensorpack keep it.
             let unbias = st.count as f64 / (st.count.max(2) - 1) as f64;
             for (name, batch, scale) in [(mean_name, &st.mean, 1.0), (var_name, &st.var, unbias)] {

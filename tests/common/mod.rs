@@ -48,10 +48,20 @@ pub fn randomize_weights(net: &mut Network, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(99));
     for (name, a) in net.weights.iter_mut() {
         let fan_in: usize = a.shape().iter().skip(1).product::<usize>().max(1);
+        // tensorpack names and PyTorch's (a 1-D `.weight` is a batch-norm gamma).
+        let scale_like = name.ends_with("variance/EMA")
+            || name.ends_with("gamma")
+            || name.ends_with("running_var")
+            || (name.ends_with(".weight") && a.shape().len() == 1);
+        let shift_like = name.ends_with("beta")
+            || name.ends_with("mean/EMA")
+            || name.ends_with("/b")
+            || name.ends_with("running_mean")
+            || name.ends_with(".bias");
         for v in a.data_mut() {
-            *v = if name.ends_with("variance/EMA") || name.ends_with("gamma") {
+            *v = if scale_like {
                 rng.random_range(0.5..1.5)
-            } else if name.ends_with("beta") || name.ends_with("mean/EMA") || name.ends_with("/b") {
+            } else if shift_like {
                 0.1 * normal(&mut rng)
             } else {
                 normal(&mut rng) * (1.5 / fan_in as f32).sqrt()

@@ -222,8 +222,8 @@ pub struct RunOptions {
 /// The statistics one batch-norm node saw in a training pass, for updating its running averages.
 #[derive(Clone, Debug)]
 pub struct BnBatchStats {
-    /// The node's tensor-name prefix (see [`crate::model::graph::bn_param_names`]).
-    pub prefix: String,
+    /// The node's four tensor names (gamma, beta, running mean, running variance).
+    pub names: [String; 4],
     /// Per-channel mean over batch and positions (detached from autograd).
     pub mean: Tensor,
     /// Per-channel biased variance over batch and positions (detached).
@@ -293,8 +293,17 @@ pub fn run_graph_with_stats(
                     })
                     .collect::<R<Vec<Tensor>>>()?;
                 match (&node.op, bn_batch_stats) {
-                    (Op::BatchNorm { prefix, eps, .. }, true) => {
-                        let (y, st) = batch_norm_train(&args[0], prefix, *eps, &p, stock_conv)?;
+                    (
+                        Op::BatchNorm {
+                            prefix,
+                            eps,
+                            naming,
+                            ..
+                        },
+                        true,
+                    ) => {
+                        let names = naming.batch_norm(prefix);
+                        let (y, st) = batch_norm_train(&args[0], names, *eps, &p, stock_conv)?;
                         stats.push(st);
                         y
                     }
@@ -317,12 +326,12 @@ pub fn run_graph_with_stats(
 /// stock-candle baseline).
 fn batch_norm_train<'a>(
     a: &Tensor,
-    prefix: &str,
+    names: [String; 4],
     eps: f32,
     p: &dyn Fn(&str) -> R<&'a Tensor>,
     composed: bool,
 ) -> R<(Tensor, BnBatchStats)> {
-    let [g, b, _, _] = crate::model::graph::bn_param_names(prefix);
+    let [g, b, _, _] = names.clone();
     let (n, c, h, w) = a.dims4()?;
     let count = n * h * w;
     if a.device().is_cpu() && !composed {
@@ -340,7 +349,7 @@ fn batch_norm_train<'a>(
             .and_then(|m| m.clone())
             .ok_or_else(|| candle_core::Error::Msg("batch norm moments missing".into()))?;
         let st = BnBatchStats {
-            prefix: prefix.to_string(),
+            names,
             mean: Tensor::from_vec(mean, c, a.device())?,
             var: Tensor::from_vec(var, c, a.device())?,
             count,
@@ -361,7 +370,7 @@ fn batch_norm_train<'a>(
         .broadcast_mul(&scale)?
         .broadcast_add(&p(&b)?.reshape((1, c, 1, 1))?)?;
     let st = BnBatchStats {
-        prefix: prefix.to_string(),
+        names,
         mean: mean.detach().flatten_all()?,
         var: var.detach().flatten_all()?,
         count,
@@ -430,8 +439,13 @@ fn eval_node<'a>(
                 None => y,
             }
         }
-        Op::BatchNorm { prefix, eps, .. } => {
-            let [g, b, m, v] = crate::model::graph::bn_param_names(prefix);
+        Op::BatchNorm {
+            prefix,
+            eps,
+            naming,
+            ..
+        } => {
+            let [g, b, m, v] = naming.batch_norm(prefix);
             let scale = p(&g)?.broadcast_div(&(p(&v)? + *eps as f64)?.sqrt()?)?;
             let shift = (p(&b)? - (p(&m)? * &scale)?)?;
             arg(0)?

@@ -97,9 +97,14 @@ fn prepare(net: &Network) -> R<Vec<Prepared>> {
                 bias: bias.as_deref().map(p).transpose()?,
                 op: node.op.clone(),
             },
-            Op::BatchNorm { prefix, eps, .. } => {
+            Op::BatchNorm {
+                prefix,
+                eps,
+                naming,
+                ..
+            } => {
                 let (scale, shift) = net
-                    .folded_batch_norm(prefix, *eps)
+                    .folded_batch_norm(&naming.batch_norm(prefix), *eps)
                     .map_err(|e| err(e.to_string()))?;
                 Prepared::Affine { scale, shift }
             }

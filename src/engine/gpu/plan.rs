@@ -87,9 +87,14 @@ impl DeviceParams {
                         None => None,
                     },
                 },
-                Op::BatchNorm { prefix, eps, .. } => {
+                Op::BatchNorm {
+                    prefix,
+                    eps,
+                    naming,
+                    ..
+                } => {
                     let (scale, shift) = net
-                        .folded_batch_norm(prefix, *eps)
+                        .folded_batch_norm(&naming.batch_norm(prefix), *eps)
                         .map_err(|e| gpu_err(e.to_string()))?;
                     let mut aux = scale;
                     aux.extend(shift);
