@@ -1,25 +1,31 @@
-//! The app without a window: the worker, stale jobs, exports, errors, and the whole app under
-//! egui_kittest (no GPU needed: no snapshots are rendered).
+//! The app without a window: the worker, the loader, stale jobs, exports, errors, the file-dialog
+//! plumbing (with a backend that answers instead of a dialog), and the whole app under
+//! egui_kittest, with a few snapshots rendered on the wgpu software adapter (lavapipe).
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use advlens::app::AdvlensApp;
+use advlens::app::dialogs::{DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs};
+use advlens::app::export::Export;
 use advlens::app::export::{feature_export_size, save_feature_maps};
 use advlens::app::maps::feature_grid;
-use advlens::app::settings::Settings;
+use advlens::app::settings::{ImageSource, Settings};
 use advlens::app::worker::{AnalyseJob, Reply, Snapshot, Worker, analyse};
 use advlens::attack::{AttackConfig, AttackKind, Cancel};
 use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::gpu::{AdapterPolicy, GpuContext};
 use advlens::model::graph::TapKind;
+use advlens::model::{DenoiseVariant, Placement};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
+
+mod common;
 
 fn job(id: u64, net: &Arc<advlens::model::Network>, cfg: AttackConfig) -> AnalyseJob {
     AnalyseJob {
@@ -180,18 +186,33 @@ fn headless_app() -> AdvlensApp {
     AdvlensApp::with_settings(&egui::Context::default(), Settings::default(), None, None).unwrap()
 }
 
+/// Polls the app's worker and loader until no file is being read (the loader runs in real time).
+fn wait_loaded(app: &mut AdvlensApp) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    app.poll_worker();
+    while app.is_loading() {
+        assert!(Instant::now() < deadline, "the loader never answered");
+        std::thread::sleep(Duration::from_millis(10));
+        app.poll_worker();
+    }
+}
+
 #[test]
 fn bad_image_paths_give_errors_not_panics() {
     let mut app = headless_app();
     let before = app.input().clone();
     app.open_image(Path::new("/nonexistent/advlens-missing.png"));
+    wait_loaded(&mut app);
     assert_eq!(app.errors.list.len(), 1);
+    assert!(app.errors.list[0].detail.contains("advlens-missing.png"));
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.png");
     std::fs::write(&junk, b"this is not an image").unwrap();
     app.open_image(&junk);
+    wait_loaded(&mut app);
     assert_eq!(app.errors.list.len(), 2);
     assert_eq!(app.input(), &before, "the image is unchanged");
+    assert_eq!(app.settings.image, ImageSource::Bundled(0));
 }
 
 #[test]
@@ -202,9 +223,79 @@ fn a_real_image_file_is_converted_to_the_model_input() {
     let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 0]));
     img.save(&path).unwrap();
     app.open_image(&path);
+    wait_loaded(&mut app);
     assert!(app.errors.list.is_empty(), "{:?}", app.errors.list);
     assert_eq!(app.input().shape(), &[1, 1, 28, 28]);
     assert_eq!(app.settings.recent_images.first(), Some(&path));
+}
+
+#[test]
+fn images_decode_off_the_ui_thread_and_the_newest_request_wins() {
+    let mut app = headless_app();
+    let before = app.input().clone();
+    let dir = tempfile::tempdir().unwrap();
+    // Large enough that decoding and resizing take a while.
+    let big = dir.path().join("big.png");
+    image::GrayImage::from_fn(3000, 3000, |x, y| image::Luma([((x ^ y) & 0xff) as u8]))
+        .save(&big)
+        .unwrap();
+    let small = dir.path().join("small.png");
+    image::GrayImage::from_fn(30, 30, |x, _| image::Luma([(x * 8) as u8]))
+        .save(&small)
+        .unwrap();
+    app.open_image(&big);
+    // open_image returned without decoding: the old image is still the input.
+    assert!(app.is_loading());
+    assert_eq!(app.input(), &before);
+    // A newer request supersedes the big one, whenever its reply arrives.
+    app.open_image(&small);
+    wait_loaded(&mut app);
+    assert!(app.errors.list.is_empty(), "{:?}", app.errors.list);
+    assert_eq!(app.settings.image, ImageSource::File(small.clone()));
+    assert_ne!(app.input(), &before);
+    // Nothing older arrives afterwards.
+    std::thread::sleep(Duration::from_millis(300));
+    app.poll_worker();
+    assert_eq!(app.settings.image, ImageSource::File(small));
+    // A bundled image switches at once and supersedes a decode in flight.
+    app.open_image(&big);
+    assert!(app.is_loading());
+    app.set_image(&ImageSource::Bundled(2)).unwrap();
+    assert!(!app.is_loading());
+    std::thread::sleep(Duration::from_millis(300));
+    wait_loaded(&mut app);
+    assert_eq!(app.settings.image, ImageSource::Bundled(2));
+}
+
+#[test]
+fn a_new_model_gets_the_open_image_in_its_own_input_shape() {
+    let mut cfg = common::tiny_config(DenoiseVariant::Mean, Placement::AfterStage);
+    cfg.in_channels = 3;
+    cfg.image_size = [16, 16];
+    cfg.mean = vec![0.5; 3];
+    cfg.std = vec![0.25; 3];
+    let net = common::randomized(cfg, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("rgb16.safetensors");
+    advlens::model::weights::save(&net, &model).unwrap();
+    let image = dir.path().join("colour.png");
+    image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 6, y as u8 * 8, 90]))
+        .save(&image)
+        .unwrap();
+    let mut app = headless_app();
+    // Both at once: whichever the loader answers first, the image ends up in the new model's
+    // input shape (converted again when the model arrives after it).
+    app.open_image(&image);
+    app.open_model(model.clone());
+    wait_loaded(&mut app);
+    assert!(app.errors.list.is_empty(), "{:?}", app.errors.list);
+    assert_eq!(app.network().input_shape(), [3, 16, 16]);
+    assert_eq!(app.input().shape(), &[1, 3, 16, 16]);
+    assert_eq!(app.settings.image, ImageSource::File(image));
+    assert_eq!(app.settings.model.as_ref(), Some(&model));
+    // A job runs on the new model.
+    app.submit_if_changed();
+    assert!(app.is_busy());
 }
 
 #[test]
@@ -399,7 +490,7 @@ fn errors_show_in_the_status_bar_and_open_a_window() {
     harness
         .state_mut()
         .open_image(Path::new("/nonexistent/advlens-missing.png"));
-    harness.step();
+    step_until(&mut harness, |a| !a.errors.list.is_empty());
     harness.get_by_label_contains("advlens-missing.png").click();
     harness.step();
     harness.step();
@@ -457,13 +548,330 @@ fn the_slider_moves_epsilon_and_dropped_images_open() {
         .dropped_files
         .push(Arc::new(Dropped(path.clone())));
     harness.step();
-    assert_eq!(
-        harness.state().settings.image,
-        advlens::app::settings::ImageSource::File(path)
-    );
+    let file = ImageSource::File(path);
+    step_until(&mut harness, |a| a.settings.image == file);
     step_until(&mut harness, |a| {
         a.snapshot()
             .is_some_and(|s| s.record.images[0].source.ends_with("dropped.png"))
             && !a.is_busy()
     });
+}
+
+/// A dialog backend that answers every purpose from a table, recording the thread it ran on.
+fn answering_backend(
+    answers: Vec<(DialogPurpose, PathBuf)>,
+    threads: Arc<Mutex<Vec<String>>>,
+) -> DialogBackend {
+    Arc::new(move |purpose| {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        threads.lock().unwrap().push(name);
+        answers
+            .iter()
+            .find(|(p, _)| *p == purpose)
+            .map(|(_, path)| path.clone())
+    })
+}
+
+fn app_harness() -> Harness<'static, AdvlensApp> {
+    Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(|cc| AdvlensApp::new(cc).unwrap())
+}
+
+#[test]
+fn dialog_answers_open_images_and_write_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let picked = dir.path().join("picked.png");
+    image::GrayImage::from_fn(50, 50, |x, y| image::Luma([((x + 2 * y) * 2) as u8]))
+        .save(&picked)
+        .unwrap();
+    let maps = dir.path().join("maps.png");
+    let record = dir.path().join("record.json");
+    let threads = Arc::new(Mutex::new(vec![]));
+    let mut harness = app_harness();
+    harness.state_mut().set_dialog_backend(answering_backend(
+        vec![
+            (DialogPurpose::OpenImage, picked.clone()),
+            (DialogPurpose::Export(Export::FeatureMaps), maps.clone()),
+            (DialogPurpose::Export(Export::Record), record.clone()),
+        ],
+        threads.clone(),
+    ));
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    // Ctrl+O: the dialog runs on its helper thread, its answer opens the image.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    harness.step();
+    let file = ImageSource::File(picked.clone());
+    step_until(&mut harness, |a| {
+        a.settings.image == file
+            && a.snapshot()
+                .is_some_and(|s| s.record.images[0].source.ends_with("picked.png"))
+            && !a.is_busy()
+    });
+    assert_eq!(threads.lock().unwrap().as_slice(), [DIALOG_THREAD]);
+    // Ctrl+S: the feature maps are written where the save dialog said.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    harness.step();
+    step_until(&mut harness, |a| a.open_dialog().is_none() && maps.exists());
+    assert!(image::open(&maps).unwrap().width() > 0);
+    harness.get_by_label_contains("wrote");
+    // The File menu's "Export record (JSON)…".
+    harness.get_by_label("File").click();
+    harness.run_steps(4);
+    harness.get_by_label("Export record (JSON)…").click();
+    harness.step();
+    step_until(&mut harness, |a| {
+        a.open_dialog().is_none() && record.exists()
+    });
+    let back: advlens::attack::report::RunRecord =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert!(back.images[0].source.ends_with("picked.png"));
+    // A cancelled dialog (the backend has no answer for a screenshot) changes nothing.
+    harness.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::S,
+    );
+    harness.step();
+    step_until(&mut harness, |a| a.open_dialog().is_none());
+    assert!(
+        harness.state().errors.list.is_empty(),
+        "{:?}",
+        harness.state().errors.list
+    );
+    assert_eq!(threads.lock().unwrap().len(), 4);
+}
+
+#[test]
+fn one_dialog_at_a_time_and_the_ui_keeps_working_while_it_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let picked = dir.path().join("later.png");
+    image::GrayImage::from_fn(30, 20, |x, _| image::Luma([(x * 8) as u8]))
+        .save(&picked)
+        .unwrap();
+    // The "user" answers when the test says so.
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel::<Option<PathBuf>>();
+    let answer_rx = Arc::new(Mutex::new(answer_rx));
+    let calls = Arc::new(Mutex::new(vec![]));
+    let backend: DialogBackend = {
+        let calls = calls.clone();
+        Arc::new(move |purpose| {
+            calls.lock().unwrap().push(purpose);
+            answer_rx.lock().unwrap().recv().ok().flatten()
+        })
+    };
+    let mut harness = app_harness();
+    harness.state_mut().set_dialog_backend(backend);
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    harness.get_by_label("File").click();
+    harness.run_steps(4);
+    harness.get_by_label("Open image…  (Ctrl+O)").click();
+    harness.step();
+    harness.step();
+    assert_eq!(
+        harness.state().open_dialog(),
+        Some(DialogPurpose::OpenImage)
+    );
+    harness.get_by_label("waiting for the file dialog…");
+    // Further requests are ignored while it is open.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    harness.step();
+    assert_eq!(
+        harness.state().open_dialog(),
+        Some(DialogPurpose::OpenImage)
+    );
+    // The UI keeps running: a new ε is computed while the dialog is open.
+    harness.state_mut().settings.attack.eps = 24.0 / 255.0;
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| (s.cfg.eps - 24.0 / 255.0).abs() < 1e-9)
+            && !a.is_busy()
+    });
+    assert_eq!(
+        harness.state().open_dialog(),
+        Some(DialogPurpose::OpenImage)
+    );
+    assert_eq!(calls.lock().unwrap().as_slice(), [DialogPurpose::OpenImage]);
+    // The user picks a file: it opens.
+    answer_tx.send(Some(picked.clone())).unwrap();
+    let file = ImageSource::File(picked);
+    step_until(&mut harness, |a| a.settings.image == file);
+    assert_eq!(harness.state().open_dialog(), None);
+    assert!(
+        harness
+            .query_by_label("waiting for the file dialog…")
+            .is_none()
+    );
+    // The next dialog opens again; cancelling it changes nothing.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    harness.step();
+    assert_eq!(
+        harness.state().open_dialog(),
+        Some(DialogPurpose::OpenImage)
+    );
+    answer_tx.send(None).unwrap();
+    step_until(&mut harness, |a| a.open_dialog().is_none());
+    assert_eq!(harness.state().settings.image, file);
+    assert!(harness.state().errors.list.is_empty());
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_dialog_thread_that_dies_is_reported_and_the_next_dialog_opens() {
+    let mut dialogs = Dialogs::new(Arc::new(|_| panic!("the dialog backend failed")));
+    let wake: advlens::app::worker::Waker = Arc::new(|| {});
+    assert!(dialogs.open(DialogPurpose::OpenModel, &wake).unwrap());
+    assert!(
+        !dialogs.open(DialogPurpose::OpenImage, &wake).unwrap(),
+        "one at a time"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        if let Some(a) = dialogs.poll() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(answer.unwrap_err().contains("without an answer"));
+    assert_eq!(dialogs.open_purpose(), None);
+    dialogs.set_backend(Arc::new(|_| Some(PathBuf::from("/tmp/x.safetensors"))));
+    assert!(dialogs.open(DialogPurpose::OpenModel, &wake).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        if let Some(a) = dialogs.poll() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        answer.unwrap(),
+        DialogAnswer {
+            purpose: DialogPurpose::OpenModel,
+            path: Some(PathBuf::from("/tmp/x.safetensors")),
+        }
+    );
+}
+
+/// The size of the window in the snapshots.
+const SNAPSHOT_SIZE: [f32; 2] = [1280.0, 900.0];
+
+/// The window for snapshots: fixed size, default settings (fixed seed), no adapter name, rendered
+/// on the wgpu software adapter that egui_kittest prefers (lavapipe); the first result is in.
+fn snapshot_harness() -> Harness<'static, AdvlensApp> {
+    let mut harness = Harness::builder()
+        .with_size(SNAPSHOT_SIZE)
+        .with_render_cursor(false)
+        .wgpu()
+        .build_eframe(|cc| {
+            AdvlensApp::with_settings(&cc.egui_ctx, Settings::default(), None, None).unwrap()
+        });
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    harness
+}
+
+/// Takes the snapshot `name` once the views have settled. The status bar is masked: it shows the
+/// engine's thread count and the recompute time, which depend on the machine, and their widths
+/// move everything after them (other tests check its text).
+fn settled_snapshot(harness: &mut Harness<'_, AdvlensApp>, name: &str) {
+    harness.run_steps(4);
+    let row = harness.get_by_label_contains("engine cpu").rect();
+    let status = egui::Rect::from_min_max(
+        egui::pos2(0.0, row.min.y - 3.0),
+        egui::pos2(SNAPSHOT_SIZE[0], row.max.y + 3.0),
+    );
+    harness.mask(status);
+    harness.snapshot(name);
+}
+
+#[test]
+fn snapshot_default_view() {
+    let mut harness = snapshot_harness();
+    settled_snapshot(&mut harness, "app_default_view");
+}
+
+#[test]
+fn snapshot_feature_maps_after_the_second_denoise_block() {
+    let mut harness = snapshot_harness();
+    let tap = harness
+        .state()
+        .network()
+        .graph
+        .taps_denoise_first()
+        .iter()
+        .find(|t| t.kind == TapKind::DenoiseAfter(1))
+        .unwrap()
+        .name
+        .clone();
+    harness.state_mut().settings.tap = Some(tap.clone());
+    harness.state_mut().settings.channel = 3;
+    harness.step();
+    harness.get_by_label(&format!("channels of {tap}"));
+    settled_snapshot(&mut harness, "app_feature_maps_denoise_after_1");
+}
+
+#[test]
+fn snapshot_denoise_blocks_bypassed() {
+    let mut harness = snapshot_harness();
+    harness.get_by_label("bypass denoise blocks").click();
+    harness.step();
+    harness.remove_cursor();
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| s.cfg.bypass_denoise) && !a.is_busy()
+    });
+    settled_snapshot(&mut harness, "app_denoise_bypassed");
+}
+
+/// A file that is slow to read: a named pipe the loader blocks on until the test writes into it.
+#[cfg(unix)]
+#[test]
+fn the_ui_keeps_running_while_an_image_is_still_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("slow.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut png = std::io::Cursor::new(vec![]);
+    image::GrayImage::from_fn(36, 36, |x, y| image::Luma([((x * y) % 251) as u8]))
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let mut harness = app_harness();
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    let before = harness.state().input().clone();
+    harness.state_mut().open_image(&pipe);
+    harness.run_steps(3);
+    // The loader is blocked on the pipe; the UI is not.
+    assert!(harness.state().is_loading());
+    harness.get_by_label(&format!("decoding {}…", pipe.display()));
+    assert_eq!(harness.state().input(), &before);
+    harness.state_mut().settings.attack.eps = 20.0 / 255.0;
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| (s.cfg.eps - 20.0 / 255.0).abs() < 1e-9)
+            && !a.is_busy()
+    });
+    assert!(harness.state().is_loading());
+    // The bytes arrive: the image opens and is analysed.
+    let writer = {
+        let pipe = pipe.clone();
+        std::thread::Builder::new()
+            .name("test-pipe-writer".into())
+            .spawn(move || std::fs::write(pipe, png.into_inner()).unwrap())
+            .unwrap()
+    };
+    let file = ImageSource::File(pipe);
+    step_until(&mut harness, |a| {
+        a.settings.image == file
+            && a.snapshot()
+                .is_some_and(|s| s.record.images[0].source.ends_with("slow.png"))
+            && !a.is_busy()
+    });
+    writer.join().unwrap();
+    assert!(harness.query_by_label_contains("decoding").is_none());
+    assert_ne!(harness.state().input(), &before);
+    assert!(harness.state().errors.list.is_empty());
 }

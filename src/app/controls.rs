@@ -98,7 +98,7 @@ fn files_ui(
         ui.strong("model");
         if ui
             .button("open…")
-            .on_hover_text("Open a model: advlens safetensors or Xie et al.'s tensorpack .npz (or drop it on the window)")
+            .on_hover_text("Open a model: advlens safetensors, Xie et al.'s tensorpack .npz, or a PyTorch .pth state dict of a torchvision ResNet or EfficientNet-Lite (or drop it on the window)")
             .clicked()
         {
             actions.push(Action::OpenModelDialog);

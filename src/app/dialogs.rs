@@ -1,37 +1,190 @@
-//! Native file dialogs (rfd). Only the app's menu, buttons and shortcuts call these; tests call
-//! the functions behind them with a path instead, so no test ever opens a dialog.
+//! Native file dialogs (rfd) that never block the UI. A dialog runs rfd's `AsyncFileDialog` on a
+//! named helper thread (driven by `pollster::block_on`); the chosen path comes back over a channel,
+//! the thread wakes the UI, and the app applies what the dialog was for (open an image or a model,
+//! export, screenshot) when it polls [`Dialogs::poll`]. One dialog at a time: while one is open,
+//! further requests are ignored.
+//!
+//! What shows the dialog is a [`DialogBackend`]: the app uses [`native_backend`]; tests install a
+//! backend that answers with a path, so they run the same thread, channel and apply code and never
+//! open a dialog. The functions behind every dialog take a path (`AdvlensApp::open_image`,
+//! `AdvlensApp::export_to`, …), and tests call them directly too.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
+
+use super::export::Export;
+use super::worker::Waker;
 
 /// Image extensions the decoder accepts.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "PNG"];
 
-/// Asks for an image file.
-pub fn open_image() -> Option<PathBuf> {
-    rfd::FileDialog::new()
-        .set_title("Open image")
-        .add_filter("images", &IMAGE_EXTENSIONS)
-        .add_filter("all files", &["*"])
-        .pick_file()
+/// Model extensions the loaders accept.
+pub const MODEL_EXTENSIONS: [&str; 4] = ["safetensors", "npz", "pth", "pt"];
+
+/// Name of the helper thread a dialog runs on.
+pub const DIALOG_THREAD: &str = "advlens-file-dialog";
+
+/// What a dialog is for, and so what the app does with the path the user picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DialogPurpose {
+    /// Open an image file.
+    OpenImage,
+    /// Open a model file.
+    OpenModel,
+    /// Save an export.
+    Export(Export),
+    /// Save a screenshot of the window.
+    Screenshot,
 }
 
-/// Asks for a model file.
-pub fn open_model() -> Option<PathBuf> {
-    rfd::FileDialog::new()
-        .set_title("Open model")
-        .add_filter(
-            "models (safetensors, tensorpack npz)",
-            &["safetensors", "npz"],
-        )
-        .add_filter("all files", &["*"])
-        .pick_file()
+impl DialogPurpose {
+    /// The dialog's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            DialogPurpose::OpenImage => "Open image",
+            DialogPurpose::OpenModel => "Open model",
+            DialogPurpose::Export(Export::FeatureMaps) => "Export feature maps",
+            DialogPurpose::Export(Export::Adversarial) => "Export adversarial image",
+            DialogPurpose::Export(Export::Perturbation) => "Export perturbation",
+            DialogPurpose::Export(Export::Record) => "Export record",
+            DialogPurpose::Screenshot => "Save screenshot",
+        }
+    }
 }
 
-/// Asks where to save a file.
-pub fn save_file(default_name: &str, extension: &str) -> Option<PathBuf> {
-    rfd::FileDialog::new()
-        .set_title("Save")
-        .set_file_name(default_name)
-        .add_filter(extension, &[extension])
-        .save_file()
+/// Shows a dialog for a purpose and returns the chosen path (`None`: cancelled). It runs on the
+/// dialog thread, so it may block.
+pub type DialogBackend = Arc<dyn Fn(DialogPurpose) -> Option<PathBuf> + Send + Sync>;
+
+/// The native dialogs: rfd's `AsyncFileDialog`, driven to completion on the calling thread.
+pub fn native_backend() -> DialogBackend {
+    Arc::new(|purpose| pollster::block_on(show_native(purpose)))
+}
+
+/// Builds and shows the rfd dialog for `purpose`.
+async fn show_native(purpose: DialogPurpose) -> Option<PathBuf> {
+    let dialog = rfd::AsyncFileDialog::new().set_title(purpose.title());
+    let handle = match purpose {
+        DialogPurpose::OpenImage => {
+            dialog
+                .add_filter("images", &IMAGE_EXTENSIONS)
+                .add_filter("all files", &["*"])
+                .pick_file()
+                .await
+        }
+        DialogPurpose::OpenModel => {
+            dialog
+                .add_filter(
+                    "models (safetensors, tensorpack npz, PyTorch pth)",
+                    &MODEL_EXTENSIONS,
+                )
+                .add_filter("all files", &["*"])
+                .pick_file()
+                .await
+        }
+        DialogPurpose::Export(what) => {
+            dialog
+                .set_file_name(what.default_name())
+                .add_filter(what.extension(), &[what.extension()])
+                .save_file()
+                .await
+        }
+        DialogPurpose::Screenshot => {
+            dialog
+                .set_file_name("advlens-window.png")
+                .add_filter("png", &["png"])
+                .save_file()
+                .await
+        }
+    };
+    handle.map(|h| h.path().to_path_buf())
+}
+
+/// A dialog's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DialogAnswer {
+    /// What the dialog was for.
+    pub purpose: DialogPurpose,
+    /// The chosen path; `None` when the user cancelled.
+    pub path: Option<PathBuf>,
+}
+
+/// The dialog that is open: its purpose and where its answer arrives.
+struct OpenDialog {
+    purpose: DialogPurpose,
+    answer: Receiver<Option<PathBuf>>,
+}
+
+/// The app's dialogs: at most one open at a time, each on its own named helper thread.
+pub struct Dialogs {
+    backend: DialogBackend,
+    open: Option<OpenDialog>,
+}
+
+impl Dialogs {
+    /// Dialogs shown by `backend`.
+    pub fn new(backend: DialogBackend) -> Self {
+        Self {
+            backend,
+            open: None,
+        }
+    }
+
+    /// Replaces what shows the dialogs (tests answer without a dialog).
+    pub fn set_backend(&mut self, backend: DialogBackend) {
+        self.backend = backend;
+    }
+
+    /// What the open dialog is for, if one is open.
+    pub fn open_purpose(&self) -> Option<DialogPurpose> {
+        self.open.as_ref().map(|d| d.purpose)
+    }
+
+    /// Opens a dialog for `purpose` on a helper thread, which calls `wake` once it has an answer.
+    /// Returns `Ok(false)` (and does nothing) while another dialog is open.
+    pub fn open(&mut self, purpose: DialogPurpose, wake: &Waker) -> std::io::Result<bool> {
+        if self.open.is_some() {
+            return Ok(false);
+        }
+        let (tx, rx) = channel();
+        let backend = self.backend.clone();
+        let wake = wake.clone();
+        // The thread is not joined: the app may close while a dialog is still open.
+        std::thread::Builder::new()
+            .name(DIALOG_THREAD.into())
+            .spawn(move || {
+                let path = backend(purpose);
+                // The app may have gone; then nobody needs the answer.
+                let _ = tx.send(path);
+                wake();
+            })?;
+        self.open = Some(OpenDialog {
+            purpose,
+            answer: rx,
+        });
+        Ok(true)
+    }
+
+    /// The open dialog's answer once it has arrived; `Err` when its thread stopped without one.
+    pub fn poll(&mut self) -> Option<Result<DialogAnswer, String>> {
+        let open = self.open.as_ref()?;
+        let purpose = open.purpose;
+        let answer = match open.answer.try_recv() {
+            Ok(path) => Ok(DialogAnswer { purpose, path }),
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => Err(format!(
+                "the file dialog ({}) closed without an answer",
+                purpose.title()
+            )),
+        };
+        self.open = None;
+        Some(answer)
+    }
+}
+
+impl Default for Dialogs {
+    fn default() -> Self {
+        Self::new(native_backend())
+    }
 }

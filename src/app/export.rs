@@ -15,6 +15,39 @@ use super::worker::Snapshot;
 use crate::analysis::colormap::perturbation_image;
 use crate::data::image_io;
 
+/// What "Export …" writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    /// The feature-map panel of the current tap and channel (PNG).
+    FeatureMaps,
+    /// The adversarial image (PNG).
+    Adversarial,
+    /// The perturbation as a signed colour map (PNG).
+    Perturbation,
+    /// The JSON record, in the `advlens attack` format.
+    Record,
+}
+
+impl Export {
+    /// The file name the save dialog suggests.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Export::FeatureMaps => "feature-maps.png",
+            Export::Adversarial => "adversarial.png",
+            Export::Perturbation => "perturbation.png",
+            Export::Record => "record.json",
+        }
+    }
+
+    /// The file extension (and the save dialog's filter).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Export::Record => "json",
+            _ => "png",
+        }
+    }
+}
+
 /// Each cell is scaled up by an integer factor until its longer side reaches at least this.
 pub const CELL_TARGET: usize = 224;
 /// Border around the composition, pixels.

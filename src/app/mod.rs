@@ -2,11 +2,13 @@
 //! adversarial feature maps before and after the denoise blocks, with predictions, amplification
 //! per layer, a robustness curve and exports.
 //!
-//! The UI thread only draws immutable [`worker::Snapshot`]s; a named worker thread runs the attack
-//! and the forward passes, and a second one computes robustness curves. One concept per file:
-//! [`state`] (the app), [`settings`] (persisted), [`worker`], the panels ([`controls`],
-//! [`images`], [`feature_maps`], [`channels`], [`amplification`], [`robustness`], [`status`]),
-//! [`maps`] (the feature-map data they share), [`export`] and [`dialogs`].
+//! The UI thread only draws immutable [`worker::Snapshot`]s and never waits: a named worker thread
+//! runs the attack and the forward passes, a loader thread decodes images and reads model files,
+//! file dialogs run on their own helper thread, and another thread computes robustness curves.
+//! One concept per file: [`state`] (the app), [`settings`] (persisted), [`worker`], [`loader`],
+//! the panels ([`controls`], [`images`], [`feature_maps`], [`channels`], [`amplification`],
+//! [`robustness`], [`status`]), [`maps`] (the feature-map data they share), [`export`] and
+//! [`dialogs`].
 
 pub mod amplification;
 pub mod channels;
@@ -16,6 +18,7 @@ pub mod export;
 pub mod feature_maps;
 pub mod glyphs;
 pub mod images;
+pub mod loader;
 pub mod maps;
 pub mod robustness;
 pub mod settings;

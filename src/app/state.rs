@@ -1,6 +1,8 @@
 //! The app: persisted [`Settings`] plus runtime state (the network, the image, the worker, the
-//! latest [`Snapshot`], textures, errors). Each frame it drains the worker, draws the panels, applies
-//! what they asked for, and submits a new job when the inputs changed. It never blocks on work.
+//! loader, the file dialogs, the latest [`Snapshot`], textures, errors). Each frame it drains the
+//! worker, the loader and the open dialog, draws the panels, applies what they asked for, and
+//! submits a new job when the inputs changed. It never blocks on work: attacks run on the worker,
+//! image decoding and model files on the loader, dialogs on their own thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,13 +13,15 @@ use image::DynamicImage;
 
 use super::channels::{ChannelTextures, channels_ui};
 use super::controls::{Action, Loaded, Strip, controls_ui};
+use super::dialogs::{DialogAnswer, DialogBackend, DialogPurpose, Dialogs};
+use super::export::{self, Export};
 use super::feature_maps::{GridTextures, feature_maps_ui, tap_choices};
 use super::images::{ImageTextures, images_ui};
+use super::loader::{DecodedImage, ImageInput, ImageJob, InputPrep, LoadReply, Loader};
 use super::robustness::{RobustnessJob, RobustnessRun, robustness_ui};
 use super::settings::{EngineChoice, ImageSource, Settings};
 use super::status::{Errors, StatusInfo, errors_window, status_ui};
 use super::worker::{AnalyseJob, Reply, Snapshot, Waker, Worker};
-use super::{dialogs, export};
 use crate::array::Array;
 use crate::attack::{AttackConfig, Cancel};
 use crate::data::idx::Labelled;
@@ -38,6 +42,14 @@ struct JobKey {
     net: usize,
 }
 
+/// An image the loader is decoding or converting.
+struct PendingImage {
+    id: u64,
+    source: ImageSource,
+    /// What the status bar says meanwhile.
+    status: String,
+}
+
 /// A window screenshot on its way to a file.
 struct PendingShot {
     path: PathBuf,
@@ -52,11 +64,17 @@ pub struct AdvlensApp {
     net: Arc<Network>,
     model_name: String,
     bundled: Option<Labelled>,
-    source_image: Option<DynamicImage>,
+    source_image: Option<Arc<DynamicImage>>,
     x: Arc<Array>,
     label: Option<usize>,
     image_gen: u64,
     worker: Option<Worker>,
+    loader: Option<Loader>,
+    /// Id of the newest loader request.
+    next_load: u64,
+    pending_image: Option<PendingImage>,
+    pending_model: Option<(u64, PathBuf)>,
+    dialogs: Dialogs,
     wake: Waker,
     next_id: u64,
     submitted: Option<JobKey>,
@@ -118,6 +136,13 @@ impl AdvlensApp {
                 None
             }
         };
+        let loader = match Loader::start(wake.clone()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                errors.push(format!("cannot start the loader thread: {e}"));
+                None
+            }
+        };
         let net = crate::zoo::default_network()
             .map_err(|e| anyhow::anyhow!("cannot build the default model: {e}"))?;
         let bundled = match crate::data::idx::bundled_test_images() {
@@ -138,6 +163,11 @@ impl AdvlensApp {
             label: None,
             image_gen: 0,
             worker,
+            loader,
+            next_load: 0,
+            pending_image: None,
+            pending_model: None,
+            dialogs: Dialogs::default(),
             wake,
             next_id: 0,
             submitted: None,
@@ -154,10 +184,15 @@ impl AdvlensApp {
             auto_shot,
             notice: None,
         };
-        let image = app.settings.image.clone();
-        if let Err(e) = app.set_image(&image) {
+        // The default image shows at once (it is what `x` holds already); a persisted file or
+        // photo replaces it once the loader has decoded it.
+        let requested = app.settings.image.clone();
+        app.settings.image = ImageSource::Bundled(0);
+        let _ = app.set_image(&ImageSource::Bundled(0));
+        if requested != ImageSource::Bundled(0)
+            && let Err(e) = app.set_image(&requested)
+        {
             app.errors.push(e);
-            let _ = app.set_image(&ImageSource::Bundled(0));
         }
         if let Some(path) = app.settings.model.clone() {
             app.open_model(path);
@@ -185,55 +220,148 @@ impl AdvlensApp {
         &self.x
     }
 
-    /// Shows `source`, converted to the model's input. Errors leave the current image in place.
+    /// Shows `source`. Bundled images switch at once; files and photos are decoded and converted
+    /// on the loader thread and switch when [`Self::poll_worker`] receives them (their errors then
+    /// go to the error list). Errors leave the current image in place.
     pub fn set_image(&mut self, source: &ImageSource) -> Result<(), String> {
-        let img = match source {
-            ImageSource::Bundled(i) => {
-                let set = self
-                    .bundled
-                    .as_ref()
-                    .ok_or("the bundled test images are not available")?;
-                if *i >= set.len() {
-                    return Err(format!("there are {} bundled images", set.len()));
-                }
-                image_io::example_to_image(set.images.example(*i), [1, 28, 28])
-                    .map_err(|e| e.to_string())?
+        match source {
+            ImageSource::Bundled(i) => self.set_bundled(*i),
+            ImageSource::File(path) => {
+                self.load_image(source.clone(), ImageInput::File(path.clone()), "decoding")
             }
-            ImageSource::File(path) => image_io::load(path).map_err(|e| e.to_string())?,
-            ImageSource::Photo(name) => crate::zoo::photo(name)?,
-        };
-        let [c, h, w] = self.net.input_shape();
-        let x = image_io::to_array_with(&img, c, [h, w], self.net.eval_resize())
-            .map_err(|e| e.to_string())?;
-        self.label = match source {
-            ImageSource::Bundled(i) if self.is_fashion_model() => self
-                .bundled
-                .as_ref()
-                .and_then(|b| b.labels.get(*i).copied()),
-            _ => None,
-        };
-        self.x = Arc::new(x);
-        self.source_image = Some(img);
-        self.image_gen += 1;
-        self.settings.image = source.clone();
-        if let ImageSource::File(p) = source {
-            self.settings.push_recent_image(p);
+            ImageSource::Photo(name) => {
+                self.load_image(source.clone(), ImageInput::Photo(name.clone()), "decoding")
+            }
         }
-        Ok(())
     }
 
-    /// Opens an image file, reporting errors in the UI.
+    /// Opens an image file: it is decoded on the loader thread; errors appear in the UI.
     pub fn open_image(&mut self, path: &Path) {
         if let Err(e) = self.set_image(&ImageSource::File(path.to_path_buf())) {
             self.errors.push(e);
         }
     }
 
-    /// Starts loading a model file on the worker.
+    /// Starts reading a model file on the loader thread. The app switches to it once it has
+    /// loaded; errors appear in the UI and the current model stays.
     pub fn open_model(&mut self, path: PathBuf) {
-        match &mut self.worker {
-            Some(w) => w.load_model(path),
-            None => self.errors.push("the worker thread is not running"),
+        let Some(loader) = &self.loader else {
+            self.errors.push("the loader thread is not running");
+            return;
+        };
+        self.next_load += 1;
+        loader.model(self.next_load, path.clone());
+        self.pending_model = Some((self.next_load, path));
+    }
+
+    /// Whether an image or a model is being read (the status bar says which).
+    pub fn is_loading(&self) -> bool {
+        self.pending_image.is_some() || self.pending_model.is_some()
+    }
+
+    /// A bundled 28×28 test image, converted on this thread (it is tiny).
+    fn set_bundled(&mut self, i: usize) -> Result<(), String> {
+        let set = self
+            .bundled
+            .as_ref()
+            .ok_or("the bundled test images are not available")?;
+        if i >= set.len() {
+            return Err(format!("there are {} bundled images", set.len()));
+        }
+        let img = image_io::example_to_image(set.images.example(i), [1, 28, 28])
+            .map_err(|e| e.to_string())?;
+        let label = set.labels.get(i).copied();
+        let p = InputPrep::of(&self.net);
+        let x = image_io::to_array_with(&img, p.channels, p.size, p.eval_resize)
+            .map_err(|e| e.to_string())?;
+        let label = label.filter(|_| self.is_fashion_model());
+        // Supersedes an image the loader is still decoding.
+        self.pending_image = None;
+        self.show_image(ImageSource::Bundled(i), Arc::new(img), x, label);
+        Ok(())
+    }
+
+    /// Sends an image job to the loader; `verb` is what the status bar says meanwhile.
+    fn load_image(
+        &mut self,
+        source: ImageSource,
+        input: ImageInput,
+        verb: &str,
+    ) -> Result<(), String> {
+        let loader = self
+            .loader
+            .as_ref()
+            .ok_or("the loader thread is not running")?;
+        self.next_load += 1;
+        let status = format!("{verb} {}…", source.describe());
+        loader.image(ImageJob {
+            id: self.next_load,
+            source: source.clone(),
+            input,
+            prep: InputPrep::of(&self.net),
+        });
+        self.pending_image = Some(PendingImage {
+            id: self.next_load,
+            source,
+            status,
+        });
+        Ok(())
+    }
+
+    fn show_image(
+        &mut self,
+        source: ImageSource,
+        img: Arc<DynamicImage>,
+        x: Array,
+        label: Option<usize>,
+    ) {
+        self.label = label;
+        self.x = Arc::new(x);
+        self.source_image = Some(img);
+        self.image_gen += 1;
+        if let ImageSource::File(p) = &source {
+            self.settings.push_recent_image(p);
+        }
+        self.settings.image = source;
+    }
+
+    /// The loader's answer to an image job; answers to superseded jobs are dropped.
+    fn image_loaded(&mut self, id: u64, source: ImageSource, result: Result<DecodedImage, String>) {
+        if self.pending_image.as_ref().is_none_or(|p| p.id != id) {
+            return;
+        }
+        self.pending_image = None;
+        match result {
+            Err(e) => self.errors.push(e),
+            // The model changed while the image was converted: convert it again.
+            Ok(d) if d.prep != InputPrep::of(&self.net) => {
+                let input = ImageInput::Decoded(d.image);
+                if let Err(e) = self.load_image(source, input, "converting") {
+                    self.errors.push(e);
+                }
+            }
+            Ok(d) => self.show_image(source, d.image, d.x, None),
+        }
+    }
+
+    /// The loader's answer to a model request; answers to superseded requests are dropped.
+    fn model_loaded(&mut self, id: u64, path: PathBuf, result: Result<Arc<Network>, String>) {
+        if self.pending_model.as_ref().is_none_or(|(p, _)| *p != id) {
+            return;
+        }
+        self.pending_model = None;
+        match result {
+            Ok(net) => {
+                self.settings.model = Some(path.clone());
+                self.settings.push_recent_model(&path);
+                self.use_network(net, path.display().to_string());
+            }
+            Err(e) => {
+                if self.settings.model.as_ref() == Some(&path) {
+                    self.settings.model = None;
+                }
+                self.errors.push(e);
+            }
         }
     }
 
@@ -242,35 +370,63 @@ impl AdvlensApp {
     }
 
     fn use_network(&mut self, net: Arc<Network>, name: String) {
+        let old_prep = InputPrep::of(&self.net);
         self.net = net;
         self.model_name = name;
         if let Some(r) = &mut self.robustness {
             r.cancel();
         }
-        // Re-convert the current image for the new model's input; an ImageNet-sized model gets a
-        // photo instead of a 28×28 Fashion-MNIST image, and back.
-        let mut source = self.settings.image.clone();
-        match (&source, self.is_fashion_model()) {
-            (ImageSource::Bundled(_), false) => source = ImageSource::Photo("coffee".into()),
-            (ImageSource::Photo(_), true) => source = ImageSource::Bundled(0),
-            _ => {}
-        }
-        if let Err(e) = self.set_image(&source) {
+        // Re-convert the current image (or the one being decoded) for the new model's input on
+        // the loader; an ImageNet-sized model gets a photo instead of a 28×28 Fashion-MNIST image,
+        // and back. Until the new input arrives no job is submitted (its shape does not match).
+        let (source, decoded) = match &self.pending_image {
+            Some(p) => (p.source.clone(), None),
+            None => (self.settings.image.clone(), self.source_image.clone()),
+        };
+        let prep = InputPrep::of(&self.net);
+        let converted = prep == old_prep && self.x.shape() == prep.shape().as_slice();
+        let result = match (&source, self.is_fashion_model(), decoded) {
+            (ImageSource::Bundled(_), false, _) => {
+                self.set_image(&ImageSource::Photo("coffee".into()))
+            }
+            (ImageSource::Photo(_), true, _) => self.set_image(&ImageSource::Bundled(0)),
+            (ImageSource::Bundled(_), true, _) | (_, _, None) => self.set_image(&source),
+            // Same preprocessing: the input is already right.
+            (_, _, Some(_)) if converted => Ok(()),
+            (_, _, Some(img)) => self.load_image(source, ImageInput::Decoded(img), "converting"),
+        };
+        if let Err(e) = result {
             self.errors.push(e);
-            if let Some(img) = &self.source_image {
-                let [c, h, w] = self.net.input_shape();
-                match image_io::to_array_with(img, c, [h, w], self.net.eval_resize()) {
-                    Ok(x) => {
-                        self.x = Arc::new(x);
-                        self.image_gen += 1;
+        }
+    }
+
+    /// Takes every reply the loader has sent.
+    fn poll_loader(&mut self) {
+        let mut replies = vec![];
+        if let Some(l) = &self.loader {
+            loop {
+                match l.poll() {
+                    Ok(Some(r)) => replies.push(r),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.errors.push(e);
+                        self.loader = None;
+                        self.pending_image = None;
+                        self.pending_model = None;
+                        break;
                     }
-                    Err(e) => self.errors.push(e.to_string()),
                 }
+            }
+        }
+        for r in replies {
+            match r {
+                LoadReply::Image { id, source, result } => self.image_loaded(id, source, result),
+                LoadReply::Model { id, path, result } => self.model_loaded(id, path, result),
             }
         }
     }
 
-    /// Takes every reply the worker has sent.
+    /// Takes every reply the worker and the loader have sent.
     pub fn poll_worker(&mut self) {
         let mut replies = vec![];
         if let Some(w) = &self.worker {
@@ -303,21 +459,9 @@ impl AdvlensApp {
                     self.errors.push(format!("attack failed: {error}"));
                 }
                 Reply::Notice(n) => self.errors.push(n),
-                Reply::ModelLoaded { path, result } => match result {
-                    Ok(net) => {
-                        self.settings.model = Some(path.clone());
-                        self.settings.push_recent_model(&path);
-                        self.use_network(net, path.display().to_string());
-                    }
-                    Err(e) => {
-                        if self.settings.model.as_ref() == Some(&path) {
-                            self.settings.model = None;
-                        }
-                        self.errors.push(e);
-                    }
-                },
             }
         }
+        self.poll_loader();
     }
 
     /// Submits a job when the attack, the image or the model changed since the last one.
@@ -329,6 +473,10 @@ impl AdvlensApp {
             net: Arc::as_ptr(&self.net) as usize,
         };
         if self.submitted.as_ref() == Some(&key) {
+            return;
+        }
+        // After a model change the image is converted again on the loader; wait for it.
+        if self.x.shape() != InputPrep::of(&self.net).shape().as_slice() {
             return;
         }
         let Some(worker) = &mut self.worker else {
@@ -403,21 +551,77 @@ impl AdvlensApp {
             .next()
     }
 
-    fn run_export(&mut self, what: Export) {
-        let Some(path) = dialogs::save_file(what.default_name(), what.extension()) else {
-            return;
-        };
-        let result = match (what, self.snapshot.clone()) {
-            (Export::FeatureMaps, _) => self.export_feature_maps(&path),
-            (Export::Adversarial, Some(s)) => export::save_adversarial(&s, &path),
-            (Export::Perturbation, Some(s)) => export::save_perturbation(&s, &path),
-            (Export::Record, Some(s)) => export::save_record(&s, &path),
+    /// Writes `what` of the current result to `path`.
+    pub fn export(&self, what: Export, path: &Path) -> anyhow::Result<()> {
+        match (what, self.snapshot()) {
+            (Export::FeatureMaps, _) => self.export_feature_maps(path),
+            (Export::Adversarial, Some(s)) => export::save_adversarial(s, path),
+            (Export::Perturbation, Some(s)) => export::save_perturbation(s, path),
+            (Export::Record, Some(s)) => export::save_record(s, path),
             (_, None) => Err(anyhow::anyhow!("no result yet")),
-        };
-        match result {
+        }
+    }
+
+    /// Writes `what` to `path` (where the save dialog's answer leads) and reports the outcome in
+    /// the UI: a notice in the menu bar, or an error.
+    pub fn export_to(&mut self, what: Export, path: &Path) {
+        match self.export(what, path) {
             Ok(()) => self.notice = Some(format!("wrote {}", path.display())),
             Err(e) => self.errors.push(format!("export failed: {e:#}")),
         }
+    }
+
+    /// Replaces what shows the file dialogs. Tests install a backend that answers with a path,
+    /// so the dialog thread, its channel and the code that applies the answer run without a
+    /// dialog on screen.
+    pub fn set_dialog_backend(&mut self, backend: DialogBackend) {
+        self.dialogs.set_backend(backend);
+    }
+
+    /// What the open file dialog is for, if one is open.
+    pub fn open_dialog(&self) -> Option<DialogPurpose> {
+        self.dialogs.open_purpose()
+    }
+
+    /// Opens a file dialog for `purpose` on its helper thread; ignored while one is open.
+    pub fn start_dialog(&mut self, purpose: DialogPurpose) {
+        if let Err(e) = self.dialogs.open(purpose, &self.wake) {
+            self.errors
+                .push(format!("cannot start the file dialog thread: {e}"));
+        }
+    }
+
+    /// Applies the open dialog's answer once it has arrived.
+    fn poll_dialog(&mut self, ctx: &egui::Context) {
+        match self.dialogs.poll() {
+            None | Some(Ok(DialogAnswer { path: None, .. })) => {}
+            Some(Err(e)) => self.errors.push(e),
+            Some(Ok(DialogAnswer {
+                purpose,
+                path: Some(path),
+            })) => match purpose {
+                DialogPurpose::OpenImage => self.open_image(&path),
+                DialogPurpose::OpenModel => self.open_model(path),
+                DialogPurpose::Export(what) => self.export_to(what, &path),
+                DialogPurpose::Screenshot => self.request_screenshot(ctx, path, false),
+            },
+        }
+    }
+
+    /// What the status bar shows beside the worker's state: the open dialog and the files
+    /// being read.
+    fn activity(&self) -> Vec<String> {
+        let mut out = vec![];
+        if self.dialogs.open_purpose().is_some() {
+            out.push("waiting for the file dialog…".to_string());
+        }
+        if let Some(p) = &self.pending_image {
+            out.push(p.status.clone());
+        }
+        if let Some((_, path)) = &self.pending_model {
+            out.push(format!("loading model {}…", path.display()));
+        }
+        out
     }
 
     /// Asks eframe for a screenshot of the window, to be written to `path`.
@@ -459,13 +663,13 @@ impl AdvlensApp {
             (a, b, i.consume_shortcut(&open))
         });
         if do_shot {
-            self.screenshot_dialog(ctx);
+            self.start_dialog(DialogPurpose::Screenshot);
         }
         if do_save {
-            self.run_export(Export::FeatureMaps);
+            self.start_dialog(DialogPurpose::Export(Export::FeatureMaps));
         }
         if do_open {
-            self.apply(ctx, Action::OpenImageDialog);
+            self.start_dialog(DialogPurpose::OpenImage);
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
@@ -483,30 +687,17 @@ impl AdvlensApp {
         }
     }
 
-    fn screenshot_dialog(&mut self, ctx: &egui::Context) {
-        if let Some(path) = dialogs::save_file("advlens-window.png", "png") {
-            self.request_screenshot(ctx, path, false);
-        }
-    }
-
-    fn apply(&mut self, ctx: &egui::Context, action: Action) {
-        let _ = ctx;
+    fn apply(&mut self, action: Action) {
         match action {
-            Action::OpenImageDialog => {
-                if let Some(p) = dialogs::open_image() {
-                    self.open_image(&p);
-                }
-            }
-            Action::OpenModelDialog => {
-                if let Some(p) = dialogs::open_model() {
-                    self.open_model(p);
-                }
-            }
+            Action::OpenImageDialog => self.start_dialog(DialogPurpose::OpenImage),
+            Action::OpenModelDialog => self.start_dialog(DialogPurpose::OpenModel),
             Action::OpenImage(p) => self.open_image(&p),
             Action::OpenModel(p) => self.open_model(p),
             Action::BuiltinModel => match crate::zoo::default_network() {
                 Ok(n) => {
                     self.settings.model = None;
+                    // Supersedes a model file that is still loading.
+                    self.pending_model = None;
                     self.use_network(Arc::new(n), crate::zoo::DEFAULT_MODEL.into());
                 }
                 Err(e) => self.errors.push(e.to_string()),
@@ -529,26 +720,25 @@ impl AdvlensApp {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("Open image…  (Ctrl+O)").clicked() {
-                    self.apply(&ctx, Action::OpenImageDialog);
+                    self.apply(Action::OpenImageDialog);
                 }
                 if ui.button("Open model…").clicked() {
-                    self.apply(&ctx, Action::OpenModelDialog);
+                    self.apply(Action::OpenModelDialog);
                 }
                 ui.separator();
-                if ui.button("Export feature maps…  (Ctrl+S)").clicked() {
-                    self.run_export(Export::FeatureMaps);
-                }
-                if ui.button("Export adversarial image…").clicked() {
-                    self.run_export(Export::Adversarial);
-                }
-                if ui.button("Export perturbation…").clicked() {
-                    self.run_export(Export::Perturbation);
-                }
-                if ui.button("Export record (JSON)…").clicked() {
-                    self.run_export(Export::Record);
+                let exports = [
+                    ("Export feature maps…  (Ctrl+S)", Export::FeatureMaps),
+                    ("Export adversarial image…", Export::Adversarial),
+                    ("Export perturbation…", Export::Perturbation),
+                    ("Export record (JSON)…", Export::Record),
+                ];
+                for (label, what) in exports {
+                    if ui.button(label).clicked() {
+                        self.start_dialog(DialogPurpose::Export(what));
+                    }
                 }
                 if ui.button("Screenshot…  (Ctrl+Shift+S)").clicked() {
-                    self.screenshot_dialog(&ctx);
+                    self.start_dialog(DialogPurpose::Screenshot);
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {
@@ -563,7 +753,7 @@ impl AdvlensApp {
             });
             ui.menu_button("Help", |ui| {
                 ui.label(format!("advlens {}", env!("CARGO_PKG_VERSION")));
-                ui.label("Drag ε to recompute live; drop an image, a .safetensors model or a Xie et al. .npz model on the window.");
+                ui.label("Drag ε to recompute live; drop an image or a model (.safetensors, Xie et al. .npz, PyTorch .pth) on the window.");
                 ui.label("• marks denoise-block taps.");
             });
             if let Some(n) = &self.notice {
@@ -634,6 +824,7 @@ impl AdvlensApp {
     fn auto_screenshot(&mut self, ctx: &egui::Context) {
         if self.snapshot.is_some()
             && !self.busy
+            && !self.is_loading()
             && self.shot.is_none()
             && let Some(path) = self.auto_shot.take()
         {
@@ -644,35 +835,11 @@ impl AdvlensApp {
 
 /// Whether a dropped file is a model (by extension).
 pub fn is_model_path(p: &Path) -> bool {
-    p.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("npz"))
-}
-
-/// What "Export …" writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Export {
-    FeatureMaps,
-    Adversarial,
-    Perturbation,
-    Record,
-}
-
-impl Export {
-    fn default_name(self) -> &'static str {
-        match self {
-            Export::FeatureMaps => "feature-maps.png",
-            Export::Adversarial => "adversarial.png",
-            Export::Perturbation => "perturbation.png",
-            Export::Record => "record.json",
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            Export::Record => "json",
-            _ => "png",
-        }
-    }
+    p.extension().is_some_and(|e| {
+        ["safetensors", "npz", "pth", "pt"]
+            .iter()
+            .any(|m| e.eq_ignore_ascii_case(m))
+    })
 }
 
 impl eframe::App for AdvlensApp {
@@ -705,6 +872,7 @@ impl AdvlensApp {
         if let Some(r) = &mut self.robustness {
             r.poll();
         }
+        self.poll_dialog(&ctx);
         self.poll_screenshot(&ctx);
         self.handle_input(&ctx);
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
@@ -714,12 +882,14 @@ impl AdvlensApp {
             .map_or_else(|| "cpu".to_string(), |s| s.record.engine.clone());
         let model = self.model_name.clone();
         let image = self.settings.image.describe();
+        let activity = self.activity();
         egui::Panel::bottom("status").show(ui, |ui| {
             let info = StatusInfo {
                 engine: &engine,
                 adapter: self.adapter.as_deref(),
                 last_ms: self.snapshot.as_ref().map(|s| s.elapsed_ms),
                 busy: self.busy,
+                activity: &activity,
                 model: &model,
                 image: &image,
             };
@@ -742,7 +912,7 @@ impl AdvlensApp {
         egui::CentralPanel::default().show(ui, |ui| self.central_ui(ui));
         errors_window(&ctx, &mut self.errors);
         for a in actions {
-            self.apply(&ctx, a);
+            self.apply(a);
         }
         self.submit_if_changed();
         self.auto_screenshot(&ctx);

@@ -1,4 +1,5 @@
-//! The status bar (engine and adapter, last recompute, model, image, errors) and the error window.
+//! The status bar (engine and adapter, last recompute, what is being loaded, model, image,
+//! errors) and the error window.
 
 use std::time::SystemTime;
 
@@ -50,6 +51,8 @@ pub struct StatusInfo<'a> {
     pub last_ms: Option<f64>,
     /// Whether a job is running.
     pub busy: bool,
+    /// What else is under way (an open file dialog, an image being decoded, a model loading).
+    pub activity: &'a [String],
     /// Model name.
     pub model: &'a str,
     /// Image name.
@@ -70,6 +73,13 @@ pub fn status_ui(ui: &mut egui::Ui, info: &StatusInfo<'_>, errors: &mut Errors) 
         }
         if let Some(ms) = info.last_ms {
             ui.label(format!("last recompute {ms:.0} ms"));
+        }
+        if !info.activity.is_empty() {
+            ui.separator();
+            ui.spinner();
+            for a in info.activity {
+                ui.label(a);
+            }
         }
         ui.separator();
         ui.label(format!("model {}", info.model));

@@ -1,9 +1,9 @@
 //! The background worker: a named thread that owns the engine, runs one attack-and-analyse job at a
 //! time and sends an immutable [`Snapshot`] back. Jobs arrive over a channel; when several are
 //! queued only the newest runs (stale ones are dropped), and submitting a job cancels the one that
-//! is running. Model files are loaded here too, so the UI never blocks on them.
+//! is running. Files (images and models) are read on the loader thread ([`super::loader`]), so a
+//! long attack never delays them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
@@ -118,18 +118,10 @@ pub enum Reply {
     },
     /// Something the user should know that is not a failure (e.g. a GPU fallback).
     Notice(String),
-    /// A model file was read.
-    ModelLoaded {
-        /// The file.
-        path: PathBuf,
-        /// The network, or why it did not load.
-        result: Result<Arc<Network>, String>,
-    },
 }
 
 enum Request {
     Analyse(Box<AnalyseJob>),
-    LoadModel(PathBuf),
     SetGpu(Box<GpuContext>),
 }
 
@@ -168,11 +160,6 @@ impl Worker {
     /// Gives the worker the device the window renders with, for the gpu engine.
     pub fn set_gpu(&mut self, ctx: GpuContext) {
         self.send(Request::SetGpu(Box::new(ctx)));
-    }
-
-    /// Asks the worker to read a model file.
-    pub fn load_model(&mut self, path: PathBuf) {
-        self.send(Request::LoadModel(path));
     }
 
     fn send(&self, req: Request) {
@@ -220,7 +207,7 @@ fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
     let mut cache: Option<EngineCache> = None;
     let mut gpu: Option<GpuContext> = None;
     while let Ok(first) = rx.recv() {
-        // Drain the queue: models load in order, only the newest analyse job runs.
+        // Drain the queue: only the newest analyse job runs.
         let mut newest: Option<Box<AnalyseJob>> = None;
         let mut pending = vec![first];
         while let Ok(r) = rx.try_recv() {
@@ -232,13 +219,6 @@ fn worker_loop(rx: &Receiver<Request>, tx: &Sender<Reply>, wake: &Waker) {
                 Request::SetGpu(ctx) => {
                     gpu = Some(*ctx);
                     cache = None;
-                }
-                Request::LoadModel(path) => {
-                    let result = crate::model::weights::load(&path)
-                        .map(Arc::new)
-                        .map_err(|e| format!("cannot open model {}: {e}", path.display()));
-                    let _ = tx.send(Reply::ModelLoaded { path, result });
-                    wake();
                 }
             }
         }
