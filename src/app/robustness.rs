@@ -12,8 +12,8 @@ use super::settings::RobustnessSettings;
 use super::worker::Waker;
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Cancel};
-use crate::engine::cpu::CpuEngine;
-use crate::engine::{Engine, ForwardOptions};
+use crate::engine::gpu::GpuContext;
+use crate::engine::{EngineChoice, ForwardOptions};
 use crate::model::Network;
 
 /// Images per attack call, so progress moves and cancel is prompt.
@@ -49,6 +49,10 @@ pub struct RobustnessJob {
     pub cfg: AttackConfig,
     /// ε values.
     pub eps: Vec<f32>,
+    /// The engine, chosen as for the live view.
+    pub engine: EngineChoice,
+    /// The window's wgpu device, for the gpu engine.
+    pub gpu: Option<GpuContext>,
 }
 
 /// A running or finished robustness curve.
@@ -167,7 +171,8 @@ pub fn run_job(
     cancel: &Cancel,
     send: &dyn Fn(Progress),
 ) -> Result<(), String> {
-    let mut engine = CpuEngine::new(job.net.clone()).map_err(|e| e.to_string())?;
+    let (mut engine, _notice) = super::worker::open(&job.net, job.engine, job.gpu.as_ref())?;
+    let engine = engine.as_mut();
     let n = job.images.batch();
     if n == 0 {
         return Err("no images".into());
@@ -200,7 +205,7 @@ pub fn run_job(
                 ..ForwardOptions::default()
             };
             let x_eval = if eps > 0.0 {
-                crate::attack::run(&mut engine, &x, Some(&labels), &cfg, cancel)
+                crate::attack::run(engine, &x, Some(&labels), &cfg, cancel)
                     .map_err(|e| e.to_string())?
                     .x_adv
             } else {

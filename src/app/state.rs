@@ -84,6 +84,8 @@ pub struct AdvlensApp {
     pub errors: Errors,
     adapter: Option<String>,
     robustness: Option<RobustnessRun>,
+    /// The window's wgpu device, once eframe has given it (for the gpu engine).
+    gpu: Option<GpuContext>,
     tex_images: Option<ImageTextures>,
     tex_grid: Option<GridTextures>,
     tex_channels: Option<ChannelTextures>,
@@ -176,6 +178,7 @@ impl AdvlensApp {
             errors,
             adapter,
             robustness: None,
+            gpu: None,
             tex_images: None,
             tex_grid: None,
             tex_channels: None,
@@ -520,6 +523,8 @@ impl AdvlensApp {
             labels: sub.labels,
             cfg: self.settings.attack.config(),
             eps: self.settings.robustness.eps_values(),
+            engine: self.settings.engine,
+            gpu: self.gpu.clone(),
         };
         match RobustnessRun::start(job, self.wake.clone()) {
             Ok(r) => self.robustness = Some(r),
@@ -860,6 +865,7 @@ impl AdvlensApp {
 
     /// Gives the worker a wgpu device for the gpu engine (eframe's, or a headless one).
     pub fn set_gpu(&mut self, ctx: GpuContext) {
+        self.gpu = Some(ctx.clone());
         if let Some(w) = &mut self.worker {
             w.set_gpu(ctx);
         }

@@ -283,8 +283,9 @@ fn engine_for<'a>(
 }
 
 /// Opens the engine: `cpu`; `gpu` on the window's device (any adapter); `auto` on the window's
-/// device when it is a hardware GPU, falling back to the cpu engine when the GPU fails.
-fn open(
+/// device when it is a hardware GPU, falling back to the cpu engine when the GPU fails. The
+/// second value is a notice for the user when the choice could not be honoured.
+pub fn open(
     net: &Arc<Network>,
     choice: EngineChoice,
     gpu: Option<&GpuContext>,
