@@ -64,6 +64,30 @@ impl ConvSpec {
     }
 }
 
+/// Checks the parts of a configuration every family shares: an image size of 1 to 4096 pixels a
+/// side, and one positive block count per positive stage width.
+pub fn check_stages(
+    image_size: [usize; 2],
+    widths: &[usize],
+    blocks: &[usize],
+) -> Result<(), ModelError> {
+    let bad = |m: String| Err(ModelError::Architecture(m));
+    if image_size.contains(&0) || image_size.iter().any(|&s| s > 4096) {
+        return bad(format!("image size {image_size:?} is out of range"));
+    }
+    if widths.is_empty() || widths.len() != blocks.len() {
+        return bad(format!(
+            "{} stage widths but {} block counts",
+            widths.len(),
+            blocks.len()
+        ));
+    }
+    if widths.contains(&0) || blocks.contains(&0) {
+        return bad("stage widths and block counts must be positive".into());
+    }
+    Ok(())
+}
+
 /// Builds a [`Graph`] node by node.
 pub struct GraphBuilder {
     graph: Graph,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::builder::{ConvSpec, GraphBuilder};
+use super::builder::{ConvSpec, GraphBuilder, check_stages};
 use super::graph::{Graph, ParamNaming, TapKind};
 use crate::array::Array;
 
@@ -114,9 +114,9 @@ impl EfficientNetLiteConfig {
         if self.num_classes == 0 || self.stem_width == 0 || self.head_width == 0 {
             return bad("num_classes, stem_width and head_width must be positive".into());
         }
-        if self.image_size.contains(&0) || self.image_size.iter().any(|&s| s > 4096) {
-            return bad(format!("image size {:?} is out of range", self.image_size));
-        }
+        let repeats: Vec<usize> = self.stages.iter().map(|s| s.repeats).collect();
+        let outs: Vec<usize> = self.stages.iter().map(|s| s.out).collect();
+        check_stages(self.image_size, &outs, &repeats)?;
         if self.stages.is_empty()
             || self
                 .stages

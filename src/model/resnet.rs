@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::builder::{ConvSpec, GraphBuilder};
+use super::builder::{ConvSpec, GraphBuilder, check_stages};
 use super::denoise::{DenoiseVariant, Placement};
 use super::graph::{Graph, TapKind};
 
@@ -142,19 +142,7 @@ impl ResnetDenoiseConfig {
         if self.in_channels == 0 || self.num_classes == 0 || self.stem_width == 0 {
             return bad("in_channels, num_classes and stem_width must be positive".into());
         }
-        if self.image_size.contains(&0) || self.image_size.iter().any(|&s| s > 4096) {
-            return bad(format!("image size {:?} is out of range", self.image_size));
-        }
-        if self.widths.is_empty() || self.widths.len() != self.blocks.len() {
-            return bad(format!(
-                "{} stage widths but {} block counts",
-                self.widths.len(),
-                self.blocks.len()
-            ));
-        }
-        if self.widths.contains(&0) || self.blocks.contains(&0) {
-            return bad("stage widths and block counts must be positive".into());
-        }
+        check_stages(self.image_size, &self.widths, &self.blocks)?;
         if self.mean.len() != self.in_channels || self.std.len() != self.in_channels {
             return bad(format!(
                 "mean/std need {} entries (one per input channel)",

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::builder::{ConvSpec, GraphBuilder};
+use super::builder::{ConvSpec, GraphBuilder, check_stages};
 use super::graph::{Graph, Padding, ParamNaming, TapKind};
 use super::resnet::BlockKind;
 use crate::array::Array;
@@ -106,19 +106,7 @@ impl TorchResnetConfig {
         if self.num_classes == 0 || self.stem_width == 0 {
             return bad("num_classes and stem_width must be positive".into());
         }
-        if self.image_size.contains(&0) || self.image_size.iter().any(|&s| s > 4096) {
-            return bad(format!("image size {:?} is out of range", self.image_size));
-        }
-        if self.widths.is_empty() || self.widths.len() != self.blocks.len() {
-            return bad(format!(
-                "{} stage widths but {} block counts",
-                self.widths.len(),
-                self.blocks.len()
-            ));
-        }
-        if self.widths.contains(&0) || self.blocks.contains(&0) {
-            return bad("stage widths and block counts must be positive".into());
-        }
+        check_stages(self.image_size, &self.widths, &self.blocks)?;
         if self.groups == 0 || self.width_per_group == 0 {
             return bad("groups and width_per_group must be positive".into());
         }
