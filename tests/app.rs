@@ -54,6 +54,18 @@ fn default_snapshot() -> Snapshot {
     analyse(&mut engine, &job(0, &net, fgsm())).unwrap()
 }
 
+/// The name of the tap after the app model's second denoise block.
+fn second_denoise_output(app: &AdvlensApp) -> String {
+    app.network()
+        .graph
+        .taps_denoise_first()
+        .iter()
+        .find(|t| t.kind == TapKind::DenoiseAfter(1))
+        .unwrap()
+        .name
+        .clone()
+}
+
 #[test]
 fn worker_computes_taps_for_the_default_model() {
     let net = Arc::new(advlens::zoo::default_network().unwrap());
@@ -451,16 +463,7 @@ fn switching_tap_and_channel_updates_the_views() {
     // Column headers (the amplification legend uses the same words).
     assert!(harness.query_all_by_label("before denoise").count() >= 1);
     assert!(harness.query_all_by_label("after denoise").count() >= 1);
-    let other = harness
-        .state()
-        .network()
-        .graph
-        .taps_denoise_first()
-        .iter()
-        .find(|t| t.kind == TapKind::DenoiseAfter(1))
-        .unwrap()
-        .name
-        .clone();
+    let other = second_denoise_output(harness.state());
     harness.state_mut().settings.tap = Some(other.clone());
     harness.state_mut().settings.channel = 3;
     harness.step();
@@ -823,16 +826,7 @@ fn snapshot_default_view() {
 #[test]
 fn snapshot_feature_maps_after_the_second_denoise_block() {
     let mut harness = snapshot_harness();
-    let tap = harness
-        .state()
-        .network()
-        .graph
-        .taps_denoise_first()
-        .iter()
-        .find(|t| t.kind == TapKind::DenoiseAfter(1))
-        .unwrap()
-        .name
-        .clone();
+    let tap = second_denoise_output(harness.state());
     harness.state_mut().settings.tap = Some(tap.clone());
     harness.state_mut().settings.channel = 3;
     harness.step();

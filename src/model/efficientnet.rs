@@ -117,13 +117,13 @@ impl EfficientNetLiteConfig {
         let repeats: Vec<usize> = self.stages.iter().map(|s| s.repeats).collect();
         let outs: Vec<usize> = self.stages.iter().map(|s| s.out).collect();
         check_stages(self.image_size, &outs, &repeats)?;
-        if self.stages.is_empty()
-            || self
-                .stages
-                .iter()
-                .any(|s| s.repeats == 0 || s.kernel == 0 || s.stride == 0 || s.expand == 0)
+        // check_stages has refused no stages and zero repeats or widths.
+        if self
+            .stages
+            .iter()
+            .any(|s| s.kernel == 0 || s.stride == 0 || s.expand == 0)
         {
-            return bad("every stage needs positive repeats, kernel, stride and expansion".into());
+            return bad("every stage needs a positive kernel, stride and expansion".into());
         }
         if self.mean.len() != 3 || self.std.len() != 3 {
             return bad("mean/std need 3 entries".into());
@@ -312,13 +312,7 @@ mod tests {
         let g = EfficientNetLiteConfig::lite0().build().unwrap();
         // The released checkpoint holds 4,694,073 numbers: these, 42,016 BN running statistics and
         // 49 `num_batches_tracked` counters.
-        let trainable: usize = g
-            .params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum();
-        assert_eq!(trainable, 4_652_008);
+        assert_eq!(g.trainable_param_count(), 4_652_008);
         let names: Vec<&str> = g.params.iter().map(|p| p.name.as_str()).collect();
         assert!(names.contains(&"_blocks.15._project_conv.weight"));
         assert!(names.contains(&"_blocks.0._bn1.running_var"));

@@ -391,6 +391,16 @@ impl Graph {
             .sum()
     }
 
+    /// Number of scalar parameters training updates (batch-norm running statistics excluded):
+    /// what frameworks report as a model's parameter count.
+    pub fn trainable_param_count(&self) -> usize {
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.shape.iter().product::<usize>())
+            .sum()
+    }
+
     /// Taps ordered for display: denoise taps first (before, after), then the rest by depth.
     pub fn taps_denoise_first(&self) -> Vec<&Tap> {
         let mut v: Vec<&Tap> = self.taps.iter().collect();

@@ -420,13 +420,7 @@ mod tests {
         let g = ResnetDenoiseConfig::resnet50_shaped().build().unwrap();
         // torchvision's ResNet-50 has 25,557,032 trainable parameters; the BN running statistics
         // add 2 × 26,560.
-        let trainable: usize = g
-            .params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum();
-        assert_eq!(trainable, 25_557_032);
+        assert_eq!(g.trainable_param_count(), 25_557_032);
         assert_eq!(g.nodes[g.node_id("pool0").unwrap()].shape, vec![64, 56, 56]);
         assert_eq!(
             g.nodes[g.tap("group3").unwrap().node].shape,

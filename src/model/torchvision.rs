@@ -297,14 +297,6 @@ fn conv_bn_relu(
 mod tests {
     use super::*;
 
-    fn trainable(g: &Graph) -> usize {
-        g.params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum()
-    }
-
     #[test]
     fn parameter_counts_match_torchvision() {
         // torchvision's published parameter counts.
@@ -316,7 +308,7 @@ mod tests {
             (152, 60_192_808),
         ] {
             let g = TorchResnetConfig::resnet(depth).unwrap().build().unwrap();
-            assert_eq!(trainable(&g), count, "ResNet-{depth}");
+            assert_eq!(g.trainable_param_count(), count, "ResNet-{depth}");
         }
         let g = TorchResnetConfig::resnet(18).unwrap().build().unwrap();
         assert_eq!(
