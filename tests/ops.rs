@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use advlens::engine::cpu::conv::{Conv2dOp, pad_nchw};
+use advlens::engine::cpu::conv_kernel::{self, ConvGeom};
 use advlens::engine::cpu::{CpuEngine, denoise};
 use advlens::engine::{Engine, ForwardOptions, TapSelection};
 use advlens::model::graph::Padding;
@@ -55,7 +56,24 @@ fn conv_op_matches_candle_forward_and_both_gradients() {
         (2, 4, 2, 4, 5, 1, 4),
         (1, 3, 1, 5, 5, 1, 1),
         (1, 3, 2, 5, 7, 2, 1),
+        // Single images, one group, stride 1: the input gradient runs as a transposed forward
+        // convolution when there are more threads than images (odd, even and asymmetric SAME).
+        (1, 5, 9, 6, 3, 1, 1),
+        (1, 3, 8, 4, 4, 1, 1),
+        (1, 2, 7, 3, 2, 1, 1),
     ];
+    // One thread: a task per (image, group). Four threads: the row-tiled and channel-blocked
+    // paths taken when there are fewer images × groups than threads.
+    for threads in [1, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check_conv_cases(cases));
+    }
+}
+
+fn check_conv_cases(cases: &[(usize, usize, usize, usize, usize, usize, usize)]) {
     for (i, &(n, c, s, o, k, stride, groups)) in cases.iter().enumerate() {
         let x = rand_tensor(&[n, c, s, s], i as u64);
         let w = rand_tensor(&[o, c / groups, k, k], 100 + i as u64);
@@ -118,6 +136,16 @@ fn conv_op_matches_candle_forward_and_both_gradients() {
             "case {i}: kernel gradient computed"
         );
         assert!(gf.get(xf.as_tensor()).is_some());
+        // The planned executor adds input gradients into a buffer that already holds others.
+        let g = ConvGeom::new([n, c, s, s], [o, c / groups, k, k], stride, pads, groups).unwrap();
+        let mut dx_acc = vec![1f32; n * c * s * s];
+        conv_kernel::input_grad(&g, &to_vec(&seed), &to_vec(&w), &mut dx_acc, true);
+        for (a, b) in dx_acc.iter().zip(to_vec(dx)) {
+            assert!(
+                (a - 1.0 - b).abs() < 1e-4,
+                "case {i}: accumulated input gradient"
+            );
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Convolution kernels on NCHW slices: forward as im2col + GEMM, input gradient as GEMM
 //! (`Wᵀ·dY`) + col2im, kernel gradient as GEMM (`dY·colᵀ`) summed over the batch. Work is split
-//! over (image, group) with rayon; when there are fewer such tasks than threads, the GEMM itself
-//! runs on every thread. The im2col/col2im workspace is a per-thread buffer reused across calls,
+//! over (image, group) with rayon; when there are fewer such tasks than threads, the work is split
+//! into tiles of output rows (forward, and the input gradient of stride-1 convolutions written as
+//! a forward transposed convolution) or blocks of input channels. The im2col/col2im workspace is a per-thread buffer reused across calls,
 //! so the hot loop allocates nothing beyond the op's output.
 
 use std::cell::RefCell;
@@ -121,6 +122,33 @@ impl ConvGeom {
         }
     }
 
+    /// For a stride-1 convolution whose padding is smaller than its kernel, the geometry of one
+    /// group's input gradient written as a forward convolution: the output gradient
+    /// (`og × oh × ow`) convolved with the flipped, transposed kernel and padding `k − 1 − pad`
+    /// gives the input gradient (`ig × h × w`). Lets the input gradient use the row-tiled forward,
+    /// whose im2col tiles stay in cache, instead of a full-size column matrix and col2im.
+    fn transposed(&self) -> Option<Self> {
+        let [t, b, l, r] = self.pads;
+        if self.stride != 1 || t >= self.kh || b >= self.kh || l >= self.kw || r >= self.kw {
+            return None;
+        }
+        let pads = [
+            self.kh - 1 - t,
+            self.kh - 1 - b,
+            self.kw - 1 - l,
+            self.kw - 1 - r,
+        ];
+        let geom = Self::new(
+            [1, self.og(), self.oh, self.ow],
+            [self.ig(), self.og(), self.kh, self.kw],
+            1,
+            pads,
+            1,
+        )
+        .ok()?;
+        (geom.oh == self.h && geom.ow == self.w).then_some(geom)
+    }
+
     /// For output column `ox` and kernel column `kx`, the input column (or `None` in padding).
     fn in_col(&self, ox: usize, kx: usize) -> Option<usize> {
         (ox * self.stride + kx)
@@ -225,7 +253,8 @@ fn im2col_channel_rows(g: &ConvGeom, plane: &[f32], rows: &mut [f32], oy0: usize
 /// Forward of one image-group split into tiles of output rows, one rayon task per tile, each
 /// with its own im2col tile and single-threaded GEMM (better than one multi-threaded GEMM when
 /// there are fewer images than threads).
-fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32]) {
+/// Adds into `yc` instead of overwriting it when `accumulate`.
+fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulate: bool) {
     let (ig, og, k, ow, hw) = (g.ig(), g.og(), g.k(), g.ow, g.hw());
     let tiles = (rayon::current_num_threads() * 2).min(g.oh).max(1);
     let per = g.oh.div_ceil(tiles);
@@ -259,7 +288,12 @@ fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32]) {
     for (p0, out) in outs {
         let len = out.len() / og;
         for o in 0..og {
-            yc[o * ohw + p0..][..len].copy_from_slice(&out[o * len..][..len]);
+            let (dst, src) = (&mut yc[o * ohw + p0..][..len], &out[o * len..][..len]);
+            if accumulate {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
         }
     }
 }
@@ -323,7 +357,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
             let rhs = MatRef::new(xg, hw, 1);
             gemm(og, ohw, ig, dst, wg, rhs, false, threads);
         } else if threads == Threads::All {
-            forward_tiled(g, xg, wg.data, dst.data);
+            forward_tiled(g, xg, wg.data, dst.data, false);
         } else {
             with_workspace(k * ohw, |col| {
                 im2col(g, xg, col, false);
@@ -348,7 +382,11 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
             let dst = MatMut::new(dxc, hw, 1);
             gemm(ig, ohw, og, dst, wt, dyg, accumulate, threads);
         } else if threads == Threads::All {
-            input_grad_blocked(g, dyg, &w[gi * og * k..][..og * k], dxc, accumulate);
+            let wg = &w[gi * og * k..][..og * k];
+            match g.transposed() {
+                Some(t) => forward_tiled(&t, dyg.data, &flipped_transposed(g, wg), dxc, accumulate),
+                None => input_grad_blocked(g, dyg, wg, dxc, accumulate),
+            }
         } else {
             with_workspace(k * ohw, |col| {
                 let dst = MatMut::new(col, ohw, 1);
@@ -360,6 +398,23 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
             });
         }
     });
+}
+
+/// One group's kernel `[og, ig, kh, kw]` as the kernel of its transposed convolution:
+/// `[ig, og, kh, kw]` with both spatial axes reversed.
+fn flipped_transposed(g: &ConvGeom, wg: &[f32]) -> Vec<f32> {
+    let (ig, og, taps) = (g.ig(), g.og(), g.kh * g.kw);
+    let mut out = vec![0f32; wg.len()];
+    for o in 0..og {
+        for c in 0..ig {
+            let src = &wg[(o * ig + c) * taps..][..taps];
+            let dst = &mut out[(c * og + o) * taps..][..taps];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
 }
 
 /// Input gradient of one image-group split into blocks of input channels, one rayon task per
