@@ -6,6 +6,7 @@
 //! so the hot loop allocates nothing beyond the op's output.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
@@ -179,11 +180,21 @@ impl ConvGeom {
 
 thread_local! {
     static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's workspace of at least `len` values (contents unspecified).
 pub(crate) fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+    with_buffer(&WORKSPACE, len, f)
+}
+
+/// Runs `f` on this thread's buffer `key`, grown to at least `len` values (contents unspecified).
+fn with_buffer<R>(
+    key: &'static LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 buf.resize(len, 0.0);
@@ -195,19 +206,12 @@ pub(crate) fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> 
     })
 }
 
-/// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`), one input
-/// channel per rayon task when `parallel`.
-fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], parallel: bool) {
+/// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`).
+fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     let (rows, hw) = (g.kh * g.kw * g.ohw(), g.hw());
-    if parallel {
-        col.par_chunks_mut(rows)
-            .zip(x.par_chunks(hw))
-            .for_each(|(c, plane)| im2col_channel(g, plane, c));
-    } else {
-        col.chunks_mut(rows)
-            .zip(x.chunks(hw))
-            .for_each(|(c, plane)| im2col_channel(g, plane, c));
-    }
+    col.chunks_mut(rows)
+        .zip(x.chunks(hw))
+        .for_each(|(c, plane)| im2col_channel(g, plane, c));
 }
 
 /// The `kh·kw` im2col rows of one input channel, for all output rows.
@@ -255,62 +259,85 @@ fn im2col_channel_rows(g: &ConvGeom, plane: &[f32], rows: &mut [f32], oy0: usize
 /// there are fewer images than threads).
 /// Adds into `yc` instead of overwriting it when `accumulate`.
 fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulate: bool) {
-    let (ig, og, k, ow, hw) = (g.ig(), g.og(), g.k(), g.ow, g.hw());
+    let (ig, og, k, ow, hw, ohw) = (g.ig(), g.og(), g.k(), g.ow, g.hw(), g.ohw());
     let tiles = (rayon::current_num_threads() * 2).min(g.oh).max(1);
     let per = g.oh.div_ceil(tiles);
-    let outs: Vec<(usize, Vec<f32>)> = (0..g.oh.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let (oy0, oy1) = (t * per, ((t + 1) * per).min(g.oh));
-            let len = (oy1 - oy0) * ow;
-            let mut out = vec![0f32; og * len];
-            with_workspace(k * len, |col| {
-                for ci in 0..ig {
-                    let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
-                    im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
-                }
-                let dst = MatMut::new(&mut out, len, 1);
-                gemm(
-                    og,
-                    len,
-                    k,
-                    dst,
-                    MatRef::new(wg, k, 1),
-                    MatRef::new(col, len, 1),
-                    false,
-                    Threads::One,
-                );
-            });
-            (oy0 * ow, out)
-        })
-        .collect();
-    let ohw = g.ohw();
-    for (p0, out) in outs {
-        let len = out.len() / og;
-        for o in 0..og {
-            let (dst, src) = (&mut yc[o * ohw + p0..][..len], &out[o * len..][..len]);
-            if accumulate {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            } else {
-                dst.copy_from_slice(src);
-            }
+    // Each tile's rows of every output channel: disjoint slices, so the tasks write `yc` directly.
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..g.oh.div_ceil(per)).map(|_| Vec::new()).collect();
+    for channel in yc.chunks_mut(ohw) {
+        for (part, rows) in parts.iter_mut().zip(channel.chunks_mut(per * ow)) {
+            part.push(rows);
         }
     }
+    parts.into_par_iter().enumerate().for_each(|(t, mut part)| {
+        let (oy0, oy1) = (t * per, ((t + 1) * per).min(g.oh));
+        let len = (oy1 - oy0) * ow;
+        with_workspace((k + og) * len, |buf| {
+            let (col, out) = buf.split_at_mut(k * len);
+            for ci in 0..ig {
+                let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
+                im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
+            }
+            gemm(
+                og,
+                len,
+                k,
+                MatMut::new(out, len, 1),
+                MatRef::new(wg, k, 1),
+                MatRef::new(col, len, 1),
+                false,
+                Threads::One,
+            );
+            for (dst, src) in part.iter_mut().zip(out.chunks(len)) {
+                if accumulate {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+        });
+    });
 }
 
-/// Adds the columns `col` (`k × ohw`) back into one image-group gradient `dx` (`ig × h × w`),
-/// one input channel per rayon task when `parallel`.
-fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32], parallel: bool) {
+/// Values in one im2col tile of the per-image path: about 1 MiB, so a tile stays in a core's
+/// L2 cache between im2col and the GEMM that reads it.
+const COL_TILE: usize = 1 << 18;
+
+/// Forward of one image-group on the calling thread, in tiles of output rows whose im2col
+/// matrix fits [`COL_TILE`], each tile's GEMM written straight into its rows of `yc` (or added
+/// to them when `accumulate`).
+fn forward_rows(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulate: bool) {
+    let (ig, og, k, ow, hw, ohw) = (g.ig(), g.og(), g.k(), g.ow, g.hw(), g.ohw());
+    let per = (COL_TILE / (k * ow).max(1)).clamp(1, g.oh.max(1));
+    with_workspace(k * per * ow, |col| {
+        for oy0 in (0..g.oh).step_by(per) {
+            let oy1 = (oy0 + per).min(g.oh);
+            let len = (oy1 - oy0) * ow;
+            let col = &mut col[..k * len];
+            for ci in 0..ig {
+                let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
+                im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
+            }
+            gemm(
+                og,
+                len,
+                k,
+                MatMut::new(&mut yc[oy0 * ow..], ohw, 1),
+                MatRef::new(wg, k, 1),
+                MatRef::new(col, len, 1),
+                accumulate,
+                Threads::One,
+            );
+        }
+    });
+}
+
+/// Adds the columns `col` (`k × ohw`) back into one image-group gradient `dx` (`ig × h × w`).
+fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
     let (rows, hw) = (g.kh * g.kw * g.ohw(), g.hw());
-    if parallel {
-        dx.par_chunks_mut(hw)
-            .zip(col.par_chunks(rows))
-            .for_each(|(plane, c)| col2im_channel(g, c, plane));
-    } else {
-        dx.chunks_mut(hw)
-            .zip(col.chunks(rows))
-            .for_each(|(plane, c)| col2im_channel(g, c, plane));
-    }
+    dx.chunks_mut(hw)
+        .zip(col.chunks(rows))
+        .for_each(|(plane, c)| col2im_channel(g, c, plane));
 }
 
 /// Adds the `kh·kw` column rows of one input channel into its gradient plane.
@@ -359,11 +386,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
         } else if threads == Threads::All {
             forward_tiled(g, xg, wg.data, dst.data, false);
         } else {
-            with_workspace(k * ohw, |col| {
-                im2col(g, xg, col, false);
-                let rhs = MatRef::new(col, ohw, 1);
-                gemm(og, ohw, k, dst, wg, rhs, false, threads);
-            });
+            forward_rows(g, xg, wg.data, dst.data, false);
         }
     });
 }
@@ -371,6 +394,27 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
 /// `dx = ∂⟨dy, conv(x, w)⟩/∂x`; `dx` has `n·c·h·w` values and is overwritten, or added to when
 /// `accumulate`.
 pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulate: bool) {
+    // Stride 1: the input gradient is a forward convolution of dy (see `ConvGeom::transposed`),
+    // with the flipped kernel in a buffer reused across calls.
+    match g.transposed().filter(|_| !g.pointwise()) {
+        Some(tg) => with_buffer(&FLIPPED, w.len(), |wf| {
+            flip_transpose(g, w, wf);
+            input_grad_with(g, dy, w, dx, accumulate, Some((&tg, wf)));
+        }),
+        None => input_grad_with(g, dy, w, dx, accumulate, None),
+    }
+}
+
+/// [`input_grad`], given the transposed geometry and flipped kernel when it runs as a forward
+/// convolution.
+fn input_grad_with(
+    g: &ConvGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    transposed: Option<(&ConvGeom, &[f32])>,
+) {
     let (ig, og, k, ohw, hw) = (g.ig(), g.og(), g.k(), g.ohw(), g.hw());
     let threads = g.threads();
     dx.par_chunks_mut(ig * hw).enumerate().for_each(|(t, dxc)| {
@@ -378,15 +422,19 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
         let dyg = MatRef::new(&dy[(b * g.o + gi * og) * ohw..][..og * ohw], ohw, 1);
         // W_gᵀ as a strided view: element (r, o) = w[(gi·og + o)·k + r].
         let wt = MatRef::new(&w[gi * og * k..][..og * k], 1, k);
+        let wg = &w[gi * og * k..][..og * k];
         if g.pointwise() {
             let dst = MatMut::new(dxc, hw, 1);
             gemm(ig, ohw, og, dst, wt, dyg, accumulate, threads);
-        } else if threads == Threads::All {
-            let wg = &w[gi * og * k..][..og * k];
-            match g.transposed() {
-                Some(t) => forward_tiled(&t, dyg.data, &flipped_transposed(g, wg), dxc, accumulate),
-                None => input_grad_blocked(g, dyg, wg, dxc, accumulate),
+        } else if let Some((tg, wf)) = transposed {
+            let wf = &wf[gi * og * k..][..og * k];
+            if threads == Threads::All {
+                forward_tiled(tg, dyg.data, wf, dxc, accumulate);
+            } else {
+                forward_rows(tg, dyg.data, wf, dxc, accumulate);
             }
+        } else if threads == Threads::All {
+            input_grad_blocked(g, dyg, wg, dxc, accumulate);
         } else {
             with_workspace(k * ohw, |col| {
                 let dst = MatMut::new(col, ohw, 1);
@@ -394,27 +442,27 @@ pub fn input_grad(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32], accumulat
                 if !accumulate {
                     dxc.fill(0.0);
                 }
-                col2im(g, col, dxc, false);
+                col2im(g, col, dxc);
             });
         }
     });
 }
 
-/// One group's kernel `[og, ig, kh, kw]` as the kernel of its transposed convolution:
-/// `[ig, og, kh, kw]` with both spatial axes reversed.
-fn flipped_transposed(g: &ConvGeom, wg: &[f32]) -> Vec<f32> {
+/// Writes each group's kernel `[og, ig, kh, kw]` into `out` as the kernel of its transposed
+/// convolution: `[ig, og, kh, kw]` with both spatial axes reversed, groups one after the other.
+fn flip_transpose(g: &ConvGeom, w: &[f32], out: &mut [f32]) {
     let (ig, og, taps) = (g.ig(), g.og(), g.kh * g.kw);
-    let mut out = vec![0f32; wg.len()];
-    for o in 0..og {
-        for c in 0..ig {
-            let src = &wg[(o * ig + c) * taps..][..taps];
-            let dst = &mut out[(c * og + o) * taps..][..taps];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
+    for (wg, fg) in w.chunks(og * ig * taps).zip(out.chunks_mut(og * ig * taps)) {
+        for o in 0..og {
+            for c in 0..ig {
+                let src = &wg[(o * ig + c) * taps..][..taps];
+                let dst = &mut fg[(c * og + o) * taps..][..taps];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
             }
         }
     }
-    out
 }
 
 /// Input gradient of one image-group split into blocks of input channels, one rayon task per
@@ -451,7 +499,7 @@ fn input_grad_blocked(
                 if !accumulate {
                     dxb.fill(0.0);
                 }
-                col2im(g, col, dxb, false);
+                col2im(g, col, dxb);
             });
         });
 }
@@ -474,7 +522,7 @@ pub fn kernel_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
                     } else {
                         with_workspace(k * ohw, |col| {
-                            im2col(g, xg, col, false);
+                            im2col(g, xg, col);
                             // colᵀ as a strided view: element (p, r) = col[r·ohw + p].
                             let rhs = MatRef::new(col, 1, ohw);
                             gemm(og, k, ohw, dst, dyg, rhs, true, Threads::One);
