@@ -263,7 +263,9 @@ fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulat
     let tiles = (rayon::current_num_threads() * 2).min(g.oh).max(1);
     let per = g.oh.div_ceil(tiles);
     // Each tile's rows of every output channel: disjoint slices, so the tasks write `yc` directly.
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..g.oh.div_ceil(per)).map(|_| Vec::new()).collect();
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..g.oh.div_ceil(per))
+        .map(|_| Vec::with_capacity(og))
+        .collect();
     for channel in yc.chunks_mut(ohw) {
         for (part, rows) in parts.iter_mut().zip(channel.chunks_mut(per * ow)) {
             part.push(rows);

@@ -2,6 +2,8 @@
 //! advlens: every call checks that each strided matrix lies inside its slice first.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
+
 /// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
@@ -36,6 +38,18 @@ impl<'a> MatMut<'a> {
     pub fn new(data: &'a mut [f32], rs: usize, cs: usize) -> Self {
         Self { data, rs, cs }
     }
+}
+
+thread_local! {
+    static IN_GEMM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread is inside the `gemm` crate, which allocates its packing buffers at every
+/// call (their size is set by its cache blocking, not by the problem). Lets allocation-counting
+/// tests tell those apart from advlens's own allocations.
+#[doc(hidden)]
+pub fn in_gemm() -> bool {
+    IN_GEMM.with(Cell::get)
 }
 
 fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
@@ -98,6 +112,7 @@ pub fn gemm(
     };
     // SAFETY: the three views were checked above to lie inside their slices for the given
     // (m, n, k) and strides; `dst` is borrowed mutably and cannot alias `lhs` or `rhs`.
+    IN_GEMM.with(|f| f.set(true));
     unsafe {
         gemm::gemm(
             m,
@@ -121,6 +136,7 @@ pub fn gemm(
             par,
         );
     }
+    IN_GEMM.with(|f| f.set(false));
 }
 
 #[cfg(test)]

@@ -1,0 +1,144 @@
+//! The attack loop allocates no per-step buffers: after a warm-up call, the planned cpu
+//! executor's input gradient (the hot call of every attack step) and a whole PGD step allocate
+//! nothing larger than the input (the gradient they return), and little in total, never anything
+//! of the size of the network's activations, workspaces or kernels. A counting global allocator
+//! measures it. The `gemm` crate allocates its own packing buffers at every call (sized by its
+//! cache blocking, not by the problem), which advlens cannot change; those are not counted. This
+//! binary holds one test so that nothing else allocates while it counts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use advlens::attack::{self, AttackConfig, AttackKind, Cancel};
+use advlens::engine::cpu::gemm::in_gemm;
+use advlens::engine::cpu::{CpuEngine, Executor};
+use advlens::engine::{Engine, ForwardOptions, Loss};
+
+struct Counting;
+
+/// Bytes allocated outside the `gemm` crate.
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// The largest single allocation outside the `gemm` crate since the last reset.
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+fn count(size: usize) {
+    if !in_gemm() {
+        TOTAL.fetch_add(size, Ordering::Relaxed);
+        LARGEST.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes allocated by `f` in total and in its largest single allocation.
+fn allocated_by(f: impl FnOnce()) -> (usize, usize) {
+    LARGEST.store(0, Ordering::Relaxed);
+    let before = TOTAL.load(Ordering::Relaxed);
+    f();
+    (
+        TOTAL.load(Ordering::Relaxed) - before,
+        LARGEST.load(Ordering::Relaxed),
+    )
+}
+
+#[test]
+fn attack_steps_allocate_only_their_results() {
+    let net = Arc::new(advlens::zoo::default_network().unwrap());
+    // The smallest buffer the executor keeps per (network, batch): a 3×3 16→16 kernel (9 KiB);
+    // the stem's activations are 16 channels at 28×28 per image (49 KiB).
+    let smallest_buffer = 16 * 16 * 9 * 4;
+    for batch in [1usize, 16] {
+        let mut engine = CpuEngine::new(net.clone()).unwrap();
+        assert_eq!(engine.executor(), Executor::Planned);
+        let x = common::random_images(batch, [1, 28, 28], batch as u64);
+        let input_bytes = x.data().len() * 4;
+        let loss = Loss::CrossEntropy {
+            classes: vec![3; batch],
+        };
+        let opts = ForwardOptions::default();
+        // Warm-up: buffers are sized here, once per (network, batch).
+        engine.input_grad(&x, &loss, &opts).unwrap();
+        engine.input_grad(&x, &loss, &opts).unwrap();
+        let reps = 5;
+        let (total, largest) = allocated_by(|| {
+            for _ in 0..reps {
+                engine.input_grad(&x, &loss, &opts).unwrap();
+            }
+        });
+        let per_call = total / reps;
+        // The gradient and the input copy (input-sized), logits, losses, and the row tiles'
+        // slice lists of the batch-1 convolution (a few KiB).
+        let budget = 3 * input_bytes + 48 * 1024;
+        eprintln!(
+            "batch {batch}: input_grad allocates {per_call} B per call, at most {largest} B at \
+             once (input {input_bytes} B)"
+        );
+        assert!(
+            largest <= input_bytes.max(smallest_buffer - 1),
+            "batch {batch}: input_grad allocated {largest} B at once"
+        );
+        assert!(
+            per_call <= budget,
+            "batch {batch}: input_grad allocated {per_call} B per call, more than {budget} B"
+        );
+
+        // A whole PGD attack: per step, the update, projection and history add input-sized
+        // arrays at most.
+        let run = |steps: usize, engine: &mut CpuEngine| {
+            let cfg = AttackConfig {
+                kind: AttackKind::Pgd,
+                eps: 0.1,
+                steps: Some(steps),
+                ..AttackConfig::default()
+            };
+            allocated_by(|| {
+                attack::run(engine, &x, None, &cfg, &Cancel::new()).unwrap();
+            })
+        };
+        let ((short, _), (long, largest)) = (run(2, &mut engine), run(12, &mut engine));
+        let per_step = long.saturating_sub(short) / 10;
+        let budget = 8 * input_bytes + 48 * 1024;
+        eprintln!("batch {batch}: a PGD step allocates {per_step} B, at most {largest} B at once");
+        assert!(
+            largest <= input_bytes.max(smallest_buffer - 1),
+            "batch {batch}: PGD allocated {largest} B at once"
+        );
+        assert!(
+            per_step <= budget,
+            "batch {batch}: a PGD step allocated {per_step} B, more than {budget} B"
+        );
+    }
+}
