@@ -254,12 +254,43 @@ fn im2col_channel_rows(g: &ConvGeom, plane: &[f32], rows: &mut [f32], oy0: usize
     }
 }
 
+/// The output rows `oy0..oy1` of one image-group: their im2col tile into `col`, then one
+/// single-threaded GEMM into `dst` (`og` rows of `(oy1 − oy0)·ow` values), or added to it when
+/// `accumulate`.
+fn row_tile(
+    g: &ConvGeom,
+    xg: &[f32],
+    wg: &[f32],
+    col: &mut [f32],
+    (oy0, oy1): (usize, usize),
+    dst: MatMut<'_>,
+    accumulate: bool,
+) {
+    let (k, hw, taps) = (g.k(), g.hw(), g.kh * g.kw);
+    let len = (oy1 - oy0) * g.ow;
+    let col = &mut col[..k * len];
+    for ci in 0..g.ig() {
+        let rows = &mut col[ci * taps * len..][..taps * len];
+        im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
+    }
+    gemm(
+        g.og(),
+        len,
+        k,
+        dst,
+        MatRef::new(wg, k, 1),
+        MatRef::new(col, len, 1),
+        accumulate,
+        Threads::One,
+    );
+}
+
 /// Forward of one image-group split into tiles of output rows, one rayon task per tile, each
 /// with its own im2col tile and single-threaded GEMM (better than one multi-threaded GEMM when
-/// there are fewer images than threads).
-/// Adds into `yc` instead of overwriting it when `accumulate`.
+/// there are fewer images than threads). Adds into `yc` instead of overwriting it when
+/// `accumulate`.
 fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulate: bool) {
-    let (ig, og, k, ow, hw, ohw) = (g.ig(), g.og(), g.k(), g.ow, g.hw(), g.ohw());
+    let (og, k, ow, ohw) = (g.og(), g.k(), g.ow, g.ohw());
     let tiles = (rayon::current_num_threads() * 2).min(g.oh).max(1);
     let per = g.oh.div_ceil(tiles);
     // Each tile's rows of every output channel: disjoint slices, so the tasks write `yc` directly.
@@ -276,20 +307,7 @@ fn forward_tiled(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulat
         let len = (oy1 - oy0) * ow;
         with_workspace((k + og) * len, |buf| {
             let (col, out) = buf.split_at_mut(k * len);
-            for ci in 0..ig {
-                let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
-                im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
-            }
-            gemm(
-                og,
-                len,
-                k,
-                MatMut::new(out, len, 1),
-                MatRef::new(wg, k, 1),
-                MatRef::new(col, len, 1),
-                false,
-                Threads::One,
-            );
+            row_tile(g, xg, wg, col, (oy0, oy1), MatMut::new(out, len, 1), false);
             for (dst, src) in part.iter_mut().zip(out.chunks(len)) {
                 if accumulate {
                     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
@@ -309,27 +327,13 @@ const COL_TILE: usize = 1 << 18;
 /// matrix fits [`COL_TILE`], each tile's GEMM written straight into its rows of `yc` (or added
 /// to them when `accumulate`).
 fn forward_rows(g: &ConvGeom, xg: &[f32], wg: &[f32], yc: &mut [f32], accumulate: bool) {
-    let (ig, og, k, ow, hw, ohw) = (g.ig(), g.og(), g.k(), g.ow, g.hw(), g.ohw());
+    let (k, ow, ohw) = (g.k(), g.ow, g.ohw());
     let per = (COL_TILE / (k * ow).max(1)).clamp(1, g.oh.max(1));
     with_workspace(k * per * ow, |col| {
         for oy0 in (0..g.oh).step_by(per) {
-            let oy1 = (oy0 + per).min(g.oh);
-            let len = (oy1 - oy0) * ow;
-            let col = &mut col[..k * len];
-            for ci in 0..ig {
-                let rows = &mut col[ci * g.kh * g.kw * len..][..g.kh * g.kw * len];
-                im2col_channel_rows(g, &xg[ci * hw..][..hw], rows, oy0, oy1);
-            }
-            gemm(
-                og,
-                len,
-                k,
-                MatMut::new(&mut yc[oy0 * ow..], ohw, 1),
-                MatRef::new(wg, k, 1),
-                MatRef::new(col, len, 1),
-                accumulate,
-                Threads::One,
-            );
+            let rows = (oy0, (oy0 + per).min(g.oh));
+            let dst = MatMut::new(&mut yc[oy0 * ow..], ohw, 1);
+            row_tile(g, xg, wg, col, rows, dst, accumulate);
         }
     });
 }
