@@ -42,7 +42,7 @@ pub struct TrainArgs {
     pub arch: ArchArgs,
     /// How a fresh network starts: `pytorch` (residual branches' last BN γ = 1, the classifier
     /// uniform in ±1/√fan_in; trains faster on small networks) or `tensorpack` (γ = 0 and a
-    /// N(0, 0.01²) classifier, as Xie et al.'s ImageNet models; what the shipped models used).
+    /// N(0, 0.01²) classifier, as Xie et al.'s ImageNet models).
     /// Denoise blocks start as the identity either way.
     #[arg(long, default_value = "pytorch")]
     pub fresh_init: String,
