@@ -1,9 +1,10 @@
 //! Convolution kernels on NCHW slices: forward as im2col + GEMM, input gradient as GEMM
-//! (`Wᵀ·dY`) + col2im, kernel gradient as GEMM (`dY·colᵀ`) summed over the batch. Work is split
-//! over (image, group) with rayon; when there are fewer such tasks than threads, the work is split
-//! into tiles of output rows (forward, and the input gradient of stride-1 convolutions written as
-//! a forward transposed convolution) or blocks of input channels. The im2col/col2im workspace is a per-thread buffer reused across calls,
-//! so the hot loop allocates nothing beyond the op's output.
+//! (`Wᵀ·dY`) + col2im, or for stride 1 as the forward of the transposed convolution, kernel
+//! gradient as GEMM (`dY·colᵀ`) summed over the batch. Work is split over (image, group) with
+//! rayon, each task's im2col formed in tiles of output rows that stay in cache; when there are
+//! fewer tasks than threads, the tiles (or blocks of input channels) become the rayon tasks. The
+//! im2col/col2im workspace and the flipped kernel are per-thread buffers reused across calls, so
+//! the hot loop allocates nothing beyond the op's output.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
