@@ -41,9 +41,13 @@ pub struct BenchArgs {
     /// Skip the PGD-10 column.
     #[arg(long)]
     pub no_attack: bool,
-    /// Also time training steps (images/s), candle's conv against advlens's.
+    /// Also time training steps (images/s): candle's conv against advlens's on clean steps, and
+    /// each training mode (clean, FGSM mix, PGD-7, ALP) with advlens's.
     #[arg(long)]
     pub train: bool,
+    /// Also time `advlens eval` (images/s): clean accuracy, with PGD-10, and with amplification.
+    #[arg(long)]
+    pub eval: bool,
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
@@ -117,7 +121,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "unknown executor {other:?}; expected planned, autograd, stock, both (stock and planned) or all"
         ),
     };
-    let [c, h, w] = net.input_shape();
     println!("model: {}", net.config.summary());
     println!("threads: {}\n", rayon::current_num_threads());
     println!(
@@ -125,11 +128,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for &b in &args.batch {
-        let n = b * c * h * w;
-        let data: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-            .collect();
-        let x = Array::new(vec![b, c, h, w], data)?;
+        let (x, _) = bench_batch(&net, b)?;
         let mut engines: Vec<(String, Box<dyn Engine>)> = Vec::new();
         for &ex in &executors {
             let e = CpuEngine::new(net.clone())?.with_executor(ex);
@@ -178,6 +177,101 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.train {
         train_table(&net, &args.batch, args.reps)?;
+        train_modes_table(&net, &args.batch, args.reps)?;
+    }
+    if args.eval {
+        eval_table(&net, args.reps)?;
+    }
+    Ok(())
+}
+
+/// `b` deterministic images in [0, 1] of the network's input shape, with labels cycling through
+/// the classes.
+fn bench_batch(net: &crate::model::Network, b: usize) -> anyhow::Result<(Array, Vec<usize>)> {
+    let [c, h, w] = net.input_shape();
+    let data: Vec<f32> = (0..b * c * h * w)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let labels = (0..b).map(|i| i % net.num_classes()).collect();
+    Ok((Array::new(vec![b, c, h, w], data)?, labels))
+}
+
+/// Training throughput of each mode (clean, FGSM mix, PGD-7, ALP at ε = 0.1) with advlens's conv:
+/// the adversarial examples made on a snapshot of the weights, then one SGD step, as `advlens
+/// train` does per batch.
+fn train_modes_table(
+    net: &crate::model::Network,
+    batches: &[usize],
+    reps: usize,
+) -> anyhow::Result<()> {
+    use crate::train::objective::{AdvSettings, Objective, TrainMode};
+    use crate::train::{SgdConfig, Trainer};
+    println!("\n| training mode | batch | step ms | images/s |");
+    println!("|---|---|---|---|");
+    let adv = AdvSettings {
+        eps: 0.1,
+        step_size: 2.5 * 0.1 / 7.0,
+        steps: 7,
+    };
+    let modes = [
+        TrainMode::Clean,
+        TrainMode::FgsmMix { alpha: 0.5 },
+        TrainMode::Pgd,
+        TrainMode::Alp { lambda: 0.5 },
+    ];
+    for &b in batches {
+        let (x, labels) = bench_batch(net, b)?;
+        for mode in modes {
+            let mut t = Trainer::new(net.clone(), SgdConfig::default())?;
+            let ms = median_ms(reps.div_ceil(2), || {
+                let snapshot = Arc::new(t.network()?);
+                let o =
+                    Objective::build(mode, adv, Some(&snapshot), &x, &labels, 0, &Cancel::new())?;
+                t.step_with(&o.x, &o.labels, |z| o.evaluate(z))?;
+                Ok(())
+            })?;
+            let name = mode.id();
+            println!("| {name} | {b} | {ms:.1} | {:.0} |", b as f64 * 1e3 / ms);
+        }
+    }
+    Ok(())
+}
+
+/// `advlens eval` throughput on 200 images (batches of 100, the cpu engine).
+fn eval_table(net: &Arc<crate::model::Network>, reps: usize) -> anyhow::Result<()> {
+    use crate::analysis::eval::evaluate;
+    use crate::data::idx::Labelled;
+    println!("\n| eval | images | ms | images/s |");
+    println!("|---|---|---|---|");
+    let n = 200;
+    let (images, labels) = bench_batch(net, n)?;
+    let data = Labelled { images, labels };
+    let pgd = AttackConfig {
+        kind: AttackKind::Pgd,
+        eps: 0.1,
+        steps: Some(10),
+        ..AttackConfig::default()
+    };
+    let cases: [(&str, Vec<AttackConfig>, bool); 3] = [
+        ("clean", vec![], false),
+        ("clean + PGD-10", vec![pgd.clone()], false),
+        ("clean + PGD-10 + amplification", vec![pgd], true),
+    ];
+    let mut engine = CpuEngine::new(net.clone())?;
+    for (name, attacks, amplification) in cases {
+        let ms = median_ms(reps.div_ceil(3), || {
+            evaluate(
+                &mut engine,
+                &data,
+                &attacks,
+                100,
+                amplification,
+                &Cancel::new(),
+                &mut |_, _| {},
+            )?;
+            Ok(())
+        })?;
+        println!("| {name} | {n} | {ms:.0} | {:.0} |", n as f64 * 1e3 / ms);
     }
     Ok(())
 }
@@ -187,14 +281,8 @@ fn train_table(net: &crate::model::Network, batches: &[usize], reps: usize) -> a
     use crate::train::{SgdConfig, Trainer};
     println!("\n| training conv | batch | step ms | images/s |");
     println!("|---|---|---|---|");
-    let [c, h, w] = net.input_shape();
     for &b in batches {
-        let n = b * c * h * w;
-        let data: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-            .collect();
-        let x = Array::new(vec![b, c, h, w], data)?;
-        let labels: Vec<usize> = (0..b).map(|i| i % net.num_classes()).collect();
+        let (x, labels) = bench_batch(net, b)?;
         for stock in [true, false] {
             let mut t = Trainer::new(net.clone(), SgdConfig::default())?.with_stock_conv(stock);
             let ms = median_ms(reps.div_ceil(2), || {
