@@ -74,6 +74,18 @@ fn allocated_by(f: impl FnOnce()) -> (usize, usize) {
     )
 }
 
+/// The steady state of `f`: the smallest total and the smallest largest allocation over a few
+/// calls. A thread's reusable workspace may still grow the first time that thread happens to run
+/// a bigger task (rayon decides which thread runs what), a one-time cost; an allocation made at
+/// every call shows in every round.
+fn steady(mut f: impl FnMut()) -> (usize, usize) {
+    (0..5)
+        .map(|_| allocated_by(&mut f))
+        .fold((usize::MAX, usize::MAX), |(t, l), (t2, l2)| {
+            (t.min(t2), l.min(l2))
+        })
+}
+
 /// Asserts that `what` allocated at most `outputs` + 48 KiB per call, none of it at once above
 /// `limit`.
 fn check(what: &str, per_call: usize, largest: usize, outputs: usize, limit: usize) {
@@ -88,6 +100,16 @@ fn check(what: &str, per_call: usize, largest: usize, outputs: usize, limit: usi
 
 #[test]
 fn attack_steps_allocate_only_their_results() {
+    // Two threads whatever the machine: the batch-1 row tiles (and their few bytes of slice
+    // lists) scale with the thread count.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(measure);
+}
+
+fn measure() {
     let net = Arc::new(advlens::zoo::default_network().unwrap());
     // The smallest buffer the executor keeps per (network, batch): a 3×3 16→16 kernel (9 KiB);
     // the stem's activations are 16 channels at 28×28 per image (49 KiB).
@@ -105,17 +127,13 @@ fn attack_steps_allocate_only_their_results() {
         let opts = ForwardOptions::default();
         // Warm-up: buffers are sized here, once per (network, batch).
         engine.input_grad(&x, &loss, &opts).unwrap();
-        engine.input_grad(&x, &loss, &opts).unwrap();
-        let reps = 5;
-        let (total, largest) = allocated_by(|| {
-            for _ in 0..reps {
-                engine.input_grad(&x, &loss, &opts).unwrap();
-            }
+        let (per_call, largest) = steady(|| {
+            engine.input_grad(&x, &loss, &opts).unwrap();
         });
         // The gradient and the input copy (input-sized), logits, losses, and the row tiles'
         // slice lists of the batch-1 convolution (a few KiB).
         let what = format!("batch {batch}: input_grad");
-        check(&what, total / reps, largest, 3 * input_bytes, limit);
+        check(&what, per_call, largest, 3 * input_bytes, limit);
 
         // A whole PGD attack: per step, the update, projection and history add input-sized
         // arrays at most.
@@ -126,7 +144,7 @@ fn attack_steps_allocate_only_their_results() {
                 steps: Some(steps),
                 ..AttackConfig::default()
             };
-            allocated_by(|| {
+            steady(|| {
                 attack::run(engine, &x, None, &cfg, &Cancel::new()).unwrap();
             })
         };
