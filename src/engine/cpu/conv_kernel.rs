@@ -164,18 +164,14 @@ impl ConvGeom {
             .filter(|&y| y < self.h)
     }
 
-    /// The range of output columns whose input column for `kx` lies inside the image.
+    /// The range of output columns whose input column for `kx` lies inside the image:
+    /// `0 ≤ ox·stride + kx − pad_left < w`, solved for `ox` (called for every channel and
+    /// kernel tap, so in closed form rather than by search).
     fn valid_cols(&self, kx: usize) -> (usize, usize) {
-        let lo = (0..self.ow).find(|&ox| self.in_col(ox, kx).is_some());
-        match lo {
-            None => (0, 0),
-            Some(lo) => {
-                let hi = (lo..self.ow)
-                    .find(|&ox| self.in_col(ox, kx).is_none())
-                    .unwrap_or(self.ow);
-                (lo, hi)
-            }
-        }
+        let (s, pl) = (self.stride, self.pads[2]);
+        let lo = pl.saturating_sub(kx).div_ceil(s);
+        let hi = (self.w + pl).saturating_sub(kx).div_ceil(s).min(self.ow);
+        if lo < hi { (lo, hi) } else { (0, 0) }
     }
 }
 
@@ -548,4 +544,36 @@ pub fn kernel_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 a
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_cols_match_their_definition() {
+        for (w, k, stride, pl, pr) in [
+            (8, 3, 1, 1, 1),
+            (8, 3, 2, 0, 1),
+            (7, 7, 2, 3, 3),
+            (2, 5, 1, 2, 2),
+            (1, 5, 1, 2, 2),
+            (2, 7, 2, 3, 2),
+            (9, 1, 2, 0, 0),
+            (5, 4, 3, 1, 2),
+        ] {
+            let g = ConvGeom::new([1, 1, 3, w], [1, 1, 1, k], stride, [0, 0, pl, pr], 1).unwrap();
+            for kx in 0..k {
+                let inside: Vec<usize> =
+                    (0..g.ow).filter(|&ox| g.in_col(ox, kx).is_some()).collect();
+                let want = match (inside.first(), inside.last()) {
+                    (Some(&a), Some(&b)) => (a, b + 1),
+                    _ => (0, 0),
+                };
+                // The inside columns are one run.
+                assert_eq!(inside.len(), want.1 - want.0);
+                assert_eq!(g.valid_cols(kx), want, "w {w} k {k} s {stride} kx {kx}");
+            }
+        }
+    }
 }
