@@ -151,13 +151,6 @@ impl ConvGeom {
         (geom.oh == self.h && geom.ow == self.w).then_some(geom)
     }
 
-    /// For output column `ox` and kernel column `kx`, the input column (or `None` in padding).
-    fn in_col(&self, ox: usize, kx: usize) -> Option<usize> {
-        (ox * self.stride + kx)
-            .checked_sub(self.pads[2])
-            .filter(|&x| x < self.w)
-    }
-
     fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
         (oy * self.stride + ky)
             .checked_sub(self.pads[0])
@@ -564,8 +557,10 @@ mod tests {
         ] {
             let g = ConvGeom::new([1, 1, 3, w], [1, 1, 1, k], stride, [0, 0, pl, pr], 1).unwrap();
             for kx in 0..k {
-                let inside: Vec<usize> =
-                    (0..g.ow).filter(|&ox| g.in_col(ox, kx).is_some()).collect();
+                // Output columns whose input column lies inside the image.
+                let inside: Vec<usize> = (0..g.ow)
+                    .filter(|&ox| (ox * stride + kx).checked_sub(pl).is_some_and(|x| x < w))
+                    .collect();
                 let want = match (inside.first(), inside.last()) {
                     (Some(&a), Some(&b)) => (a, b + 1),
                     _ => (0, 0),
