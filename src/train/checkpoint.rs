@@ -96,3 +96,25 @@ pub fn load(path: &Path) -> Result<Checkpoint, ModelError> {
         state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resumed run compares its state with the saved one exactly, so every f64 must survive
+    /// the JSON round trip (serde_json's `float_roundtrip`; without it this value came back one
+    /// unit in the last place off).
+    #[test]
+    fn training_state_survives_json_exactly() {
+        let state = TrainState {
+            epoch: 1,
+            batch: 1,
+            global_step: 4,
+            config: serde_json::json!({ "lr": 0.05 }),
+            seconds: 1.8616106860000001,
+        };
+        let back: TrainState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+    }
+}
