@@ -25,16 +25,17 @@ fn shipped_models_load_and_carry_their_training_record() {
         c
     };
     let reference = base(&shipped("clean").unwrap().config);
+    let record = |net: &advlens::model::Network| -> serde_json::Value {
+        serde_json::from_str(&net.metadata["advlens.training"]).unwrap()
+    };
     // One recipe for all: the settings of the record other than the objective agree.
-    let recipe = |net: &advlens::model::Network| {
-        let record: serde_json::Value =
-            serde_json::from_str(&net.metadata["advlens.training"]).unwrap();
+    let recipe = |record: &serde_json::Value| {
         let mut config = record["config"].as_object().unwrap().clone();
         config.remove("mode");
         config.remove("adv");
         config
     };
-    let reference_recipe = recipe(&shipped("clean").unwrap());
+    let reference_recipe = recipe(&record(&shipped("clean").unwrap()));
     for m in SHIPPED {
         assert!(m.bytes.len() < 10 << 20, "{} is too large", m.name);
         let net = shipped(m.name).unwrap();
@@ -44,12 +45,16 @@ fn shipped_models_load_and_carry_their_training_record() {
             "{} differs beyond denoising",
             m.name
         );
-        let record: serde_json::Value =
-            serde_json::from_str(&net.metadata["advlens.training"]).unwrap();
+        let record = record(&net);
         let mode = record["config"]["mode"]["mode"].as_str().unwrap();
         assert_eq!(mode, if m.name == "clean" { "clean" } else { "pgd" });
         assert_eq!(record["epochs_done"].as_u64().unwrap(), 5, "{}", m.name);
-        assert_eq!(recipe(&net), reference_recipe, "{}: another recipe", m.name);
+        assert_eq!(
+            recipe(&record),
+            reference_recipe,
+            "{}: another recipe",
+            m.name
+        );
         assert!(record["command"].as_str().unwrap().contains("train"));
         let has_denoise = !net.graph.denoise_blocks.is_empty();
         assert_eq!(has_denoise, m.name == "pgd-denoise", "{}", m.name);

@@ -11,6 +11,12 @@ use super::{AttackError, AttackKind, Context, StepRecord};
 use crate::array::Array;
 use crate::engine::Engine;
 
+/// Madry et al.'s PGD step size for `steps` steps in a budget `eps`: 2.5·ε/steps, so the
+/// iterate can cross the ball from a random start.
+pub fn madry_step_size(eps: f32, steps: usize) -> f32 {
+    2.5 * eps / steps.max(1) as f32
+}
+
 /// The step count and size an attack uses when the user gives none.
 pub fn defaults(kind: AttackKind, eps: f32) -> (usize, f32) {
     match kind {
@@ -19,7 +25,7 @@ pub fn defaults(kind: AttackKind, eps: f32) -> (usize, f32) {
             let steps = (e + 4.0).min(1.25 * e).floor().max(1.0) as usize;
             (steps, 1.0 / 255.0)
         }
-        _ => (10, 2.5 * eps / 10.0),
+        _ => (10, madry_step_size(eps, 10)),
     }
 }
 
@@ -35,7 +41,7 @@ pub fn run(
     let alpha = cfg
         .alpha
         .unwrap_or(if cfg.steps.is_some() && cfg.kind == AttackKind::Pgd {
-            2.5 * cfg.eps / steps as f32
+            madry_step_size(cfg.eps, steps)
         } else {
             default_alpha
         });

@@ -130,7 +130,7 @@ impl TrainArgs {
                 eps: self.eps,
                 step_size: self
                     .step_size
-                    .unwrap_or(2.5 * self.eps / steps.max(1) as f32),
+                    .unwrap_or(crate::attack::pgd::madry_step_size(self.eps, steps)),
                 steps,
             },
             epochs: self.epochs,

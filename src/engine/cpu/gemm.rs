@@ -110,9 +110,9 @@ pub fn gemm(
         Threads::One => gemm::Parallelism::None,
         Threads::All => gemm::Parallelism::Rayon(rayon::current_num_threads()),
     };
+    IN_GEMM.with(|f| f.set(true));
     // SAFETY: the three views were checked above to lie inside their slices for the given
     // (m, n, k) and strides; `dst` is borrowed mutably and cannot alias `lhs` or `rhs`.
-    IN_GEMM.with(|f| f.set(true));
     unsafe {
         gemm::gemm(
             m,
