@@ -14,8 +14,9 @@ n="${2:-2000}"
 mkdir -p "$out"
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
-recipe=(--mode pgd --eps 0.1 --attack-steps 7 --batch 128 --lr 0.1 --schedule cosine --warmup 0.2
-  --val 500 --seed 0 --checkpoint-every 25)
+# shellcheck source=scripts/recipe.sh
+. scripts/recipe.sh
+recipe+=(--mode pgd --attack-steps 7)
 stages12=(--placement after-stage --denoise-stages 1,2)
 declare -A runs=(
   [mean-s12]="--epochs 5 ${stages12[*]} --denoise mean"
