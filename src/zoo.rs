@@ -149,6 +149,20 @@ pub fn load_model(spec: &str) -> Result<Network, ModelError> {
     }
 }
 
+/// Whether `path` names a built-in model (`builtin:NAME`) rather than a file.
+pub fn is_builtin(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|s| s.starts_with("builtin:"))
+}
+
+/// [`load_model`] for a path: a built-in model by its `builtin:NAME`, any other path as a file
+/// (not necessarily UTF-8).
+pub fn load_model_path(path: &std::path::Path) -> Result<Network, ModelError> {
+    match path.to_str() {
+        Some(spec) if is_builtin(path) => load_model(spec),
+        _ => crate::model::weights::load(path),
+    }
+}
+
 /// The sample photos shipped for ImageNet models (`photo:NAME` on the command line).
 pub const PHOTOS: [(&str, &[u8]); 4] = [
     ("coffee", include_bytes!("../assets/photos/coffee.jpg")),

@@ -327,6 +327,61 @@ fn a_bad_model_file_gives_an_error_not_a_panic() {
     assert_eq!(app.network().input_shape(), [1, 28, 28]);
 }
 
+#[test]
+fn the_shipped_models_switch_at_once_and_are_remembered() {
+    let mut app = headless_app();
+    assert!(!app.network().graph.denoise_blocks.is_empty());
+    app.use_builtin("clean");
+    assert!(!app.is_loading(), "embedded: no loader round trip");
+    assert!(app.network().graph.denoise_blocks.is_empty());
+    assert_eq!(app.model_name(), "builtin:clean");
+    assert_eq!(app.settings.model, Some(PathBuf::from("builtin:clean")));
+    // The next start opens it again, through the loader like a file, without making it recent.
+    let mut again =
+        AdvlensApp::with_settings(&egui::Context::default(), app.settings.clone(), None, None)
+            .unwrap();
+    wait_loaded(&mut again);
+    assert!(again.errors.list.is_empty(), "{:?}", again.errors.list);
+    assert_eq!(again.model_name(), "builtin:clean");
+    assert!(again.network().graph.denoise_blocks.is_empty());
+    assert!(again.settings.recent_models.is_empty());
+    // The default is what an unset setting means; an unknown name is an error, nothing changes.
+    app.use_builtin(advlens::zoo::SHIPPED[0].name);
+    assert_eq!(app.settings.model, None);
+    assert!(!app.network().graph.denoise_blocks.is_empty());
+    app.use_builtin("nonexistent");
+    assert_eq!(app.errors.list.len(), 1);
+    assert!(app.errors.list[0].detail.contains("builtin:pgd"));
+    assert!(!app.network().graph.denoise_blocks.is_empty());
+}
+
+#[test]
+fn the_built_in_menu_lists_the_shipped_models_and_switches() {
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(|cc| {
+            AdvlensApp::with_settings(&cc.egui_ctx, Settings::default(), None, None).unwrap()
+        });
+    harness.step();
+    harness.get_by_label("built-in").click();
+    harness.run_steps(2);
+    let default = advlens::zoo::SHIPPED[0].name;
+    harness.get_by_label(&format!("builtin:{default} (default)"));
+    for m in &advlens::zoo::SHIPPED[1..] {
+        harness.get_by_label(&format!("builtin:{}", m.name));
+    }
+    harness.get_by_label("builtin:pgd").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().model_name(), "builtin:pgd");
+    assert!(harness.state().network().graph.denoise_blocks.is_empty());
+    // The view recomputes on the new model.
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| s.record.model == "builtin:pgd")
+            && !a.is_busy()
+    });
+}
+
 /// Steps the harness until `done` holds (the worker runs in real time).
 fn step_until(harness: &mut Harness<'_, AdvlensApp>, done: impl Fn(&AdvlensApp) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);

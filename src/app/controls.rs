@@ -24,8 +24,8 @@ pub enum Action {
     OpenImage(PathBuf),
     /// Open this model file.
     OpenModel(PathBuf),
-    /// Go back to the built-in model.
-    BuiltinModel,
+    /// Switch to the shipped model of this name (`builtin:NAME`).
+    BuiltinModel(String),
     /// Show bundled test image `n`.
     Bundled(usize),
     /// Show the shipped photo of this name.
@@ -103,10 +103,28 @@ fn files_ui(
         {
             actions.push(Action::OpenModelDialog);
         }
-        ui.menu_button("recent", |ui| {
-            if ui.button("built-in default").clicked() {
-                actions.push(Action::BuiltinModel);
+        ui.menu_button("built-in", |ui| {
+            for (i, m) in crate::zoo::SHIPPED.iter().enumerate() {
+                let spec = format!("builtin:{}", m.name);
+                let current = loaded.model == spec
+                    || (i == 0 && loaded.model == crate::zoo::DEFAULT_MODEL);
+                let label = if i == 0 {
+                    format!("{spec} (default)")
+                } else {
+                    spec
+                };
+                if ui
+                    .selectable_label(current, label)
+                    .on_hover_text(m.description)
+                    .clicked()
+                {
+                    actions.push(Action::BuiltinModel(m.name.to_string()));
+                }
             }
+        })
+        .response
+        .on_hover_text("The Fashion-MNIST models shipped with advlens: one network trained three ways (assets/models/README.md)");
+        ui.menu_button("recent", |ui| {
             for p in &settings.recent_models {
                 if ui.button(p.display().to_string()).clicked() {
                     actions.push(Action::OpenModel(p.clone()));

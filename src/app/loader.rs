@@ -173,7 +173,7 @@ fn loader_loop(rx: &Receiver<Request>, tx: &Sender<LoadReply>, wake: &Waker) {
             }
         }
         if let Some((id, path)) = model {
-            let result = crate::model::weights::load(&path)
+            let result = crate::zoo::load_model_path(&path)
                 .map(Arc::new)
                 .map_err(|e| format!("cannot open model {}: {e}", path.display()));
             if tx.send(LoadReply::Model { id, path, result }).is_err() {

@@ -194,7 +194,8 @@ pub struct Settings {
     pub engine: EngineChoice,
     /// The image shown.
     pub image: ImageSource,
-    /// The model file, or `None` for the built-in model.
+    /// The model file or another shipped model (`builtin:NAME`), or `None` for the built-in
+    /// default.
     pub model: Option<PathBuf>,
     /// The selected tap.
     pub tap: Option<String>,

@@ -218,6 +218,11 @@ impl AdvlensApp {
         &self.net
     }
 
+    /// What the network in use is called: its file, or `builtin:NAME`.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
     /// The model's view of the current image, `[1, C, H, W]`.
     pub fn input(&self) -> &Array {
         &self.x
@@ -255,6 +260,21 @@ impl AdvlensApp {
         self.next_load += 1;
         loader.model(self.next_load, path.clone());
         self.pending_model = Some((self.next_load, path));
+    }
+
+    /// Switches to the shipped model `name` (`builtin:NAME`; embedded, so at once) and remembers
+    /// it for the next start. Supersedes a model file that is still loading.
+    pub fn use_builtin(&mut self, name: &str) {
+        match crate::zoo::shipped(name) {
+            Ok(net) => {
+                let spec = format!("builtin:{name}");
+                self.settings.model =
+                    (name != crate::zoo::SHIPPED[0].name).then(|| PathBuf::from(&spec));
+                self.pending_model = None;
+                self.use_network(Arc::new(net), spec);
+            }
+            Err(e) => self.errors.push(e.to_string()),
+        }
     }
 
     /// Whether an image or a model is being read (the status bar says which).
@@ -356,7 +376,9 @@ impl AdvlensApp {
         match result {
             Ok(net) => {
                 self.settings.model = Some(path.clone());
-                self.settings.push_recent_model(&path);
+                if !crate::zoo::is_builtin(&path) {
+                    self.settings.push_recent_model(&path);
+                }
                 self.use_network(net, path.display().to_string());
             }
             Err(e) => {
@@ -698,15 +720,7 @@ impl AdvlensApp {
             Action::OpenModelDialog => self.start_dialog(DialogPurpose::OpenModel),
             Action::OpenImage(p) => self.open_image(&p),
             Action::OpenModel(p) => self.open_model(p),
-            Action::BuiltinModel => match crate::zoo::default_network() {
-                Ok(n) => {
-                    self.settings.model = None;
-                    // Supersedes a model file that is still loading.
-                    self.pending_model = None;
-                    self.use_network(Arc::new(n), crate::zoo::DEFAULT_MODEL.into());
-                }
-                Err(e) => self.errors.push(e.to_string()),
-            },
+            Action::BuiltinModel(name) => self.use_builtin(&name),
             Action::Bundled(i) => {
                 if let Err(e) = self.set_image(&ImageSource::Bundled(i)) {
                     self.errors.push(e);
