@@ -149,17 +149,22 @@ pub fn load_model(spec: &str) -> Result<Network, ModelError> {
     }
 }
 
+/// The `builtin:NAME` that `path` spells, if it names a built-in model rather than a file.
+fn builtin_spec(path: &std::path::Path) -> Option<&str> {
+    path.to_str().filter(|s| s.starts_with("builtin:"))
+}
+
 /// Whether `path` names a built-in model (`builtin:NAME`) rather than a file.
 pub fn is_builtin(path: &std::path::Path) -> bool {
-    path.to_str().is_some_and(|s| s.starts_with("builtin:"))
+    builtin_spec(path).is_some()
 }
 
 /// [`load_model`] for a path: a built-in model by its `builtin:NAME`, any other path as a file
 /// (not necessarily UTF-8).
 pub fn load_model_path(path: &std::path::Path) -> Result<Network, ModelError> {
-    match path.to_str() {
-        Some(spec) if is_builtin(path) => load_model(spec),
-        _ => crate::model::weights::load(path),
+    match builtin_spec(path) {
+        Some(spec) => load_model(spec),
+        None => crate::model::weights::load(path),
     }
 }
 
