@@ -534,7 +534,8 @@ fn switching_tap_and_channel_updates_the_views() {
 }
 
 /// Starts the real binary in a window under `xvfb-run` and takes a screenshot through egui's
-/// screenshot command (the app closes itself afterwards). Skipped where xvfb-run is missing.
+/// screenshot command (the app closes itself afterwards). Skipped where xvfb-run is missing, unless
+/// `ADVLENS_REQUIRE_XVFB` is set (.ci/run sets it after installing Xvfb).
 /// `ADVLENS_SMOKE_BIN` overrides the binary (useful when several checkouts share one target
 /// folder and the uplifted binary may come from another one).
 #[test]
@@ -545,6 +546,10 @@ fn smoke_window_under_xvfb() {
         .output()
         .is_err()
     {
+        assert!(
+            std::env::var_os("ADVLENS_REQUIRE_XVFB").is_none(),
+            "xvfb-run not found although ADVLENS_REQUIRE_XVFB is set"
+        );
         eprintln!("xvfb-run not installed: skipping the window smoke test");
         return;
     }

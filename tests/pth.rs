@@ -3,10 +3,13 @@
 //! values the script's formulas define, through storage offsets, strides, shared storages and
 //! every float type; integer tensors are skipped; training checkpoints and DataParallel prefixes
 //! unwrap; files that name Python globals such as `os.system` are refused with the global's name;
-//! truncated, bit-flipped and random files are errors, never panics or huge allocations. When the
-//! released EfficientNet-Lite0 checkpoint is present it opens too.
+//! truncated, bit-flipped and random files are errors, never panics or huge allocations. When
+//! scripts/fetch-models.sh has fetched them, the released EfficientNet-Lite0 and a digit recognizer
+//! (zip format) open too.
 
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -427,24 +430,11 @@ impl<'a> T<'a> {
     }
 }
 
-fn real_file(var: &str, default: &str) -> Option<PathBuf> {
-    let path = std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
-    if path.exists() {
-        Some(path)
-    } else {
-        println!(
-            "skipped: {} not found (set {var} or fetch it)",
-            path.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn the_released_efficientnet_lite0_checkpoint_opens() {
-    let Some(path) = real_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth") else {
+    let Some(path) =
+        common::fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
+    else {
         return;
     };
     let f = read_pth(&path).unwrap();
@@ -466,7 +456,8 @@ fn the_released_efficientnet_lite0_checkpoint_opens() {
 
 #[test]
 fn the_digit_recognizer_checkpoint_opens() {
-    let Some(path) = real_file("ADVLENS_DIGIT_PTH", "data/models/handwriting_model.pth") else {
+    let Some(path) = common::fetched_file("ADVLENS_DIGIT_PTH", "data/models/handwriting_model.pth")
+    else {
         return;
     };
     let f = read_pth(&path).unwrap();
@@ -489,4 +480,8 @@ fn the_digit_recognizer_checkpoint_opens() {
     );
     assert_eq!(f.tensors["conv_layers.0.weight"].shape(), &[32, 1, 3, 3]);
     assert_eq!(f.tensors["fc_layers.0.weight"].shape(), &[256, 1152]);
+    // 3×3 convolutions 1→32→64→128, then 1152→256→10.
+    let params: usize = f.tensors.values().map(|a| a.len()).sum();
+    assert_eq!(params, 320 + 18_496 + 73_856 + 295_168 + 2_570);
+    assert!(f.tensors.values().all(|a| a.all_finite()));
 }

@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,20 +168,7 @@ fn unknown_and_inconsistent_state_dicts_are_errors() {
 
 /// The released EfficientNet-Lite0 checkpoint, if scripts/fetch-models.sh has fetched it.
 fn efficientnet_lite0() -> Option<PathBuf> {
-    let path = std::env::var_os("ADVLENS_EFFLITE0_PTH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/efficientnet-lite0.pth")
-        });
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} not found; run scripts/fetch-models.sh to fetch EfficientNet-Lite0",
-            path.display()
-        );
-        None
-    }
+    common::fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
 }
 
 #[test]

@@ -189,3 +189,29 @@ pub fn correctly_classified(n: usize) -> (Array, Vec<usize>) {
     assert_eq!(keep.len(), n, "the trained model is not accurate enough");
     (x.select(&keep), keep.iter().map(|&i| y[i]).collect())
 }
+
+/// Set (to anything) where the optional test inputs must be present: `.ci/run` sets it once
+/// scripts/fetch-models.sh has succeeded, so a test that would otherwise skip fails instead.
+pub const REQUIRE_FETCHED: &str = "ADVLENS_REQUIRE_FETCHED";
+
+/// A file fetched by a script rather than shipped: the path in the environment variable `var`,
+/// else `default` under the crate root. `None` (with a note) when it is missing, unless
+/// [`REQUIRE_FETCHED`] is set, in which case a missing file fails the test.
+pub fn fetched_file(var: &str, default: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(var)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os(REQUIRE_FETCHED).is_none(),
+        "{} not found although {REQUIRE_FETCHED} is set (run scripts/fetch-models.sh or set {var})",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} not found (run scripts/fetch-models.sh or set {var})",
+        path.display()
+    );
+    None
+}
