@@ -502,6 +502,7 @@ fn weight_gradients_match_finite_differences() {
         .select(&[0, 1, 2, 3, 4, 5, 6, 7]);
     let xt = Tensor::from_slice(data.images.data(), data.images.shape(), &Device::Cpu).unwrap();
     let (mut checked, mut agreed) = (0, 0);
+    let mut wrong_tensors = Vec::new();
     // Frozen batch norm; batch statistics with advlens's fused op; with composed candle ops.
     for (bn_batch_stats, stock_conv) in [(false, false), (true, false), (true, true)] {
         let opts = RunOptions {
@@ -554,8 +555,9 @@ fn weight_gradients_match_finite_differences() {
             "linear/b",
         ] {
             let g = to_array(grads.get(vars[name].as_tensor()).unwrap()).unwrap();
+            let mut agreed_here = 0;
             for idx in [0usize, 3, 7] {
-                let h = 5e-3f32;
+                let h = 1e-3f32;
                 let shifted = |d: f32| {
                     let mut n = net.clone();
                     n.weights.get_mut(name).unwrap().data_mut()[idx] += d;
@@ -566,13 +568,26 @@ fn weight_gradients_match_finite_differences() {
                 checked += 1;
                 if (got - fd).abs() <= 0.05 * fd.abs().max(got.abs()) + 5e-3 {
                     agreed += 1;
+                    agreed_here += 1;
                 } else {
                     println!("{name}[{idx}] (batch stats {bn_batch_stats}): {got} vs {fd}");
                 }
             }
+            if agreed_here < 2 {
+                wrong_tensors.push(format!(
+                    "{name} (batch stats {bn_batch_stats}, stock conv {stock_conv})"
+                ));
+            }
         }
     }
-    // ReLU kinks and max-pool ties make a few central differences one-sided.
+    // ReLU kinks and max-pool ties make a few central differences one-sided, but never most of
+    // one tensor's: a wrong gradient for a whole tensor fails here even if the rest agree. (With
+    // h = 5e-3 a stem β moves thousands of units at once and enough of them cross a kink that its
+    // central difference is 10-20 % off in every channel; 1e-3 is small enough, 2e-4 is f32 noise.)
+    assert!(
+        wrong_tensors.is_empty(),
+        "wrong gradients: {wrong_tensors:?}"
+    );
     assert!(agreed * 10 >= checked * 9, "{agreed} of {checked} agree");
 }
 
@@ -641,7 +656,7 @@ fn a_fresh_identity_block_gets_no_gradient_through_relus_at_zero() {
         v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64
     };
     let base = loss(&net);
-    let h = 2e-2f32;
+    let h = 1e-3f32;
     let mut checked = 0;
     for (c, &g) in grad.iter().enumerate() {
         let mut lowered = net.clone();
