@@ -323,6 +323,7 @@ fn compare_attack(cfg: AttackConfig, label: &str) {
         .count();
     let frac = close as f32 / x.len() as f32;
     assert!(frac >= 0.98, "{label}: only {frac} of the pixels agree");
+    assert_eq!(got.history.len(), want.history.len(), "{label}: histories");
     for (i, (g, w)) in got.history.iter().zip(&want.history).enumerate() {
         assert_eq!(g.len(), w.len(), "{label}: history length");
         let (g0, w0) = (&g[0], &w[0]);

@@ -92,9 +92,21 @@ mod tests {
         assert_eq!(a, vec![0.0, 0.6, 0.95, 0.2]);
         let mut b = vec![0.0, 1.5, 1.0, 1.2];
         project(&mut b, &x, 0.5, Norm::L2);
-        let (_, n) = distances(&b, &x);
-        assert!(n <= 0.5 + 1e-6, "{n}");
-        assert!(b.iter().all(|v| (0.0..=1.0).contains(v)));
+        // δ = (0, 1, 0, 1) has norm √2: scaled by 0.5/√2, then 1.0 + 0 stays in the box.
+        let s = 0.5 / 2f32.sqrt();
+        let want = [0.0, 0.5 + s, 1.0, 0.2 + s];
+        assert!(
+            b.iter().zip(want).all(|(a, w)| (a - w).abs() < 1e-6),
+            "{b:?} vs {want:?}"
+        );
+        // Box clipping after scaling: δ = (0.3, 0.4) scales to (0.6, 0.8)·0.25 = (0.15, 0.2), and
+        // 0.9 + 0.15 clips to 1.
+        let mut c = vec![1.2, 0.9];
+        project(&mut c, &[0.9, 0.5], 0.25, Norm::L2);
+        assert!(
+            (c[0] - 1.0).abs() < 1e-6 && (c[1] - 0.7).abs() < 1e-6,
+            "{c:?}"
+        );
     }
 
     #[test]

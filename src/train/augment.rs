@@ -41,28 +41,65 @@ mod tests {
     use super::*;
     use rand::SeedableRng as _;
 
+    /// What a crop at offset (dy, dx) from the image padded by zeros, then a left–right flip,
+    /// gives, computed the long way: build the padded image, cut the window, reverse the rows.
+    fn expected(
+        img: &[f32],
+        h: usize,
+        w: usize,
+        pad: usize,
+        dy: i64,
+        dx: i64,
+        mirror: bool,
+    ) -> Vec<f32> {
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        let mut padded = vec![0f32; ph * pw];
+        for y in 0..h {
+            padded[(y + pad) * pw + pad..(y + pad) * pw + pad + w]
+                .copy_from_slice(&img[y * w..(y + 1) * w]);
+        }
+        let (top, left) = ((pad as i64 + dy) as usize, (pad as i64 + dx) as usize);
+        let mut out = Vec::new();
+        for y in 0..h {
+            let mut row = padded[(top + y) * pw + left..(top + y) * pw + left + w].to_vec();
+            if mirror {
+                row.reverse();
+            }
+            out.extend(row);
+        }
+        out
+    }
+
     #[test]
-    fn no_shift_no_flip_is_identity_and_shifts_keep_values() {
-        let data: Vec<f32> = (0..2 * 16).map(|v| v as f32).collect();
-        let x = Array::new(vec![2, 1, 4, 4], data).unwrap();
+    fn crops_and_flips_match_a_padded_window() {
+        let data: Vec<f32> = (1..=3 * 16).map(|v| v as f32).collect();
+        let x = Array::new(vec![3, 1, 4, 4], data).unwrap();
         let mut same = x.clone();
         crop_flip(&mut same, 0, false, &mut ChaCha8Rng::seed_from_u64(1));
         assert_eq!(same, x);
-        let mut flipped = x.clone();
+        let pad = 2;
+        let mut out = x.clone();
+        crop_flip(&mut out, pad, true, &mut ChaCha8Rng::seed_from_u64(3));
+        // The same draws, in the documented order: dy, dx, then the flip.
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        crop_flip(&mut flipped, 1, true, &mut rng);
-        for i in 0..2 {
-            // Every value is zero padding or one of the image's own values.
-            assert!(
-                flipped
-                    .example(i)
-                    .iter()
-                    .all(|v| *v == 0.0 || x.example(i).contains(v))
+        let mut changed = 0;
+        for i in 0..3 {
+            let p = pad as i64;
+            let dy = rng.random_range(-p..=p);
+            let dx = rng.random_range(-p..=p);
+            let mirror = rng.random_bool(0.5);
+            let want = expected(x.example(i), 4, 4, pad, dy, dx, mirror);
+            assert_eq!(
+                out.example(i),
+                &want[..],
+                "image {i}: dy {dy} dx {dx} flip {mirror}"
             );
+            changed += usize::from(out.example(i) != x.example(i));
         }
+        assert!(changed > 0, "seed 3 should move at least one image");
         // Same seed, same result.
         let mut again = x.clone();
-        crop_flip(&mut again, 1, true, &mut ChaCha8Rng::seed_from_u64(3));
-        assert_eq!(again, flipped);
+        crop_flip(&mut again, pad, true, &mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!(again, out);
     }
 }
