@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Do the denoise blocks help this network? The shipped PGD models (scripts/train-models.sh) say
-# "barely" for non-local blocks after stages 1 and 2. This varies what Xie et al. vary: the
+# Do the denoise blocks help this network? The shipped PGD models (scripts/train-models.sh)
+# compare non-local blocks after stages 1 and 2 with none. This varies what Xie et al. vary: the
 # operation, where the blocks go, and the training length, each run with the shipped models'
 # recipe and one change, each resumable (run the script again after an interruption). Every run is
-# a 5-epoch PGD-7 training (10 for the *-10ep pair): hours each on a 2-core machine. Writes
-# OUT/NAME.safetensors, OUT/NAME.eval.md/.json, and OUT/summary.md with one row per finished run.
+# a 10-epoch PGD-7 training like the shipped ones (5 for the *-5ep pair): 2-3 hours each on a
+# 2-core machine. Writes OUT/NAME.safetensors, OUT/NAME.eval.md/.json, and OUT/summary.md with
+# one row per finished run.
 #   scripts/denoise-study.sh [OUT_DIR] [N]   (default target/denoise-study; first N test images, 2000)
 #   ONLY="mean-s12 median-s12" scripts/denoise-study.sh   (a subset, in that order)
 set -euo pipefail
@@ -19,16 +20,16 @@ bin="${ADVLENS_BIN:-target/release/advlens}"
 recipe+=(--mode pgd --attack-steps 7)
 stages12=(--placement after-stage --denoise-stages 1,2)
 declare -A runs=(
-  [mean-s12]="--epochs 5 ${stages12[*]} --denoise mean"
-  [median-s12]="--epochs 5 ${stages12[*]} --denoise median"
-  [dot-s12]="--epochs 5 ${stages12[*]} --denoise dot_product"
-  [bilateral-s12]="--epochs 5 ${stages12[*]} --denoise bilateral"
-  [nonlocal-s2]="--epochs 5 --placement after-stage --denoise-stages 2"
-  [mean-s012]="--epochs 5 --placement after-stage --denoise mean"
-  [baseline-10ep]="--epochs 10 --placement none"
-  [nonlocal-s12-10ep]="--epochs 10 ${stages12[*]}"
+  [mean-s12]="--epochs 10 ${stages12[*]} --denoise mean"
+  [median-s12]="--epochs 10 ${stages12[*]} --denoise median"
+  [dot-s12]="--epochs 10 ${stages12[*]} --denoise dot_product"
+  [bilateral-s12]="--epochs 10 ${stages12[*]} --denoise bilateral"
+  [nonlocal-s2]="--epochs 10 --placement after-stage --denoise-stages 2"
+  [mean-s012]="--epochs 10 --placement after-stage --denoise mean"
+  [baseline-5ep]="--epochs 5 --placement none"
+  [nonlocal-s12-5ep]="--epochs 5 ${stages12[*]}"
 )
-order=(${ONLY:-mean-s12 median-s12 dot-s12 bilateral-s12 nonlocal-s2 mean-s012 baseline-10ep nonlocal-s12-10ep})
+order=(${ONLY:-mean-s12 median-s12 dot-s12 bilateral-s12 nonlocal-s2 mean-s012 baseline-5ep nonlocal-s12-5ep})
 for name in "${order[@]}"; do
   [ -n "${runs[$name]+x}" ] || { echo "unknown run $name (known: ${!runs[*]})"; exit 2; }
   file="$out/$name.safetensors"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the models shipped in assets/models/ (Fashion-MNIST, from scripts/fetch-data.sh), one
-# after the other, with one recipe (scripts/recipe.sh, 5 epochs). The models differ only in the
+# after the other, with one recipe (scripts/recipe.sh, 10 epochs). The models differ only in the
 # objective and the denoise blocks. Each training is resumable: run the script again after an
 # interruption and it continues from the checkpoint. Usage:
 #   scripts/train-models.sh [OUT_DIR]   (default assets/models)
@@ -17,7 +17,7 @@ train() {
   if [ -f "$file" ]; then echo "$file exists"; return; fi
   local resume=()
   [ -f "${file%.safetensors}.ckpt.safetensors" ] && resume=(--resume)
-  "$bin" train --out "$file" "${recipe[@]}" --epochs 5 "$@" "${resume[@]}"
+  "$bin" train --out "$file" "${recipe[@]}" --epochs 10 "$@" "${resume[@]}"
 }
 # (a) clean-trained (the cheapest, so first).
 train clean --mode clean --placement none
