@@ -7,9 +7,12 @@
 mod common;
 
 use advlens::analysis::eval::evaluate;
+use advlens::array::Array;
 use advlens::attack::{AttackConfig, AttackKind, Cancel, TargetMode};
 use advlens::data::idx::Labelled;
 use advlens::engine::cpu::CpuEngine;
+use advlens::engine::{Engine, EngineError, Forward, ForwardOptions, Gradient, Loss};
+use advlens::model::Network;
 
 fn data() -> Labelled {
     let (images, labels) = common::synthetic(24, 321);
@@ -101,6 +104,96 @@ fn cancelling_leaves_a_partial_report() {
     assert_eq!(r.images, 8);
     assert_eq!(r.rows[0].images, 8);
     assert!(r.markdown().contains("partial"));
+}
+
+/// The cpu engine, cancelling `cancel` when its `at`-th input gradient is asked for.
+struct CancelAt {
+    inner: CpuEngine,
+    calls: usize,
+    at: usize,
+    cancel: Cancel,
+}
+
+impl Engine for CancelAt {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn network(&self) -> &Network {
+        self.inner.network()
+    }
+    fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError> {
+        self.inner.forward(x, opts)
+    }
+    fn input_grad(
+        &mut self,
+        x: &Array,
+        loss: &Loss,
+        opts: &ForwardOptions,
+    ) -> Result<Gradient, EngineError> {
+        self.calls += 1;
+        if self.calls == self.at {
+            self.cancel.cancel();
+        }
+        self.inner.input_grad(x, loss, opts)
+    }
+}
+
+/// Cancelled inside a batch's second attack, after its first attack measured the amplification:
+/// the partial report holds the complete first batch and nothing of the second, amplification
+/// included.
+#[test]
+fn a_batch_cancelled_in_its_last_attack_leaves_no_trace() {
+    let attacks = [
+        AttackConfig {
+            kind: AttackKind::Fgsm,
+            eps: 0.1,
+            ..AttackConfig::default()
+        },
+        AttackConfig {
+            kind: AttackKind::Pgd,
+            eps: 0.1,
+            steps: Some(3),
+            ..AttackConfig::default()
+        },
+    ];
+    let data = data().select(&(0..16).collect::<Vec<_>>());
+    let cancel = Cancel::new();
+    // Gradients 1-4 are the first batch (FGSM, then three PGD steps); 5 is the second batch's
+    // FGSM, 6 its first PGD step.
+    let mut e = CancelAt {
+        inner: CpuEngine::new(common::trained()).unwrap(),
+        calls: 0,
+        at: 6,
+        cancel: cancel.clone(),
+    };
+    let partial = evaluate(&mut e, &data, &attacks, 8, true, &cancel, &mut |_, _| {}).unwrap();
+    assert!(!partial.complete);
+    assert_eq!(partial.images, 8);
+    assert!(partial.rows.iter().all(|r| r.images == 8));
+    let mut e = CpuEngine::new(common::trained()).unwrap();
+    let first = data.select(&(0..8).collect::<Vec<_>>());
+    let whole = evaluate(
+        &mut e,
+        &first,
+        &attacks,
+        8,
+        true,
+        &Cancel::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(partial.clean_correct, whole.clean_correct);
+    assert_eq!(partial.amplification.len(), whole.amplification.len());
+    for (p, w) in partial.amplification.iter().zip(&whole.amplification) {
+        assert_eq!(p.tap, w.tap);
+        assert!(
+            (p.mean - w.mean).abs() < 1e-9,
+            "{}: {} vs {}",
+            p.tap,
+            p.mean,
+            w.mean
+        );
+    }
 }
 
 #[test]

@@ -160,6 +160,8 @@ pub fn evaluate(
         let clean = engine.forward(&part.images, &opts)?;
         let clean_pred = predictions(&clean.logits);
         let mut rows_done = Vec::with_capacity(attacks.len());
+        // This batch's amplification sums, added to the report only once the batch is complete.
+        let mut batch_amp: Vec<(String, f64)> = Vec::new();
         for (k, cfg) in attacks.iter().enumerate() {
             let result = match attack::run(engine, &part.images, Some(&part.labels), cfg, cancel) {
                 Err(AttackError::Cancelled) => break,
@@ -184,19 +186,27 @@ pub fn evaluate(
                 };
                 let c = engine.forward(&part.images, &all)?;
                 let a = engine.forward(&result.x_adv, &all)?;
-                if amp_sums.is_empty() {
-                    amp_sums = c.taps.iter().map(|(name, _)| (name.clone(), 0.0)).collect();
-                }
-                for ((_, ct), ((_, at), (_, sum))) in
-                    c.taps.iter().zip(a.taps.iter().zip(&mut amp_sums))
-                {
-                    *sum += amplification(ct, at).iter().map(|&v| v as f64).sum::<f64>();
-                }
+                batch_amp = c
+                    .taps
+                    .iter()
+                    .zip(&a.taps)
+                    .map(|((name, ct), (_, at))| {
+                        let sum = amplification(ct, at).iter().map(|&v| v as f64).sum::<f64>();
+                        (name.clone(), sum)
+                    })
+                    .collect();
             }
             rows_done.push((correct, hits));
         }
         if rows_done.len() < attacks.len() {
             break; // cancelled mid-batch: count only complete batches
+        }
+        if amp_sums.is_empty() {
+            amp_sums = batch_amp;
+        } else {
+            for ((_, sum), (_, add)) in amp_sums.iter_mut().zip(batch_amp) {
+                *sum += add;
+            }
         }
         report.images += n;
         report.clean_correct += clean_pred
