@@ -58,6 +58,13 @@ fn shipped_models_load_and_carry_their_training_record() {
         assert!(record["command"].as_str().unwrap().contains("train"));
         let has_denoise = !net.graph.denoise_blocks.is_empty();
         assert_eq!(has_denoise, m.name == "pgd-denoise", "{}", m.name);
+        let summary = net.config.summary();
+        let placement = if has_denoise {
+            "nonlocal_gaussian denoise blocks after stages 1, 2"
+        } else {
+            "no denoise blocks"
+        };
+        assert!(summary.ends_with(placement), "{summary}");
         assert_eq!(net.class_names[0], "T-shirt/top");
         assert!(load_model(&format!("builtin:{}", m.name)).is_ok());
     }

@@ -96,17 +96,34 @@ impl ArchConfig {
     /// A one-line description.
     pub fn summary(&self) -> String {
         match self {
-            ArchConfig::ResnetDenoise(c) => format!(
-                "resnet-denoise {}x{}x{} → {} classes, widths {:?}, blocks {:?}, denoise {} ({:?})",
-                c.in_channels,
-                c.image_size[0],
-                c.image_size[1],
-                c.num_classes,
-                c.widths,
-                c.blocks,
-                c.denoise,
-                c.placement
-            ),
+            ArchConfig::ResnetDenoise(c) => {
+                let stages = match &c.denoise_stages {
+                    None => "every stage".to_string(),
+                    Some(s) => {
+                        let list: Vec<String> = s.iter().map(usize::to_string).collect();
+                        let noun = if list.len() == 1 { "stage" } else { "stages" };
+                        format!("{noun} {}", list.join(", "))
+                    }
+                };
+                let denoise = match c.placement {
+                    Placement::None => "no denoise blocks".to_string(),
+                    Placement::AfterStage => {
+                        format!("{} denoise blocks after {stages}", c.denoise)
+                    }
+                    Placement::AfterEveryBlock => {
+                        format!("{} denoise blocks after every block of {stages}", c.denoise)
+                    }
+                };
+                format!(
+                    "resnet-denoise {}x{}x{} → {} classes, widths {:?}, blocks {:?}, {denoise}",
+                    c.in_channels,
+                    c.image_size[0],
+                    c.image_size[1],
+                    c.num_classes,
+                    c.widths,
+                    c.blocks,
+                )
+            }
             ArchConfig::EfficientNetLite(c) => format!(
                 "{} 3x{}x{} → {} classes",
                 c.name(),
