@@ -3,7 +3,7 @@
 # compare non-local blocks after stages 1 and 2 with none. This varies what Xie et al. vary: the
 # operation, where the blocks go, and the training length, each run with the shipped models'
 # recipe and one change, each resumable (run the script again after an interruption). Every run is
-# a 10-epoch PGD-7 training like the shipped ones (5 for the *-5ep pair): 2-3 hours each on a
+# a 10-epoch PGD-7 training like the shipped ones (5 for the *-5ep pair): 2-3.5 hours each on a
 # 2-core machine. Writes OUT/NAME.safetensors, OUT/NAME.eval.md/.json, and OUT/summary.md with
 # one row per finished run.
 #   scripts/denoise-study.sh [OUT_DIR] [N]   (default target/denoise-study; first N test images, 2000)

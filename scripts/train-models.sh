@@ -2,11 +2,13 @@
 # Trains the models shipped in assets/models/ (Fashion-MNIST, from scripts/fetch-data.sh), one
 # after the other, with one recipe (scripts/recipe.sh, 10 epochs). The models differ only in the
 # objective and the denoise blocks. Each training is resumable: run the script again after an
-# interruption and it continues from the checkpoint. Usage:
-#   scripts/train-models.sh [OUT_DIR]   (default assets/models)
+# interruption and it continues from the checkpoint. A model whose file exists is skipped, so to
+# retrain the shipped ones give another folder, then evaluate it with
+# `scripts/eval-models.sh --dir OUT_DIR`. Usage:
+#   scripts/train-models.sh [OUT_DIR]   (default target/retrain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-assets/models}"
+out="${1:-target/retrain}"
 mkdir -p "$out"
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
