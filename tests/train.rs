@@ -274,13 +274,14 @@ fn objectives_build_the_batches_the_papers_describe() {
 #[test]
 fn clean_training_learns_fashion_mnist() {
     let data = bundled_test_images().unwrap();
-    let train_set = data.select(&(0..300).collect::<Vec<_>>());
-    let held_out = data.select(&(300..500).collect::<Vec<_>>());
+    let train_set = data.select(&(0..400).collect::<Vec<_>>());
+    let held_out = data.select(&(400..500).collect::<Vec<_>>());
     let cfg = TrainConfig {
         lr: 0.2,
         crop_pad: 0,
         flip: false,
-        ..config(TrainMode::Clean, 8)
+        limit: None,
+        ..config(TrainMode::Clean, 15)
     };
     let mut t = Trainer::new(small_net(5), cfg.sgd()).unwrap();
     let before = accuracy(&t.network().unwrap(), &held_out);
@@ -289,10 +290,10 @@ fn clean_training_learns_fashion_mnist() {
     let mut hooks = TestHooks::new(None, cancel.clone());
     let out = train(&mut t, &train_set, &cfg, &mut state, 0, &cancel, &mut hooks).unwrap();
     assert_eq!(out, Outcome::Finished);
-    assert_eq!(state.epoch, 8);
-    assert_eq!(hooks.epoch_losses.len(), 8);
+    assert_eq!(state.epoch, 15);
+    assert_eq!(hooks.epoch_losses.len(), 15);
     assert!(
-        hooks.epoch_losses[7] < 0.6 * hooks.epoch_losses[0],
+        hooks.epoch_losses[14] < 0.6 * hooks.epoch_losses[0],
         "{:?}",
         hooks.epoch_losses
     );
@@ -301,8 +302,9 @@ fn clean_training_learns_fashion_mnist() {
         "losses {:?}, held-out accuracy {before} → {after}",
         hooks.epoch_losses
     );
+    // 62 % measured on the 100 held-out images (chance: 10 %).
     assert!(
-        after > 0.25 && after > before + 0.1,
+        after >= 0.45 && after > before + 0.25,
         "held-out accuracy {before} → {after}"
     );
 }
