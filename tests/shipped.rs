@@ -75,55 +75,63 @@ fn shipped_models_load_and_carry_their_training_record() {
     assert!(err.contains("builtin:pgd-denoise"), "{err}");
 }
 
-/// Clean and PGD-10 (ε = 0.1) accuracy in percent on the bundled test images.
-fn accuracy(name: &str, n: usize) -> (f64, f64) {
+/// Clean, PGD-10, FGSM and PGD-50 (ε = 0.1) accuracy in percent on the first `n` bundled test
+/// images.
+fn accuracy(name: &str, n: usize) -> [f64; 4] {
     let data = bundled_test_images().unwrap();
     let data = data.select(&(0..n).collect::<Vec<_>>());
     let mut engine = CpuEngine::new(Arc::new(shipped(name).unwrap())).unwrap();
-    let pgd = AttackConfig {
-        kind: AttackKind::Pgd,
+    let attack = |kind, steps| AttackConfig {
+        kind,
         eps: 0.1,
-        steps: Some(10),
+        steps,
         ..AttackConfig::default()
     };
+    let attacks = [
+        attack(AttackKind::Pgd, Some(10)),
+        attack(AttackKind::Fgsm, None),
+        attack(AttackKind::Pgd, Some(50)),
+    ];
     let r = evaluate(
         &mut engine,
         &data,
-        &[pgd],
+        &attacks,
         100,
         false,
         &Cancel::new(),
         &mut |_, _| {},
     )
     .unwrap();
-    (r.clean_accuracy(), r.rows[0].accuracy())
+    [
+        r.clean_accuracy(),
+        r.rows[0].accuracy(),
+        r.rows[1].accuracy(),
+        r.rows[2].accuracy(),
+    ]
 }
 
-/// Clean and PGD-10 accuracy (%) of each shipped model on the 300 bundled test images (the first
-/// 300 of the test set), as assets/models/README.md reports them.
-const REPORTED: [(&str, f64, f64); 3] = [
-    ("clean", 94.0, 0.0),
-    ("pgd", 86.0, 81.33),
-    ("pgd-denoise", 87.33, 82.33),
+/// Clean, PGD-10, FGSM and PGD-50 accuracy (%) of each shipped model on the first 300 bundled
+/// test images, as assets/models/README.md reports them (`advlens eval --data bundled --n 300
+/// --engine cpu --eps 0.1 --seed 0 --attacks pgd10,fgsm,pgd50`).
+const REPORTED: [(&str, [f64; 4]); 3] = [
+    ("clean", [94.0, 0.0, 3.33, 0.0]),
+    ("pgd", [86.0, 81.33, 82.33, 81.33]),
+    ("pgd-denoise", [87.33, 82.33, 83.0, 81.67]),
 ];
 
 #[test]
 fn shipped_models_reproduce_their_reported_accuracy() {
+    let columns = ["clean", "PGD-10", "FGSM", "PGD-50"];
     let mut measured = Vec::new();
-    for (name, clean, robust) in REPORTED {
-        let (c, r) = accuracy(name, 300);
-        println!("{name}: clean {c:.2} % (reported {clean}), PGD-10 {r:.2} % (reported {robust})");
-        measured.push((name, c, r, clean, robust));
+    for (name, reported) in REPORTED {
+        let got = accuracy(name, 300);
+        println!("{name}: measured {got:.2?}, reported {reported:?} ({columns:?})");
+        measured.push((name, got, reported));
     }
-    for (name, c, r, clean, robust) in measured {
-        // Within 2 points (6 of 300 images): another CPU's GEMM path may flip a few PGD results.
-        assert!(
-            (c - clean).abs() <= 2.0,
-            "{name}: clean {c} % against {clean} %"
-        );
-        assert!(
-            (r - robust).abs() <= 2.0,
-            "{name}: PGD-10 {r} % against {robust} %"
-        );
+    for (name, got, reported) in measured {
+        for ((g, r), column) in got.iter().zip(reported).zip(columns) {
+            // Within 2 points (6 of 300 images): another CPU's GEMM path may flip a few results.
+            assert!((g - r).abs() <= 2.0, "{name}: {column} {g} % against {r} %");
+        }
     }
 }
