@@ -82,7 +82,7 @@ mod tests {
         crop_flip(&mut out, pad, true, &mut ChaCha8Rng::seed_from_u64(3));
         // The same draws, in the documented order: dy, dx, then the flip.
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let mut changed = 0;
+        let (mut changed, mut mirrored) = (0, 0);
         for i in 0..3 {
             let p = pad as i64;
             let dy = rng.random_range(-p..=p);
@@ -95,8 +95,10 @@ mod tests {
                 "image {i}: dy {dy} dx {dx} flip {mirror}"
             );
             changed += usize::from(out.example(i) != x.example(i));
+            mirrored += usize::from(mirror);
         }
         assert!(changed > 0, "seed 3 should move at least one image");
+        assert!(mirrored > 0, "seed 3 should flip at least one image");
         // Same seed, same result.
         let mut again = x.clone();
         crop_flip(&mut again, pad, true, &mut ChaCha8Rng::seed_from_u64(3));
