@@ -6,11 +6,11 @@
 # a 10-epoch PGD-7 training like the shipped ones (5 for the *-5ep pair): 2-3.5 hours each on a
 # 2-core machine. Writes OUT/NAME.safetensors, OUT/NAME.eval.md/.json, and OUT/summary.md with
 # one row per finished run.
-#   scripts/denoise-study.sh [OUT_DIR] [N]   (default target/denoise-study; first N test images, 2000)
+#   scripts/denoise-study.sh [OUT_DIR] [N]   (default target/denoise-study-10ep; first N test images, 2000)
 #   ONLY="mean-s12 median-s12" scripts/denoise-study.sh   (a subset, in that order)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-target/denoise-study}"
+out="${1:-target/denoise-study-10ep}"  # a new name: runs of the older 5-epoch recipe are not reused
 n="${2:-2000}"
 mkdir -p "$out"
 bin="${ADVLENS_BIN:-target/release/advlens}"
@@ -40,7 +40,7 @@ for name in "${order[@]}"; do
     "$bin" train --out "$file" "${recipe[@]}" ${runs[$name]} "${resume[@]}"
   fi
   if [ ! -f "$out/$name.eval.md" ]; then
-    "$bin" eval --model "$file" --n "$n" --attacks pgd10,fgsm,pgd50 --eps 0.1 --seed 0 \
+    "$bin" eval --model "$file" --engine cpu --n "$n" --attacks pgd10,fgsm,pgd50 --eps 0.1 --seed 0 \
       --amplification --json "$out/$name.eval.json" > "$out/$name.eval.md.tmp"
     mv "$out/$name.eval.md.tmp" "$out/$name.eval.md"
   fi

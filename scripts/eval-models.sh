@@ -10,19 +10,32 @@
 #        test images, default all 10 000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+usage="usage: scripts/eval-models.sh [--dir DIR] [N]"
 dir=assets/models
-if [ "${1:-}" = --dir ]; then dir="$2"; shift 2; fi
-bin="${ADVLENS_BIN:-target/release/advlens}"
-[ -x "$bin" ] || cargo build --release
 n=()
 full=full.
-[ $# -ge 1 ] && n=(--n "$1") && full=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dir) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; dir="$2"; shift 2 ;;
+    [0-9]*) [ ${#n[@]} -eq 0 ] || { echo "$usage" >&2; exit 2; }; n=(--n "$1"); full=; shift ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+done
+bin="${ADVLENS_BIN:-target/release/advlens}"
+[ -x "$bin" ] || cargo build --release
+# A table is written to NAME.tmp and moved into place only when its eval finished, so a failed or
+# interrupted run leaves the committed tables as they were.
+run() {  # OUT_BASE, eval arguments...
+  local out=$1; shift
+  "$bin" eval "$@" --json "$out.json.tmp" | tee "$out.md.tmp"
+  mv "$out.json.tmp" "$out.json"
+  sed "s|^wrote $out.json.tmp$|wrote $out.json|" "$out.md.tmp" > "$out.md"
+  rm "$out.md.tmp"
+}
 common=(--engine cpu --eps 0.1 --seed 0 "${n[@]}")
 for m in clean pgd pgd-denoise; do
   f="$dir/$m.safetensors"
   [ -f "$f" ] || { echo "skipping $m: $f does not exist (scripts/train-models.sh)"; continue; }
-  "$bin" eval --model "$f" "${common[@]}" --attacks pgd10,fgsm,pgd50 --amplification \
-    --json "$dir/$m.${full}eval.json" | tee "$dir/$m.${full}eval.md"
-  "$bin" eval --model "$f" "${common[@]}" --attacks pgd10 --target random \
-    --json "$dir/$m.${full}targeted.eval.json" | tee "$dir/$m.${full}targeted.eval.md"
+  run "$dir/$m.${full}eval" --model "$f" "${common[@]}" --attacks pgd10,fgsm,pgd50 --amplification
+  run "$dir/$m.${full}targeted.eval" --model "$f" "${common[@]}" --attacks pgd10 --target random
 done
