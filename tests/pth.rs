@@ -432,9 +432,7 @@ impl<'a> T<'a> {
 
 #[test]
 fn the_released_efficientnet_lite0_checkpoint_opens() {
-    let Some(path) =
-        common::fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
-    else {
+    let Some(path) = common::efficientnet_lite0() else {
         return;
     };
     let f = read_pth(&path).unwrap();

@@ -166,14 +166,9 @@ fn unknown_and_inconsistent_state_dicts_are_errors() {
     assert!(e.contains("fc.bias"), "{e}");
 }
 
-/// The released EfficientNet-Lite0 checkpoint, if scripts/fetch-models.sh has fetched it.
-fn efficientnet_lite0() -> Option<PathBuf> {
-    common::fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
-}
-
 #[test]
 fn released_efficientnet_lite0_classifies_the_bundled_photos() {
-    let Some(path) = efficientnet_lite0() else {
+    let Some(path) = common::efficientnet_lite0() else {
         return;
     };
     let net = weights::load(&path).unwrap();

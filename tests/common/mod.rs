@@ -215,3 +215,8 @@ pub fn fetched_file(var: &str, default: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// The released EfficientNet-Lite0 checkpoint, if scripts/fetch-models.sh has fetched it.
+pub fn efficientnet_lite0() -> Option<std::path::PathBuf> {
+    fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
+}
