@@ -18,7 +18,6 @@ use advlens::app::worker::{AnalyseJob, Reply, Snapshot, Worker, analyse};
 use advlens::attack::{AttackConfig, AttackKind, Cancel};
 use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
-use advlens::engine::gpu::{AdapterPolicy, GpuContext};
 use advlens::model::graph::TapKind;
 use advlens::model::{DenoiseVariant, Placement};
 use eframe::egui;
@@ -98,8 +97,11 @@ fn worker_computes_taps_for_the_default_model() {
 #[test]
 fn worker_runs_the_gpu_engine_on_the_device_it_is_given() {
     let net = Arc::new(advlens::zoo::default_network().unwrap());
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
     let mut w = Worker::start(Arc::new(|| {})).unwrap();
-    w.set_gpu(GpuContext::headless(AdapterPolicy::AllowSoftware).unwrap());
+    w.set_gpu(ctx);
     let mut j = job(3, &net, fgsm());
     j.engine = EngineChoice::Gpu;
     w.submit(j);
@@ -475,12 +477,15 @@ fn robustness_curve_reports_progress_and_accuracy() {
     assert_eq!(points.len(), 2);
     assert!(points.iter().all(|(_, a)| (0.0..=1.0).contains(a)));
     assert!(points[1].1 <= points[0].1, "{points:?}");
+    // A cancelled job stops with an error instead of finishing.
+    let cancel = Cancel::new();
+    cancel.cancel();
+    assert!(run_job(&job, &cancel, &|_| {}).is_err());
     // The same curve on the gpu engine (the window's device in the app; lavapipe here): FGSM
     // steps by the gradient's sign, so an entry near zero may flip; allow one image of 30.
-    let ctx = advlens::engine::gpu::GpuContext::headless(
-        advlens::engine::gpu::AdapterPolicy::AllowSoftware,
-    )
-    .unwrap();
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
     let on_gpu = RobustnessJob {
         engine: advlens::engine::EngineChoice::Gpu,
         gpu: Some(ctx),
@@ -498,10 +503,6 @@ fn robustness_curve_reports_progress_and_accuracy() {
             "cpu {a} vs gpu {ag} at ε {e}"
         );
     }
-    // A cancelled job stops with an error instead of finishing.
-    let cancel = Cancel::new();
-    cancel.cancel();
-    assert!(run_job(&job, &cancel, &|_| {}).is_err());
 }
 
 #[test]
@@ -550,7 +551,7 @@ fn smoke_window_under_xvfb() {
             std::env::var_os("ADVLENS_REQUIRE_XVFB").is_none(),
             "xvfb-run not found although ADVLENS_REQUIRE_XVFB is set"
         );
-        eprintln!("xvfb-run not installed: skipping the window smoke test");
+        eprintln!("skipped: xvfb-run not found (apt install xvfb xauth to run the window smoke test)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -851,7 +852,8 @@ const SNAPSHOT_SIZE: [f32; 2] = [1280.0, 900.0];
 
 /// The window for snapshots: fixed size, default settings (fixed seed), no adapter name, rendered
 /// on the wgpu software adapter that egui_kittest prefers (lavapipe); the first result is in.
-fn snapshot_harness() -> Harness<'static, AdvlensApp> {
+fn snapshot_harness() -> Option<Harness<'static, AdvlensApp>> {
+    common::gpu_context()?;
     let mut harness = Harness::builder()
         .with_size(SNAPSHOT_SIZE)
         .with_render_cursor(false)
@@ -860,7 +862,7 @@ fn snapshot_harness() -> Harness<'static, AdvlensApp> {
             AdvlensApp::with_settings(&cc.egui_ctx, Settings::default(), None, None).unwrap()
         });
     step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
-    harness
+    Some(harness)
 }
 
 /// Takes the snapshot `name` once the views have settled. The status bar is masked: it shows the
@@ -879,13 +881,17 @@ fn settled_snapshot(harness: &mut Harness<'_, AdvlensApp>, name: &str) {
 
 #[test]
 fn snapshot_default_view() {
-    let mut harness = snapshot_harness();
+    let Some(mut harness) = snapshot_harness() else {
+        return;
+    };
     settled_snapshot(&mut harness, "app_default_view");
 }
 
 #[test]
 fn snapshot_feature_maps_after_the_second_denoise_block() {
-    let mut harness = snapshot_harness();
+    let Some(mut harness) = snapshot_harness() else {
+        return;
+    };
     let tap = second_denoise_output(harness.state());
     harness.state_mut().settings.tap = Some(tap.clone());
     harness.state_mut().settings.channel = 3;
@@ -896,7 +902,9 @@ fn snapshot_feature_maps_after_the_second_denoise_block() {
 
 #[test]
 fn snapshot_denoise_blocks_bypassed() {
-    let mut harness = snapshot_harness();
+    let Some(mut harness) = snapshot_harness() else {
+        return;
+    };
     harness.get_by_label("bypass denoise blocks").click();
     harness.step();
     harness.remove_cursor();

@@ -11,13 +11,13 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use advlens::array::Array;
 use advlens::attack::{self, AttackConfig, AttackKind, Cancel, Norm};
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::gpu::kernels::Shader;
-use advlens::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
+use advlens::engine::gpu::GpuEngine;
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
 use advlens::model::resnet::{BlockKind, StemKind};
 use advlens::model::{
@@ -66,21 +66,9 @@ fn every_shader_validates_with_naga() {
     }
 }
 
-/// The device every test shares (software adapters allowed).
-fn context() -> GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        GpuContext::headless(AdapterPolicy::AllowSoftware).unwrap_or_else(|e| {
-            panic!(
-                "no wgpu adapter ({e}); install mesa-vulkan-drivers (lavapipe) to run the gpu tests"
-            )
-        })
-    })
-    .clone()
-}
-
-fn gpu(net: &Arc<Network>) -> GpuEngine {
-    GpuEngine::new(net.clone(), context()).unwrap()
+/// The gpu engine on the shared device, or `None` (the test skips with a note) without an adapter.
+fn gpu(net: &Arc<Network>) -> Option<GpuEngine> {
+    Some(GpuEngine::new(net.clone(), common::gpu_context()?).unwrap())
 }
 
 fn max_abs(v: &[f32]) -> f32 {
@@ -121,7 +109,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 fn check_network(net: Network, batch: usize, label: &str) {
     let net = Arc::new(net);
     let mut cpu = CpuEngine::new(net.clone()).unwrap();
-    let mut gpu = gpu(&net);
+    let Some(mut gpu) = gpu(&net) else { return };
     let x = random_images(batch, net.input_shape(), 11);
     for bypass in [false, true] {
         let opts = ForwardOptions {
@@ -280,7 +268,7 @@ fn results_do_not_depend_on_the_batch_and_bad_input_is_refused() {
         tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage),
         3,
     ));
-    let mut e = gpu(&net);
+    let Some(mut e) = gpu(&net) else { return };
     let x = random_images(4, net.input_shape(), 2);
     let all = e.forward(&x, &ForwardOptions::default()).unwrap().logits;
     let one = e
@@ -311,7 +299,7 @@ fn compare_attack(cfg: AttackConfig, label: &str) {
     let net = common::trained();
     let (x, y) = common::correctly_classified(6);
     let mut cpu = CpuEngine::new(net.clone()).unwrap();
-    let mut gpu = gpu(&net);
+    let Some(mut gpu) = gpu(&net) else { return };
     let want = attack::run(&mut cpu, &x, Some(&y), &cfg, &Cancel::new()).unwrap();
     let got = attack::run(&mut gpu, &x, Some(&y), &cfg, &Cancel::new()).unwrap();
     let close = got
@@ -394,7 +382,7 @@ fn device_attack_loops_match_the_host_loop() {
 fn a_long_device_attack_can_be_cancelled() {
     let net = common::trained();
     let (x, y) = common::correctly_classified(2);
-    let mut e = gpu(&net);
+    let Some(mut e) = gpu(&net) else { return };
     let cfg = AttackConfig {
         kind: AttackKind::Pgd,
         steps: Some(100_000),
@@ -440,9 +428,12 @@ fn auto_falls_back_to_the_cpu_engine() {
     let failed = open_auto(net.clone(), Err(broken)).unwrap();
     assert!(failed.notice.unwrap().contains("device lost"));
     assert!(failed.engine.describe().starts_with("cpu"));
-    // A working adapter: the gpu engine.
-    let ok = open_auto(net, Ok(context())).unwrap();
-    assert!(ok.engine.describe().starts_with("gpu: "));
     assert!("GPU".parse::<advlens::engine::EngineChoice>().is_ok());
     assert!("tpu".parse::<advlens::engine::EngineChoice>().is_err());
+    // A working adapter: the gpu engine.
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let ok = open_auto(net, Ok(ctx)).unwrap();
+    assert!(ok.engine.describe().starts_with("gpu: "));
 }

@@ -220,3 +220,31 @@ pub fn fetched_file(var: &str, default: &str) -> Option<std::path::PathBuf> {
 pub fn efficientnet_lite0() -> Option<std::path::PathBuf> {
     fetched_file("ADVLENS_EFFLITE0_PTH", "data/models/efficientnet-lite0.pth")
 }
+
+/// Set (to anything) where a wgpu adapter must exist: `.ci/run` sets it after installing
+/// mesa-vulkan-drivers, so a test that would otherwise skip for want of an adapter fails instead.
+pub const REQUIRE_GPU: &str = "ADVLENS_REQUIRE_GPU";
+
+/// The wgpu device the gpu tests share (software adapters such as lavapipe allowed), or `None`
+/// with a one-line note when the machine has no adapter, unless [`REQUIRE_GPU`] is set, in which
+/// case the test fails.
+pub fn gpu_context() -> Option<advlens::engine::gpu::GpuContext> {
+    use advlens::engine::gpu::{AdapterPolicy, GpuContext};
+    static CTX: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    let found = CTX.get_or_init(|| {
+        GpuContext::headless(AdapterPolicy::AllowSoftware).map_err(|e| e.to_string())
+    });
+    match found {
+        Ok(ctx) => Some(ctx.clone()),
+        Err(e) => {
+            assert!(
+                std::env::var_os(REQUIRE_GPU).is_none(),
+                "no wgpu adapter although {REQUIRE_GPU} is set: {e}"
+            );
+            eprintln!(
+                "skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe, or run on a GPU)"
+            );
+            None
+        }
+    }
+}
