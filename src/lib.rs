@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod app;
 pub mod array;
 pub mod attack;
+pub mod cancel;
 pub mod cli;
 pub mod data;
 pub mod engine;

@@ -1,5 +1,8 @@
 //! The advlens binary: no arguments opens the app, otherwise a subcommand runs headless.
 
 fn main() -> std::process::ExitCode {
-    advlens::cli::main()
+    advlens::cli::main(advlens::cli::AppEntry {
+        run: advlens::app::run,
+        bench: advlens::app::bench::run,
+    })
 }

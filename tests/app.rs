@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use advlens::analysis::export::{Export, save_feature_maps};
+use advlens::analysis::feature_grid::feature_grid;
+use advlens::analysis::render::feature_export_size;
+use advlens::analysis::snapshot::{AnalyseJob, Snapshot, analyse};
 use advlens::app::AdvlensApp;
 use advlens::app::dialogs::{DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs};
-use advlens::app::export::Export;
-use advlens::app::export::{feature_export_size, save_feature_maps};
-use advlens::app::maps::feature_grid;
 use advlens::app::settings::{ImageSource, Settings};
-use advlens::app::worker::{AnalyseJob, Reply, Snapshot, Worker, analyse};
-use advlens::attack::{AttackConfig, AttackKind, Cancel};
+use advlens::app::worker::{Reply, Worker};
+use advlens::attack::{AttackConfig, AttackKind};
+use advlens::cancel::Cancel;
 use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
 use advlens::model::graph::TapKind;
@@ -185,9 +187,9 @@ fn adversarial_perturbation_and_record_exports() {
     let adv = dir.path().join("adv.png");
     let pert = dir.path().join("pert.png");
     let rec = dir.path().join("record.json");
-    advlens::app::export::save_adversarial(&s, &adv).unwrap();
-    advlens::app::export::save_perturbation(&s, &pert).unwrap();
-    advlens::app::export::save_record(&s, &rec).unwrap();
+    advlens::analysis::export::save_adversarial(&s, &adv).unwrap();
+    advlens::analysis::export::save_perturbation(&s, &pert).unwrap();
+    advlens::analysis::export::save_record(&s, &rec).unwrap();
     assert_eq!(image::open(&adv).unwrap().width(), 28);
     assert_eq!(image::open(&pert).unwrap().height(), 28);
     let back: advlens::attack::report::RunRecord =
@@ -442,13 +444,13 @@ fn the_app_opens_and_recomputes_when_controls_change() {
     // The export goes through the same code as the menu.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fm.png");
-    harness.state().export_feature_maps(&path).unwrap();
+    harness.state().export(Export::FeatureMaps, &path).unwrap();
     assert!(image::open(&path).unwrap().width() > 0);
 }
 
 #[test]
 fn robustness_curve_reports_progress_and_accuracy() {
-    use advlens::app::robustness::{Progress, RobustnessJob, run_job};
+    use advlens::analysis::robustness::{Progress, RobustnessJob, run_job};
     let net = Arc::new(advlens::zoo::default_network().unwrap());
     let set = advlens::data::idx::bundled_test_images().unwrap();
     let sub = set.select(&(0..30).collect::<Vec<_>>());
@@ -551,7 +553,9 @@ fn smoke_window_under_xvfb() {
             std::env::var_os("ADVLENS_REQUIRE_XVFB").is_none(),
             "xvfb-run not found although ADVLENS_REQUIRE_XVFB is set"
         );
-        eprintln!("skipped: xvfb-run not found (apt install xvfb xauth to run the window smoke test)");
+        eprintln!(
+            "skipped: xvfb-run not found (apt install xvfb xauth to run the window smoke test)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -704,8 +708,11 @@ fn dialog_answers_open_images_and_write_exports() {
     // Ctrl+S: the feature maps are written where the save dialog said.
     harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
     harness.step();
-    step_until(&mut harness, |a| a.open_dialog().is_none() && maps.exists());
+    step_until(&mut harness, |a| {
+        a.open_dialog().is_none() && maps.exists() && a.pending_writes() == 0
+    });
     assert!(image::open(&maps).unwrap().width() > 0);
+    harness.step();
     harness.get_by_label_contains("wrote");
     // The File menu's "Export record (JSON)…".
     harness.get_by_label("File").click();
@@ -812,7 +819,7 @@ fn one_dialog_at_a_time_and_the_ui_keeps_working_while_it_is_open() {
 #[test]
 fn a_dialog_thread_that_dies_is_reported_and_the_next_dialog_opens() {
     let mut dialogs = Dialogs::new(Arc::new(|_| panic!("the dialog backend failed")));
-    let wake: advlens::app::worker::Waker = Arc::new(|| {});
+    let wake: advlens::app::task::Waker = Arc::new(|| {});
     assert!(dialogs.open(DialogPurpose::OpenModel, &wake).unwrap());
     assert!(
         !dialogs.open(DialogPurpose::OpenImage, &wake).unwrap(),
@@ -849,13 +856,20 @@ fn a_dialog_thread_that_dies_is_reported_and_the_next_dialog_opens() {
 
 /// The size of the window in the snapshots.
 const SNAPSHOT_SIZE: [f32; 2] = [1280.0, 900.0];
+/// The smallest and a common large screen: every panel must be fully visible on both.
+const SMALL_SCREEN: [f32; 2] = [1280.0, 800.0];
+const LARGE_SCREEN: [f32; 2] = [1920.0, 1080.0];
 
 /// The window for snapshots: fixed size, default settings (fixed seed), no adapter name, rendered
 /// on the wgpu software adapter that egui_kittest prefers (lavapipe); the first result is in.
 fn snapshot_harness() -> Option<Harness<'static, AdvlensApp>> {
+    sized_snapshot_harness(SNAPSHOT_SIZE)
+}
+
+fn sized_snapshot_harness(size: [f32; 2]) -> Option<Harness<'static, AdvlensApp>> {
     common::gpu_context()?;
     let mut harness = Harness::builder()
-        .with_size(SNAPSHOT_SIZE)
+        .with_size(size)
         .with_render_cursor(false)
         .wgpu()
         .build_eframe(|cc| {
@@ -871,9 +885,10 @@ fn snapshot_harness() -> Option<Harness<'static, AdvlensApp>> {
 fn settled_snapshot(harness: &mut Harness<'_, AdvlensApp>, name: &str) {
     harness.run_steps(4);
     let row = harness.get_by_label_contains("engine cpu").rect();
+    let width = harness.ctx.content_rect().width();
     let status = egui::Rect::from_min_max(
         egui::pos2(0.0, row.min.y - 3.0),
-        egui::pos2(SNAPSHOT_SIZE[0], row.max.y + 3.0),
+        egui::pos2(width, row.max.y + 3.0),
     );
     harness.mask(status);
     harness.snapshot(name);
@@ -885,6 +900,60 @@ fn snapshot_default_view() {
         return;
     };
     settled_snapshot(&mut harness, "app_default_view");
+}
+
+/// Every panel is on screen, the plots at a usable height, on a small and a large screen.
+fn assert_panels_visible(harness: &Harness<'_, AdvlensApp>, size: [f32; 2]) {
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(size[0], size[1]));
+    for label in [
+        "amplification ||ΔA|| / ||A|| by layer",
+        "robustness: accuracy over ε",
+        "bypass denoise blocks",
+    ] {
+        let rect = harness.get_by_label(label).rect();
+        assert!(
+            screen.contains_rect(rect),
+            "{label} at {rect:?} is off a {size:?} screen"
+        );
+    }
+    // The plot under the robustness controls keeps a usable height above the status bar.
+    let controls = harness.get_by_label("Cancel").rect();
+    let status = harness.get_by_label_contains("engine cpu").rect();
+    let room = status.min.y - controls.max.y;
+    assert!(
+        room >= 150.0,
+        "the robustness plot gets {room} points on a {size:?} screen"
+    );
+}
+
+#[test]
+fn every_panel_is_visible_on_a_small_and_a_large_screen() {
+    for size in [SMALL_SCREEN, LARGE_SCREEN] {
+        let mut harness = Harness::builder().with_size(size).build_eframe(|cc| {
+            AdvlensApp::with_settings(&cc.egui_ctx, Settings::default(), None, None).unwrap()
+        });
+        step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+        // A curve, so the robustness plot is drawn too.
+        harness.get_by_label("Run").click();
+        harness.run_steps(4);
+        assert_panels_visible(&harness, size);
+    }
+}
+
+#[test]
+fn snapshot_small_screen() {
+    let Some(mut harness) = sized_snapshot_harness(SMALL_SCREEN) else {
+        return;
+    };
+    settled_snapshot(&mut harness, "app_1280x800");
+}
+
+#[test]
+fn snapshot_large_screen() {
+    let Some(mut harness) = sized_snapshot_harness(LARGE_SCREEN) else {
+        return;
+    };
+    settled_snapshot(&mut harness, "app_1920x1080");
 }
 
 #[test]

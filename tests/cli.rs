@@ -120,8 +120,20 @@ fn bad_input_exits_non_zero_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fraction"));
 
+    // A typo in a typed value is rejected with the list of values.
     let out = advlens(&["attack", "--image", "builtin:default", "--attack", "zoo"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown attack"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'zoo'") && err.contains("fgsm, bim, pgd"),
+        "{err}"
+    );
+    let out = advlens(&["eval", "--data", "bundled", "--norm", "l3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'l3'") && err.contains("linf, l2"), "{err}");
+    let out = advlens(&["attack", "--image", "builtin:default", "--target", "rnd"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("least-likely or a class number"), "{err}");
 
     let out = advlens(&[
         "inspect",

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use advlens::array::Array;
 use advlens::attack::{self, AttackConfig, AttackKind, Cancel, Norm};
 use advlens::engine::cpu::CpuEngine;
-use advlens::engine::gpu::kernels::Shader;
 use advlens::engine::gpu::GpuEngine;
+use advlens::engine::gpu::kernels::Shader;
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
 use advlens::model::resnet::{BlockKind, StemKind};
 use advlens::model::{

@@ -1,7 +1,16 @@
-//! What changed between a clean and an adversarial pass: per-tap amplification and colour maps.
+//! What changed between a clean and an adversarial pass, with no egui: the analysed
+//! [`snapshot`] of one image, per-tap amplification, the [`feature_grid`] of one tap and channel,
+//! [`render`]ing maps and perturbations to images (labels in the [`glyphs`] font), [`export`] to
+//! files, evaluation reports ([`eval`]) and the [`robustness`] curve.
 
 pub mod colormap;
 pub mod eval;
+pub mod export;
+pub mod feature_grid;
+pub mod glyphs;
+pub mod render;
+pub mod robustness;
+pub mod snapshot;
 
 use crate::array::Array;
 

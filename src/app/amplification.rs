@@ -2,10 +2,71 @@
 //! with the denoise blocks' before/after taps marked.
 
 use eframe::egui;
-use egui_plot::{Legend, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
+use egui_plot::{Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
-use super::worker::Snapshot;
+use crate::analysis::snapshot::Snapshot;
 use crate::model::graph::TapKind;
+
+/// Colour of the line through every tap.
+const LINE: egui::Color32 = egui::Color32::from_rgb(90, 140, 220);
+/// Colour of the taps before a denoise block.
+const BEFORE: egui::Color32 = egui::Color32::from_rgb(230, 150, 40);
+/// Colour of the taps after a denoise block.
+const AFTER: egui::Color32 = egui::Color32::from_rgb(60, 170, 60);
+/// Colour of the lines marking the denoise blocks.
+const BLOCK: egui::Color32 = egui::Color32::from_rgb(120, 180, 120);
+/// The shortest a plot gets, points.
+pub const MIN_PLOT_HEIGHT: f32 = 120.0;
+
+/// The height a plot takes: what is left of its panel, but at least [`MIN_PLOT_HEIGHT`].
+pub fn plot_height(ui: &egui::Ui) -> f32 {
+    (ui.available_height() - 4.0).max(MIN_PLOT_HEIGHT)
+}
+
+/// The marker of a legend entry, as its series is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// A filled circle.
+    Dot,
+    /// A filled diamond.
+    Diamond,
+    /// A vertical dashed line.
+    Dashes,
+}
+
+/// One legend entry: a coloured marker (painted, so no font needs the glyph) and its label.
+pub fn legend_entry(ui: &mut egui::Ui, marker: Marker, colour: egui::Color32, label: &str) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+    let p = ui.painter();
+    let c = rect.center();
+    match marker {
+        Marker::Dot => {
+            p.circle_filled(c, 4.0, colour);
+        }
+        Marker::Diamond => {
+            p.add(egui::Shape::convex_polygon(
+                vec![
+                    c + egui::vec2(0.0, -5.0),
+                    c + egui::vec2(5.0, 0.0),
+                    c + egui::vec2(0.0, 5.0),
+                    c + egui::vec2(-5.0, 0.0),
+                ],
+                colour,
+                egui::Stroke::NONE,
+            ));
+        }
+        Marker::Dashes => {
+            for k in 0..3 {
+                let y = rect.top() + 1.0 + 3.5 * k as f32;
+                p.line_segment(
+                    [egui::pos2(c.x, y), egui::pos2(c.x, y + 2.0)],
+                    egui::Stroke::new(1.5, colour),
+                );
+            }
+        }
+    }
+    ui.label(label);
+}
 
 /// Plot points `[x, y]`.
 pub type Series = Vec<[f64; 2]>;
@@ -37,9 +98,15 @@ pub fn amplification_ui(ui: &mut egui::Ui, snap: &Snapshot) {
     let names: Vec<String> = snap.taps.iter().map(|t| t.name.clone()).collect();
     let names_hover = names.clone();
     let block_x: Vec<f64> = after.iter().map(|p| p[0]).collect();
+    // The legend sits above the plot, never on the data.
+    ui.horizontal_wrapped(|ui| {
+        legend_entry(ui, Marker::Dot, LINE, "all taps");
+        legend_entry(ui, Marker::Dot, BEFORE, "before denoise");
+        legend_entry(ui, Marker::Diamond, AFTER, "after denoise");
+        legend_entry(ui, Marker::Dashes, BLOCK, "denoise block");
+    });
     Plot::new("amplification_plot")
-        .height(150.0)
-        .legend(Legend::default().position(egui_plot::Corner::LeftTop))
+        .height(plot_height(ui))
         .include_y(0.0)
         .allow_scroll(false)
         .x_axis_label("tap (depth)")
@@ -67,22 +134,22 @@ pub fn amplification_ui(ui: &mut egui::Ui, snap: &Snapshot) {
             for x in block_x {
                 plot_ui.vline(
                     VLine::new("denoise block", x - 0.5)
-                        .color(egui::Color32::from_rgb(120, 180, 120))
+                        .color(BLOCK)
                         .style(egui_plot::LineStyle::dashed_dense()),
                 );
             }
-            plot_ui.line(Line::new("all taps", PlotPoints::from(all)));
+            plot_ui.line(Line::new("all taps", PlotPoints::from(all)).color(LINE));
             plot_ui.points(
                 Points::new("before denoise", PlotPoints::from(before))
                     .shape(MarkerShape::Circle)
                     .radius(4.0)
-                    .color(egui::Color32::from_rgb(230, 150, 40)),
+                    .color(BEFORE),
             );
             plot_ui.points(
                 Points::new("after denoise", PlotPoints::from(after))
                     .shape(MarkerShape::Diamond)
                     .radius(5.0)
-                    .color(egui::Color32::from_rgb(60, 170, 60)),
+                    .color(AFTER),
             );
         });
 }

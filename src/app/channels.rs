@@ -3,9 +3,9 @@
 
 use eframe::egui;
 
-use super::maps::{channel_deltas, channel_map, colour, sorted_by_delta};
 use super::textures::rgb_texture;
-use super::worker::Snapshot;
+use crate::analysis::feature_grid::{channel_deltas, channel_map, colour, sorted_by_delta};
+use crate::analysis::snapshot::Snapshot;
 
 /// Thumbnails of one (snapshot, tap).
 pub struct ChannelTextures {

@@ -2,12 +2,14 @@
 //! and the denoise switch. Every control has a tooltip; the panel only edits settings and returns
 //! what the app should do, it never does work itself.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 use eframe::egui;
 
 use super::settings::{AttackSettings, EngineChoice, ImageSource, Settings, TargetChoice};
 use super::textures::{CRISP, image_of};
+use crate::attack::budget::parse_budget;
 use crate::attack::{AttackKind, Norm};
 
 /// How many bundled images the strip shows.
@@ -80,10 +82,16 @@ pub fn controls_ui(
             ui.separator();
             engine_ui(ui, settings, loaded.adapter);
             ui.separator();
-            if let Some(strip) = strip {
-                strip_ui(ui, strip, &settings.image, &mut actions);
+            let fashion = loaded.input == [1, 28, 28] && loaded.classes.len() == 10;
+            match strip {
+                Some(strip) if fashion => strip_ui(ui, strip, &settings.image, &mut actions),
+                _ => fashion_note_ui(ui, &mut actions),
             }
-            photos_ui(ui, &settings.image, &mut actions);
+            if loaded.input[0] == 3 {
+                photos_ui(ui, &settings.image, &mut actions);
+            } else {
+                photos_note_ui(ui, &mut actions);
+            }
         });
     actions
 }
@@ -215,20 +223,7 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
             ui.end_row();
 
             ui.label("ε");
-            let mut eps255 = a.eps * 255.0;
-            let resp = ui
-                .add(
-                    egui::Slider::new(&mut eps255, 0.0..=64.0)
-                        .step_by(0.5)
-                        .suffix("/255"),
-                )
-                .on_hover_text(format!(
-                    "Perturbation budget in pixel units: {:.4} (= {:.1}/255). Drag to recompute live.",
-                    a.eps, eps255
-                ));
-            if resp.changed() {
-                a.eps = eps255 / 255.0;
-            }
+            eps_ui(ui, &mut a.eps);
             ui.end_row();
 
             ui.label("step size");
@@ -332,6 +327,55 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
         .on_hover_text("Run the same weights with every denoise block skipped (output = input), for the attack and the views");
 }
 
+/// The ε slider. Its value box reads what the CLI reads (`0.1`, `25/255`, or `25` for 25/255);
+/// the line under it says how the last typed text was read, or why it was not.
+fn eps_ui(ui: &mut egui::Ui, eps: &mut f32) {
+    let id = ui.scope_id().with("eps-reading");
+    let typed: RefCell<Option<Result<String, String>>> = RefCell::new(None);
+    ui.vertical(|ui| {
+        let mut eps255 = f64::from(*eps) * 255.0;
+        let resp = ui
+            .add(
+                egui::Slider::new(&mut eps255, 0.0..=64.0)
+                    .suffix("/255")
+                    .max_decimals(2)
+                    .custom_parser(|text| {
+                        match parse_budget(text) {
+                            Ok(b) => {
+                                *typed.borrow_mut() = Some(Ok(b.reading));
+                                Some(f64::from(b.value) * 255.0)
+                            }
+                            Err(e) => {
+                                *typed.borrow_mut() = Some(Err(e));
+                                None
+                            }
+                        }
+                    }),
+            )
+            .on_hover_text(
+                "Perturbation budget. Drag to recompute live, or type 0.1 (pixel units), 25/255, or 25 (8-bit levels, = 25/255).",
+            );
+        if resp.changed() {
+            *eps = (eps255 / 255.0) as f32;
+        }
+        if let Some(r) = typed.take() {
+            ui.data_mut(|d| d.insert_temp(id, r));
+        }
+        let shown: Option<Result<String, String>> = ui.data(|d| d.get_temp(id));
+        match shown {
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+            Some(Ok(reading)) => {
+                ui.small(reading);
+            }
+            None => {
+                ui.small(format!("= {:.4} in pixel units", *eps));
+            }
+        }
+    });
+}
+
 fn norm_label(n: Norm) -> &'static str {
     match n {
         Norm::Linf => "L∞",
@@ -379,6 +423,48 @@ fn photos_ui(ui: &mut egui::Ui, current: &ImageSource, actions: &mut Vec<Action>
             }
         }
     });
+}
+
+/// Where `scripts/fetch-models.sh` puts the pretrained EfficientNet-Lite0 (relative to the
+/// working folder, as the README's commands use it).
+pub const FETCHED_EFFICIENTNET: &str = "data/models/efficientnet-lite0.pth";
+
+/// In place of the photos for a model that does not take RGB photos: which model does, and a
+/// button that opens it when it has been fetched.
+fn photos_note_ui(ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    ui.strong("photos");
+    ui.label("The shipped photos are for ImageNet models (RGB, e.g. 224×224); this model takes Fashion-MNIST images.");
+    let fetched = std::path::Path::new(FETCHED_EFFICIENTNET);
+    if fetched.exists() {
+        if ui
+            .button("open EfficientNet-Lite0 and the photos")
+            .on_hover_text(FETCHED_EFFICIENTNET)
+            .clicked()
+        {
+            actions.push(Action::OpenModel(fetched.to_path_buf()));
+            actions.push(Action::Photo(crate::zoo::PHOTOS[0].0.to_string()));
+        }
+    } else {
+        ui.small(format!(
+            "Open an ImageNet model (Xie et al.'s .npz, a torchvision .pth); scripts/fetch-models.sh fetches EfficientNet-Lite0 to {FETCHED_EFFICIENTNET}."
+        ));
+    }
+}
+
+/// In place of the bundled strip for a model that does not take 28×28 grey images.
+fn fashion_note_ui(ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    ui.strong("bundled test images");
+    ui.label("The bundled Fashion-MNIST images are for 1×28×28, 10-class models.");
+    if ui
+        .button("switch to the built-in Fashion-MNIST model")
+        .on_hover_text(crate::zoo::DEFAULT_MODEL)
+        .clicked()
+    {
+        actions.push(Action::BuiltinModel(
+            crate::zoo::SHIPPED[0].name.to_string(),
+        ));
+        actions.push(Action::Bundled(0));
+    }
 }
 
 fn strip_ui(ui: &mut egui::Ui, strip: &Strip, current: &ImageSource, actions: &mut Vec<Action>) {

@@ -11,10 +11,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError, channel};
 
-use super::export::Export;
-use super::worker::Waker;
+use super::task::{Task, Waker};
+use crate::analysis::export::Export;
 
 /// Image extensions the decoder accepts.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "PNG"];
@@ -110,10 +109,10 @@ pub struct DialogAnswer {
     pub path: Option<PathBuf>,
 }
 
-/// The dialog that is open: its purpose and where its answer arrives.
+/// The dialog that is open: its purpose and the one-shot task showing it.
 struct OpenDialog {
     purpose: DialogPurpose,
-    answer: Receiver<Option<PathBuf>>,
+    task: Task<DialogPurpose, Option<PathBuf>>,
 }
 
 /// The app's dialogs: at most one open at a time, each on its own named helper thread.
@@ -147,22 +146,16 @@ impl Dialogs {
         if self.open.is_some() {
             return Ok(false);
         }
-        let (tx, rx) = channel();
         let backend = self.backend.clone();
-        let wake = wake.clone();
         // The thread is not joined: the app may close while a dialog is still open.
-        std::thread::Builder::new()
-            .name(DIALOG_THREAD.into())
-            .spawn(move || {
-                let path = backend(purpose);
-                // The app may have gone; then nobody needs the answer.
-                let _ = tx.send(path);
-                wake();
-            })?;
-        self.open = Some(OpenDialog {
-            purpose,
-            answer: rx,
-        });
+        let task = Task::spawn(DIALOG_THREAD, wake.clone(), move |batch, reply| {
+            for purpose in batch {
+                reply.send(backend(purpose));
+            }
+            false // one dialog per thread
+        })?;
+        task.send(purpose);
+        self.open = Some(OpenDialog { purpose, task });
         Ok(true)
     }
 
@@ -170,10 +163,10 @@ impl Dialogs {
     pub fn poll(&mut self) -> Option<Result<DialogAnswer, String>> {
         let open = self.open.as_ref()?;
         let purpose = open.purpose;
-        let answer = match open.answer.try_recv() {
-            Ok(path) => Ok(DialogAnswer { purpose, path }),
-            Err(TryRecvError::Empty) => return None,
-            Err(TryRecvError::Disconnected) => Err(format!(
+        let answer = match open.task.poll() {
+            Ok(Some(path)) => Ok(DialogAnswer { purpose, path }),
+            Ok(None) => return None,
+            Err(_) => Err(format!(
                 "the file dialog ({}) closed without an answer",
                 purpose.title()
             )),

@@ -4,9 +4,9 @@
 
 use eframe::egui;
 
-use super::maps::{FeatureGrid, Row, feature_grid, map_rgb};
 use super::textures::{colour_bar, rgb_texture};
-use super::worker::Snapshot;
+use crate::analysis::feature_grid::{FeatureGrid, Row, feature_grid, map_rgb};
+use crate::analysis::snapshot::Snapshot;
 use crate::model::graph::{Tap, TapKind};
 
 /// Textures of the grid for one (snapshot, tap, channel).

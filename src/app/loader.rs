@@ -1,17 +1,16 @@
 //! The loader: a named thread that reads files so the UI never waits on them. It decodes images
 //! (a 12000×12000 PNG takes seconds), converts them to a model's input with the model's own
-//! preprocessing, and reads model files (hundreds of MB). Requests carry increasing ids; when
-//! several are queued only the newest image and the newest model request run (the app drops
-//! replies to requests it has since superseded).
+//! preprocessing, and reads model files (hundreds of MB). It is a [`Task`]: requests carry
+//! increasing ids; when several are queued only the newest image and the newest model request run
+//! (the app drops replies to requests it has since superseded).
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 use image::DynamicImage;
 
 use super::settings::ImageSource;
-use super::worker::Waker;
+use super::task::{Replier, Stopped, Task, Waker};
 use crate::array::Array;
 use crate::data::image_io;
 use crate::model::Network;
@@ -113,87 +112,64 @@ enum Request {
 /// the thread finishes the file it is reading and ends. It is not joined, so closing the window
 /// never waits for a large image or a slow disk.
 pub struct Loader {
-    requests: Sender<Request>,
-    replies: Receiver<LoadReply>,
+    task: Task<Request, LoadReply>,
 }
 
 impl Loader {
     /// Starts the loader thread. `wake` is called after every reply.
     pub fn start(wake: Waker) -> std::io::Result<Self> {
-        let (req_tx, req_rx) = channel();
-        let (rep_tx, rep_rx) = channel();
-        std::thread::Builder::new()
-            .name(LOADER_THREAD.into())
-            .spawn(move || loader_loop(&req_rx, &rep_tx, &wake))?;
-        Ok(Self {
-            requests: req_tx,
-            replies: rep_rx,
-        })
+        let task = Task::spawn(LOADER_THREAD, wake, handle)?;
+        Ok(Self { task })
     }
 
     /// Queues an image job.
     pub fn image(&self, job: ImageJob) {
-        self.send(Request::Image(Box::new(job)));
+        self.task.send(Request::Image(Box::new(job)));
     }
 
     /// Queues reading a model file; the reply carries `id`.
     pub fn model(&self, id: u64, path: PathBuf) {
-        self.send(Request::Model { id, path });
+        self.task.send(Request::Model { id, path });
     }
 
-    fn send(&self, req: Request) {
-        // A send error means the thread has gone; `poll` reports that.
-        let _ = self.requests.send(req);
-    }
-
-    /// The next reply, if one is waiting. `Err` when the loader thread has stopped.
-    pub fn poll(&self) -> Result<Option<LoadReply>, String> {
-        match self.replies.try_recv() {
-            Ok(r) => Ok(Some(r)),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err("the loader thread stopped".into()),
-        }
+    /// Every reply waiting, and whether the thread has stopped.
+    pub fn drain(&self) -> (Vec<LoadReply>, Option<Stopped>) {
+        self.task.drain()
     }
 
     /// Waits up to `timeout` for the next reply (tests and headless use).
     pub fn wait(&self, timeout: std::time::Duration) -> Option<LoadReply> {
-        self.replies.recv_timeout(timeout).ok()
+        self.task.wait(timeout).ok().flatten()
     }
 }
 
-fn loader_loop(rx: &Receiver<Request>, tx: &Sender<LoadReply>, wake: &Waker) {
-    while let Ok(first) = rx.recv() {
-        // Drain the queue: only the newest image and the newest model request run.
-        let mut image = None;
-        let mut model = None;
-        for req in std::iter::once(first).chain(rx.try_iter()) {
-            match req {
-                Request::Image(job) => image = Some(job),
-                Request::Model { id, path } => model = Some((id, path)),
-            }
-        }
-        if let Some((id, path)) = model {
-            let result = crate::zoo::load_model_path(&path)
-                .map(Arc::new)
-                .map_err(|e| format!("cannot open model {}: {e}", path.display()));
-            if tx.send(LoadReply::Model { id, path, result }).is_err() {
-                break;
-            }
-            wake();
-        }
-        if let Some(job) = image {
-            let result = run_image(&job);
-            let reply = LoadReply::Image {
-                id: job.id,
-                source: job.source,
-                result,
-            };
-            if tx.send(reply).is_err() {
-                break;
-            }
-            wake();
+/// Runs the newest model request and the newest image job of `batch`.
+fn handle(batch: Vec<Request>, reply: &Replier<LoadReply>) -> bool {
+    let mut image = None;
+    let mut model = None;
+    for req in batch {
+        match req {
+            Request::Image(job) => image = Some(job),
+            Request::Model { id, path } => model = Some((id, path)),
         }
     }
+    if let Some((id, path)) = model {
+        let result = crate::zoo::load_model_path(&path)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot open model {}: {e}", path.display()));
+        if !reply.send(LoadReply::Model { id, path, result }) {
+            return false;
+        }
+    }
+    if let Some(job) = image {
+        let result = run_image(&job);
+        return reply.send(LoadReply::Image {
+            id: job.id,
+            source: job.source,
+            result,
+        });
+    }
+    true
 }
 
 /// Decodes (when needed) and converts one image.

@@ -2,30 +2,32 @@
 //! adversarial feature maps before and after the denoise blocks, with predictions, amplification
 //! per layer, a robustness curve and exports.
 //!
-//! The UI thread only draws immutable [`worker::Snapshot`]s and never waits: a named worker thread
-//! runs the attack and the forward passes, a loader thread decodes images and reads model files,
-//! file dialogs run on their own helper thread, and another thread computes robustness curves.
-//! One concept per file: [`state`] (the app), [`settings`] (persisted), [`worker`], [`loader`],
-//! the panels ([`controls`], [`images`], [`feature_maps`], [`channels`], [`amplification`],
-//! [`robustness`], [`status`]), [`maps`] (the feature-map data they share), [`export`] and
-//! [`dialogs`].
+//! This module is egui plus threads only; what it shows is computed in [`crate::analysis`]. The UI
+//! thread only draws immutable [`crate::analysis::snapshot::Snapshot`]s and never waits: every
+//! background thread is a [`task::Task`] (the [`worker`] runs the attack and the forward passes,
+//! the [`loader`] decodes images and reads model files, the [`writer`] encodes exports and
+//! screenshots, file [`dialogs`] and the [`robustness`] curve run on their own). One concept per
+//! file: [`state`] (the app, split by concern), [`settings`] (persisted), the panels
+//! ([`controls`], [`images`], [`feature_maps`], [`channels`], [`amplification`], [`robustness`],
+//! [`status`]), [`textures`] and [`screenshot`].
 
 pub mod amplification;
+pub mod bench;
 pub mod channels;
 pub mod controls;
 pub mod dialogs;
-pub mod export;
 pub mod feature_maps;
-pub mod glyphs;
 pub mod images;
 pub mod loader;
-pub mod maps;
 pub mod robustness;
+pub mod screenshot;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod task;
 pub mod textures;
 pub mod worker;
+pub mod writer;
 
 pub use state::AdvlensApp;
 

@@ -4,6 +4,7 @@
 //! cancelled between steps. Examples never interact: an image's result does not depend on the
 //! batch it is in, and every random choice comes from the seed and the image itself.
 
+pub mod budget;
 pub mod cw;
 pub mod deepfool;
 pub mod fgsm;
@@ -16,12 +17,12 @@ pub mod target;
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
+pub use crate::cancel::Cancel;
+use crate::cancel::Cancelled;
 use crate::engine::loss::best_other;
 use crate::engine::{Engine, EngineError, ForwardOptions};
 
@@ -37,6 +38,12 @@ pub enum AttackError {
     /// The attack was cancelled between steps.
     #[error("attack cancelled")]
     Cancelled,
+}
+
+impl From<Cancelled> for AttackError {
+    fn from(_: Cancelled) -> Self {
+        AttackError::Cancelled
+    }
 }
 
 /// Which attack.
@@ -295,36 +302,6 @@ impl AttackConfig {
         ForwardOptions {
             bypass_denoise: self.bypass_denoise,
             ..ForwardOptions::default()
-        }
-    }
-}
-
-/// A cancellation flag shared between whoever starts an attack and the attack loop.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    /// A fresh, unset flag.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Asks the attack to stop at its next step.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// `Err(Cancelled)` once cancellation was requested.
-    pub fn check(&self) -> Result<(), AttackError> {
-        if self.is_cancelled() {
-            Err(AttackError::Cancelled)
-        } else {
-            Ok(())
         }
     }
 }

@@ -44,14 +44,14 @@ pub struct AttackArgs {
 /// The attack flags shared by `attack` and `maps`.
 #[derive(Args, Debug, Clone)]
 pub struct AttackSpecArgs {
-    /// fgsm, bim, pgd, mifgsm, cw or deepfool.
-    #[arg(long, default_value = "pgd")]
-    pub attack: String,
-    /// Budget in pixel units, e.g. 8/255 or 0.03.
-    #[arg(long, default_value = "8/255", value_parser = super::parse_fraction)]
+    /// The attack.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = AttackKind::Pgd)]
+    pub attack: AttackKind,
+    /// Budget in pixel units: 0.03, 8/255, or 8 (a number above 1 means 8-bit levels, /255).
+    #[arg(long, default_value = "8/255", value_parser = super::budget)]
     pub eps: f32,
     /// Step size in pixel units (default: the attack's rule).
-    #[arg(long, value_parser = super::parse_fraction)]
+    #[arg(long, value_parser = super::budget)]
     pub alpha: Option<f32>,
     /// Iterations (default: the attack's rule).
     #[arg(long)]
@@ -59,30 +59,18 @@ pub struct AttackSpecArgs {
     /// PGD restarts.
     #[arg(long, default_value_t = 1)]
     pub restarts: usize,
-    /// linf or l2.
-    #[arg(long, default_value = "linf")]
-    pub norm: String,
+    /// The threat model's norm (C&W is always l2).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Norm::Linf)]
+    pub norm: Norm,
     /// none, random, least-likely, or a class number.
-    #[arg(long, default_value = "none")]
-    pub target: String,
+    #[arg(long, default_value = "none", value_parser = super::values::parse_target)]
+    pub target: TargetMode,
     /// Seed for every random choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Attack with the denoise blocks bypassed.
     #[arg(long)]
     pub bypass_denoise: bool,
-}
-
-/// Parses `--target`.
-pub fn parse_target(s: &str) -> anyhow::Result<TargetMode> {
-    Ok(match s {
-        "none" | "untargeted" => TargetMode::Untargeted,
-        "random" => TargetMode::Random,
-        "least-likely" | "ll" | "least_likely" => TargetMode::LeastLikely,
-        n => TargetMode::Class(n.parse().with_context(|| {
-            format!("--target {n:?}: expected none, random, least-likely or a class number")
-        })?),
-    })
 }
 
 impl AttackArgs {
@@ -95,11 +83,12 @@ impl AttackArgs {
 impl AttackSpecArgs {
     /// The attack configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<AttackConfig> {
-        let kind: AttackKind = self.attack.parse()?;
-        let mut norm: Norm = self.norm.parse()?;
-        if kind == AttackKind::Cw {
-            norm = Norm::L2;
-        }
+        let kind = self.attack;
+        let norm = if kind == AttackKind::Cw {
+            Norm::L2
+        } else {
+            self.norm
+        };
         Ok(AttackConfig {
             kind,
             norm,
@@ -107,7 +96,7 @@ impl AttackSpecArgs {
             alpha: self.alpha,
             steps: self.steps,
             restarts: self.restarts,
-            target: parse_target(&self.target)?,
+            target: self.target.clone(),
             seed: self.seed,
             bypass_denoise: self.bypass_denoise,
             ..AttackConfig::default()

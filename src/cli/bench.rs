@@ -102,13 +102,17 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::
     Ok(t[t.len() / 2])
 }
 
-/// Runs the benchmark and prints markdown tables.
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+/// Runs the benchmark and prints markdown tables; `bench_app` is the app's own benchmark
+/// (`--app`), handed in by `main`.
+pub fn run(
+    args: &BenchArgs,
+    bench_app: fn(usize, bool) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     if let Some(path) = &args.load {
         return load_table(path);
     }
     if args.app {
-        return super::bench_app::run(args.reps, args.gpu);
+        return bench_app(args.reps, args.gpu);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     let executors: Vec<Executor> = match args.executor.as_str() {

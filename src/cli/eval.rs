@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::analysis::eval::{EvalReport, evaluate};
-use crate::attack::{AttackConfig, AttackKind, Cancel, Norm};
+use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
 use crate::data::idx::{self, Labelled, Split};
 
 /// Arguments of `eval`.
@@ -32,15 +32,15 @@ pub struct EvalArgs {
     /// Attacks, comma separated; a number after the name sets the steps (`fgsm,pgd10,pgd50`).
     #[arg(long, default_value = "fgsm,pgd10", value_delimiter = ',')]
     pub attacks: Vec<String>,
-    /// Budgets, comma separated (`0.1`, `8/255`).
-    #[arg(long, default_value = "0.1", value_delimiter = ',', value_parser = super::parse_fraction)]
+    /// Budgets, comma separated (`0.1`, `8/255`, or `8` for 8/255).
+    #[arg(long, default_value = "0.1", value_delimiter = ',', value_parser = super::budget)]
     pub eps: Vec<f32>,
-    /// linf or l2.
-    #[arg(long, default_value = "linf")]
-    pub norm: String,
+    /// The threat model's norm (C&W is always l2).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Norm::Linf)]
+    pub norm: Norm,
     /// Targeting for every attack: none, random, least-likely or a class.
-    #[arg(long, default_value = "none")]
-    pub target: String,
+    #[arg(long, default_value = "none", value_parser = super::values::parse_target)]
+    pub target: TargetMode,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -97,8 +97,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open model {}", args.model))?,
     );
     let data = load_data(&args.data, args.n)?;
-    let norm: Norm = args.norm.parse()?;
-    let target = super::attack::parse_target(&args.target)?;
+    let norm = args.norm;
+    let target = args.target.clone();
     let mut attacks = Vec::new();
     for a in &args.attacks {
         let (kind, steps) = parse_attack(a)?;

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::attack::{AttackSpecArgs, load_images};
-use crate::app::export::save_feature_maps;
-use crate::app::maps::{channel_deltas, feature_grid, sorted_by_delta};
-use crate::app::worker::{AnalyseJob, analyse};
-use crate::attack::Cancel;
+use crate::analysis::export::save_feature_maps;
+use crate::analysis::feature_grid::{channel_deltas, feature_grid, sorted_by_delta};
+use crate::analysis::snapshot::{AnalyseJob, analyse};
+use crate::cancel::Cancel;
 
 /// Arguments of `maps`.
 #[derive(Args, Debug)]

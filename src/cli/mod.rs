@@ -2,16 +2,18 @@
 
 pub mod attack;
 pub mod bench;
-pub mod bench_app;
 pub mod eval;
 pub mod inspect;
 pub mod maps;
 pub mod new_model;
 pub mod train;
+pub mod values;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::attack::budget::parse_budget;
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]
@@ -45,17 +47,27 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
 }
 
+/// The app's entry points, which `main` hands in: the command line sits beside the app (both are
+/// front ends over the library) and never imports it.
+#[derive(Clone, Copy)]
+pub struct AppEntry {
+    /// Opens the window and blocks until it closes.
+    pub run: fn() -> anyhow::Result<()>,
+    /// `bench --app`: the app's responsiveness without a window (`reps`, with the gpu engine).
+    pub bench: fn(usize, bool) -> anyhow::Result<()>,
+}
+
 /// Entry point used by `main`.
-pub fn main() -> ExitCode {
+pub fn main(app: AppEntry) -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => crate::app::run(),
+        None => (app.run)(),
         Some(Command::Attack(a)) => attack::run(&a),
         Some(Command::Eval(a)) => eval::run(&a),
         Some(Command::Inspect(a)) => inspect::run(&a),
         Some(Command::Maps(a)) => maps::run(&a),
         Some(Command::NewModel(a)) => new_model::run(&a),
-        Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a, app.bench),
         Some(Command::Train(a)) => train::run(&a),
     };
     match result {
@@ -74,7 +86,7 @@ pub fn open_engine(
     choice: crate::engine::EngineChoice,
 ) -> anyhow::Result<Box<dyn crate::engine::Engine>> {
     use anyhow::Context as _;
-    let opened = crate::engine::open_engine(net, choice)
+    let opened = crate::engine::open_engine(net, choice, None)
         .with_context(|| format!("cannot open the {choice} engine"))?;
     if let Some(n) = opened.notice {
         eprintln!("note: {n}");
@@ -82,40 +94,7 @@ pub fn open_engine(
     Ok(opened.engine)
 }
 
-/// Parses a pixel-unit number: `0.03`, `8/255` or `8/255.0`.
-pub fn parse_fraction(s: &str) -> Result<f32, String> {
-    let parse = |t: &str| {
-        t.trim()
-            .parse::<f32>()
-            .map_err(|_| format!("{s:?} is not a number or a fraction like 8/255"))
-    };
-    let v = match s.split_once('/') {
-        Some((a, b)) => {
-            let d = parse(b)?;
-            if d == 0.0 {
-                return Err(format!("{s:?} divides by zero"));
-            }
-            parse(a)? / d
-        }
-        None => parse(s)?,
-    };
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{s:?} is not finite"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fractions() {
-        assert!((parse_fraction("8/255").unwrap() - 8.0 / 255.0).abs() < 1e-9);
-        assert_eq!(parse_fraction("0.1").unwrap(), 0.1);
-        assert!(parse_fraction("1/0").is_err());
-        assert!(parse_fraction("abc").is_err());
-        assert!(parse_fraction("inf").is_err());
-    }
+/// Parses `--eps`/`--alpha` as [`parse_budget`] does (`0.03`, `8/255`, or `8` for 8/255).
+pub fn budget(s: &str) -> Result<f32, String> {
+    parse_budget(s).map(|b| b.value)
 }

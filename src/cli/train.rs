@@ -51,13 +51,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "pgd")]
     pub mode: String,
     /// L∞ budget for adversarial training, in pixel units (`0.1`, `8/255`).
-    #[arg(long, default_value = "0.1", value_parser = super::parse_fraction)]
+    #[arg(long, default_value = "0.1", value_parser = super::budget)]
     pub eps: f32,
     /// PGD steps when crafting training examples.
     #[arg(long, default_value_t = 7)]
     pub attack_steps: usize,
     /// PGD step size (default 2.5·ε/steps).
-    #[arg(long, value_parser = super::parse_fraction)]
+    #[arg(long, value_parser = super::budget)]
     pub step_size: Option<f32>,
     /// Weight of the clean loss in the FGSM mix.
     #[arg(long, default_value_t = 0.5)]

@@ -59,23 +59,40 @@ pub struct Opened {
     pub notice: Option<String>,
 }
 
-/// Opens `net` on the engine `choice` asks for, creating a device of its own. `Gpu` fails when no
-/// adapter works; `Auto` uses a hardware adapter when one works and the cpu engine otherwise.
-pub fn open_engine(net: Arc<Network>, choice: EngineChoice) -> Result<Opened, EngineError> {
+/// Opens `net` on the engine `choice` asks for. This is the one engine policy, for the CLI and
+/// the app alike:
+/// - `Cpu`: the cpu engine.
+/// - `Gpu`: the gpu engine on `device` (the app passes the window's), or on a device of its own
+///   (software adapters allowed) when `device` is `None`; fails when that does not work.
+/// - `Auto`: the gpu engine on a hardware adapter (`device` when it is one, else one it finds)
+///   with a fallback to the cpu engine, which also takes over if the GPU fails later; the cpu
+///   engine alone where there is no hardware adapter (lavapipe is slower than the cpu engine).
+pub fn open_engine(
+    net: Arc<Network>,
+    choice: EngineChoice,
+    device: Option<&GpuContext>,
+) -> Result<Opened, EngineError> {
     match choice {
         EngineChoice::Cpu => Ok(Opened {
             engine: Box::new(CpuEngine::new(net)?),
             notice: None,
         }),
         EngineChoice::Gpu => {
-            let ctx = GpuContext::headless(AdapterPolicy::AllowSoftware)?;
+            let ctx = match device {
+                Some(ctx) => ctx.clone(),
+                None => GpuContext::headless(AdapterPolicy::AllowSoftware)?,
+            };
             Ok(Opened {
                 engine: Box::new(GpuEngine::new(net, ctx)?),
                 notice: None,
             })
         }
         EngineChoice::Auto => {
-            let ctx = GpuContext::headless(AdapterPolicy::Hardware);
+            let ctx = match device {
+                Some(ctx) if !ctx.is_software() => Ok(ctx.clone()),
+                Some(_) => Err(EngineError::NoAdapter("only a software adapter".into())),
+                None => GpuContext::headless(AdapterPolicy::Hardware),
+            };
             open_auto(net, ctx)
         }
     }

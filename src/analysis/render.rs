@@ -1,52 +1,13 @@
-//! Exports: the feature-map panel composed off-screen at full resolution, the adversarial image,
-//! the perturbation, the JSON record (the `advlens attack` format) and window screenshots. Every
-//! file is written atomically. The dialogs live in the app; these functions take a path, so tests
-//! call the same code without a dialog.
+//! Results drawn as images without egui: the feature-map panel composed at full resolution
+//! (title, row and column labels in the built-in [`super::glyphs`] font, one shared colour bar)
+//! and the perturbation as a signed colour map. The app's export and `advlens maps` both use it.
 
-use std::path::Path;
+use image::{Rgb, RgbImage};
 
-use anyhow::Context as _;
-use eframe::egui;
-use image::{DynamicImage, Rgb, RgbImage, RgbaImage};
-
+use super::colormap::perturbation_image;
+use super::feature_grid::{FeatureGrid, Row, colour};
 use super::glyphs::{draw_text, text_height, text_width};
-use super::maps::{FeatureGrid, Row, colour};
-use super::worker::Snapshot;
-use crate::analysis::colormap::perturbation_image;
-use crate::data::image_io;
-
-/// What "Export …" writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Export {
-    /// The feature-map panel of the current tap and channel (PNG).
-    FeatureMaps,
-    /// The adversarial image (PNG).
-    Adversarial,
-    /// The perturbation as a signed colour map (PNG).
-    Perturbation,
-    /// The JSON record, in the `advlens attack` format.
-    Record,
-}
-
-impl Export {
-    /// The file name the save dialog suggests.
-    pub fn default_name(self) -> &'static str {
-        match self {
-            Export::FeatureMaps => "feature-maps.png",
-            Export::Adversarial => "adversarial.png",
-            Export::Perturbation => "perturbation.png",
-            Export::Record => "record.json",
-        }
-    }
-
-    /// The file extension (and the save dialog's filter).
-    pub fn extension(self) -> &'static str {
-        match self {
-            Export::Record => "json",
-            _ => "png",
-        }
-    }
-}
+use super::snapshot::Snapshot;
 
 /// Each cell is scaled up by an integer factor until its longer side reaches at least this.
 pub const CELL_TARGET: usize = 224;
@@ -191,55 +152,24 @@ pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
     img
 }
 
-/// Writes the feature-map PNG to `path`.
-pub fn save_feature_maps(grid: &FeatureGrid, path: &Path) -> anyhow::Result<()> {
-    save_dynamic(&DynamicImage::ImageRgb8(feature_maps_image(grid)), path)
-}
-
-/// Writes the adversarial image (the model's view) as PNG.
-pub fn save_adversarial(snap: &Snapshot, path: &Path) -> anyhow::Result<()> {
-    let shape = chw(snap)?;
-    let img = image_io::example_to_image(snap.x_adv.example(0), shape)?;
-    save_dynamic(&img, path)
-}
-
 /// The perturbation as a signed colour map scaled to its own L∞ (red +, blue −), and the
 /// amplification factor applied.
-pub fn perturbation_rgb(snap: &Snapshot) -> anyhow::Result<(RgbImage, f32)> {
+pub fn perturbation_rgb(snap: &Snapshot) -> Result<(RgbImage, f32), ShapeError> {
     let shape = chw(snap)?;
     let delta = snap.delta();
     let linf = delta.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     Ok(perturbation_image(&delta, shape, linf))
 }
 
-/// Writes the perturbation PNG.
-pub fn save_perturbation(snap: &Snapshot, path: &Path) -> anyhow::Result<()> {
-    let (img, _) = perturbation_rgb(snap)?;
-    save_dynamic(&DynamicImage::ImageRgb8(img), path)
-}
+/// An image that is not one example `[1, C, H, W]`.
+#[derive(Debug, thiserror::Error)]
+#[error("image has shape {0:?}, expected [1, C, H, W]")]
+pub struct ShapeError(pub Vec<usize>);
 
-/// Writes the JSON record (the format of `advlens attack`).
-pub fn save_record(snap: &Snapshot, path: &Path) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(&snap.record)?;
-    crate::io::write_atomic(path, &json).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Writes a window screenshot as PNG.
-pub fn save_screenshot(shot: &egui::ColorImage, path: &Path) -> anyhow::Result<()> {
-    let [w, h] = shot.size;
-    let bytes: Vec<u8> = shot.pixels.iter().flat_map(|c| c.to_array()).collect();
-    let img = RgbaImage::from_raw(w as u32, h as u32, bytes)
-        .context("screenshot has the wrong number of pixels")?;
-    save_dynamic(&DynamicImage::ImageRgba8(img), path)
-}
-
-fn chw(snap: &Snapshot) -> anyhow::Result<[usize; 3]> {
+/// `[C, H, W]` of the snapshot's image.
+pub fn chw(snap: &Snapshot) -> Result<[usize; 3], ShapeError> {
     match snap.x.shape() {
         &[_, c, h, w] => Ok([c, h, w]),
-        s => anyhow::bail!("image has shape {s:?}, expected [1, C, H, W]"),
+        s => Err(ShapeError(s.to_vec())),
     }
-}
-
-fn save_dynamic(img: &DynamicImage, path: &Path) -> anyhow::Result<()> {
-    image_io::save_png(img, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::app::AdvlensApp;
-use crate::app::settings::Settings;
+use super::AdvlensApp;
+use super::settings::Settings;
 use crate::attack::AttackKind;
 use crate::engine::EngineChoice;
 use crate::engine::gpu::{AdapterPolicy, GpuContext};

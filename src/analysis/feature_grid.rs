@@ -2,8 +2,8 @@
 //! which columns a tap shows (before/after its denoise block), the clean, adversarial and |Δ| maps
 //! of one channel, the one colour scale they share, and the colour map.
 
-use super::worker::{Snapshot, TapPair};
-use crate::analysis::colormap::diverging;
+use super::colormap::diverging;
+use super::snapshot::{Snapshot, TapPair};
 use crate::model::graph::TapKind;
 
 /// One row of the grid.

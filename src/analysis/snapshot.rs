@@ -1,0 +1,154 @@
+//! One image analysed: the attack, then clean and adversarial forward passes with every tap, kept
+//! as an immutable [`Snapshot`] (the images, each tap's pair of activations with its
+//! amplification, and the run record). The app's worker and `advlens maps` both build it here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::array::Array;
+use crate::attack::report::{RunRecord, image_records};
+use crate::attack::{AttackConfig, AttackError};
+use crate::cancel::Cancel;
+use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
+use crate::model::Network;
+use crate::model::graph::TapKind;
+
+/// One attack-and-analyse request.
+#[derive(Clone)]
+pub struct AnalyseJob {
+    /// Increasing id; replies carry it.
+    pub id: u64,
+    /// The network.
+    pub net: Arc<Network>,
+    /// Where the model came from (for the record).
+    pub model_name: String,
+    /// The image `[1, C, H, W]` in [0, 1], already in the model's input shape.
+    pub x: Arc<Array>,
+    /// The true label, when known (bundled images).
+    pub label: Option<usize>,
+    /// Where the image came from (for the record).
+    pub source: String,
+    /// The attack.
+    pub cfg: AttackConfig,
+    /// The engine to run it on.
+    pub engine: EngineChoice,
+    /// Cancels this job.
+    pub cancel: Cancel,
+}
+
+/// One tap of the network, clean and adversarial.
+#[derive(Clone, Debug)]
+pub struct TapPair {
+    /// Tap name.
+    pub name: String,
+    /// What it shows.
+    pub kind: TapKind,
+    /// Clean activation, as the engine returned it (`[1, C, H, W]` or `[1, F]`).
+    pub clean: Array,
+    /// Adversarial activation, same shape.
+    pub adv: Array,
+    /// ||A(x_adv) − A(x)|| / ||A(x)||.
+    pub amplification: f32,
+}
+
+impl TapPair {
+    /// `[C, H, W]` for spatial taps, `None` for flat ones (logits).
+    pub fn chw(&self) -> Option<[usize; 3]> {
+        match self.clean.shape() {
+            &[_, c, h, w] => Some([c, h, w]),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the views show for one job: immutable once built.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The job's id.
+    pub id: u64,
+    /// The attack that produced it.
+    pub cfg: AttackConfig,
+    /// The clean image `[1, C, H, W]`.
+    pub x: Arc<Array>,
+    /// The adversarial image, same shape.
+    pub x_adv: Array,
+    /// Every tap in network order.
+    pub taps: Vec<TapPair>,
+    /// The record, in the format `advlens attack` writes.
+    pub record: RunRecord,
+    /// Wall time of the job, milliseconds.
+    pub elapsed_ms: f64,
+}
+
+impl Snapshot {
+    /// The tap called `name`.
+    pub fn tap(&self, name: &str) -> Option<&TapPair> {
+        self.taps.iter().find(|t| t.name == name)
+    }
+
+    /// The perturbation `x_adv − x`.
+    pub fn delta(&self) -> Vec<f32> {
+        self.x_adv
+            .data()
+            .iter()
+            .zip(self.x.data())
+            .map(|(a, b)| a - b)
+            .collect()
+    }
+}
+
+/// Runs the attack of `job` and the clean and adversarial forward passes with every tap.
+pub fn analyse(engine: &mut dyn Engine, job: &AnalyseJob) -> Result<Snapshot, AttackError> {
+    let t0 = Instant::now();
+    let labels = job.label.map(|l| vec![l]);
+    let result = crate::attack::run(engine, &job.x, labels.as_deref(), &job.cfg, &job.cancel)?;
+    job.cancel.check()?;
+    let opts = ForwardOptions {
+        taps: TapSelection::All,
+        bypass_denoise: job.cfg.bypass_denoise,
+    };
+    let clean = engine.forward(&job.x, &opts)?;
+    let adv = engine.forward(&result.x_adv, &opts)?;
+    let net = engine.network();
+    let taps = clean
+        .taps
+        .into_iter()
+        .zip(adv.taps)
+        .map(|((name, c), (_, a))| {
+            let kind = net.graph.tap(&name).map_or(TapKind::Block, |t| t.kind);
+            let amplification = super::amplification(&c, &a).first().copied().unwrap_or(0.0);
+            TapPair {
+                name,
+                kind,
+                clean: c,
+                adv: a,
+                amplification,
+            }
+        })
+        .collect();
+    let images = image_records(
+        net,
+        &job.x,
+        std::slice::from_ref(&job.source),
+        &result,
+        &clean.logits,
+        &adv.logits,
+    );
+    let record = RunRecord {
+        advlens_version: env!("CARGO_PKG_VERSION").into(),
+        engine: engine.describe(),
+        model: job.model_name.clone(),
+        architecture: net.config.summary(),
+        attack: job.cfg.clone(),
+        images,
+    };
+    Ok(Snapshot {
+        id: job.id,
+        cfg: job.cfg.clone(),
+        x: job.x.clone(),
+        x_adv: result.x_adv,
+        taps,
+        record,
+        elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
+    })
+}

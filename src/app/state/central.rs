@@ -1,0 +1,90 @@
+//! The central panel: images and predictions, feature maps, channels, amplification and the
+//! robustness curve, in one scroll area.
+
+use eframe::egui;
+
+use super::AdvlensApp;
+use crate::analysis::snapshot::Snapshot;
+use crate::app::amplification::amplification_ui;
+use crate::app::channels::channels_ui;
+use crate::app::feature_maps::{feature_maps_ui, tap_choices};
+use crate::app::images::images_ui;
+use crate::app::robustness::{self, robustness_ui};
+use crate::data::idx::Labelled;
+
+/// Default height of the plot panel, points.
+const PLOTS_HEIGHT: f32 = 270.0;
+/// The plot panel never gets shorter than this (a plot of about 150 points plus its controls).
+const PLOTS_MIN_HEIGHT: f32 = 220.0;
+
+impl AdvlensApp {
+    pub(super) fn central_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(snap) = self.snapshot.clone() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("computing the first result…");
+            });
+            return;
+        };
+        let choices = tap_choices(&snap, &self.net.graph.taps_denoise_first());
+        // The plots keep a panel of their own at the bottom (resizable, never shorter than a
+        // usable plot), so a long top-5 list or a large feature map scrolls above them instead of
+        // pushing them out of view.
+        egui::Panel::bottom("plots")
+            .resizable(true)
+            .default_size(PLOTS_HEIGHT)
+            .size_range(PLOTS_MIN_HEIGHT..=(0.7 * ui.available_height()).max(PLOTS_MIN_HEIGHT))
+            .show(ui, |ui| self.plots_ui(ui, &snap));
+        egui::ScrollArea::both()
+            .id_salt("central-scroll")
+            .auto_shrink(false)
+            .show(ui, |ui| {
+                images_ui(ui, &snap, &mut self.tex_images);
+                ui.separator();
+                feature_maps_ui(
+                    ui,
+                    &snap,
+                    &choices,
+                    &mut self.settings.tap,
+                    &mut self.settings.channel,
+                    &mut self.tex_grid,
+                );
+                ui.separator();
+                if let Some(tap) = self.settings.tap.clone()
+                    && let Some(ch) = channels_ui(
+                        ui,
+                        &snap,
+                        &tap,
+                        self.settings.channel,
+                        &mut self.settings.sort_channels_by_delta,
+                        &mut self.tex_channels,
+                    )
+                {
+                    self.settings.channel = ch;
+                }
+            });
+    }
+
+    /// Amplification over depth and the robustness curve, side by side.
+    fn plots_ui(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.columns(2, |cols| {
+            amplification_ui(&mut cols[0], snap);
+            let max = self.bundled.as_ref().map_or(0, Labelled::len);
+            let action = robustness_ui(
+                &mut cols[1],
+                &mut self.settings.robustness,
+                self.robustness.as_ref(),
+                max,
+            );
+            match action {
+                robustness::Action::Start => self.start_robustness(),
+                robustness::Action::Cancel => {
+                    if let Some(r) = &mut self.robustness {
+                        r.cancel();
+                    }
+                }
+                robustness::Action::None => {}
+            }
+        });
+    }
+}
