@@ -228,7 +228,7 @@ fn bad_image_paths_give_errors_not_panics() {
     wait_loaded(&mut app);
     assert_eq!(app.errors.list.len(), 2);
     assert_eq!(app.input(), &before, "the image is unchanged");
-    assert_eq!(app.settings.image, ImageSource::Bundled(0));
+    assert_eq!(app.settings.image, ImageSource::default());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::analysis::feature_grid::{channel_deltas, channel_map, colour, sorted_
 use crate::analysis::snapshot::Snapshot;
 
 /// Thumbnails of one (snapshot, tap).
-pub struct ChannelTextures {
+struct ChannelTextures {
     key: (u64, String),
     deltas: Vec<f32>,
     thumbs: Vec<egui::TextureHandle>,
@@ -45,7 +45,28 @@ fn build(ctx: &egui::Context, snap: &Snapshot, tap: &str) -> Option<ChannelTextu
 }
 
 /// Draws the grid; returns the channel clicked, if any.
-pub fn channels_ui(
+/// The channel grid of one tap (sorted by change, click to select) and its thumbnails, made once
+/// per result and tap.
+#[derive(Default)]
+pub struct ChannelsPanel {
+    textures: Option<ChannelTextures>,
+}
+
+impl ChannelsPanel {
+    /// Draws the grid; returns the channel the user clicked.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        snap: &Snapshot,
+        tap: &str,
+        selected: usize,
+        sort_by_delta: &mut bool,
+    ) -> Option<usize> {
+        channels_ui(ui, snap, tap, selected, sort_by_delta, &mut self.textures)
+    }
+}
+
+fn channels_ui(
     ui: &mut egui::Ui,
     snap: &Snapshot,
     tap: &str,

@@ -463,7 +463,7 @@ fn fashion_note_ui(ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         actions.push(Action::BuiltinModel(
             crate::zoo::SHIPPED[0].name.to_string(),
         ));
-        actions.push(Action::Bundled(0));
+        actions.push(Action::Bundled(super::settings::FIRST_IMAGE));
     }
 }
 

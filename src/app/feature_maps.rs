@@ -10,7 +10,7 @@ use crate::analysis::snapshot::Snapshot;
 use crate::model::graph::{Tap, TapKind};
 
 /// Textures of the grid for one (snapshot, tap, channel).
-pub struct GridTextures {
+struct GridTextures {
     key: (u64, String, usize),
     grid: FeatureGrid,
     /// `cells[column][row]`.
@@ -37,7 +37,28 @@ pub fn tap_label(name: &str, kind: Option<TapKind>) -> String {
 
 /// Draws the panel. `tap` and `channel` are the settings being edited; `choices` the tap names in
 /// display order.
-pub fn feature_maps_ui(
+/// The feature-map panel (one tap and channel, before and after its denoise block) and the
+/// textures it draws, made once per result, tap and channel.
+#[derive(Default)]
+pub struct FeatureMapsPanel {
+    textures: Option<GridTextures>,
+}
+
+impl FeatureMapsPanel {
+    /// Draws the panel for `snap`; `tap` and `channel` are the user's choice, which it edits.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        snap: &Snapshot,
+        choices: &[String],
+        tap: &mut Option<String>,
+        channel: &mut usize,
+    ) {
+        feature_maps_ui(ui, snap, choices, tap, channel, &mut self.textures);
+    }
+}
+
+fn feature_maps_ui(
     ui: &mut egui::Ui,
     snap: &Snapshot,
     choices: &[String],

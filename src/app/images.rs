@@ -9,7 +9,7 @@ use crate::analysis::snapshot::Snapshot;
 use crate::attack::report::ClassProb;
 
 /// Textures of the three images of one snapshot.
-pub struct ImageTextures {
+struct ImageTextures {
     id: u64,
     clean: Option<egui::TextureHandle>,
     perturbation: Option<egui::TextureHandle>,
@@ -42,7 +42,21 @@ impl ImageTextures {
 }
 
 /// Draws the image row for `snap`, rebuilding textures when the snapshot changed.
-pub fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>) {
+/// The images panel (clean, perturbation, adversarial, top-5) and the textures it draws, made
+/// once per result.
+#[derive(Default)]
+pub struct ImagesPanel {
+    textures: Option<ImageTextures>,
+}
+
+impl ImagesPanel {
+    /// Draws the panel for `snap`.
+    pub fn ui(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        images_ui(ui, snap, &mut self.textures);
+    }
+}
+
+fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>) {
     if tex.as_ref().is_none_or(|t| t.id != snap.id) {
         *tex = Some(ImageTextures::build(ui.ctx(), snap));
     }

@@ -6,9 +6,7 @@ use eframe::egui;
 use super::AdvlensApp;
 use crate::analysis::snapshot::Snapshot;
 use crate::app::amplification::amplification_ui;
-use crate::app::channels::channels_ui;
-use crate::app::feature_maps::{feature_maps_ui, tap_choices};
-use crate::app::images::images_ui;
+use crate::app::feature_maps::tap_choices;
 use crate::app::robustness::{self, robustness_ui};
 use crate::data::idx::Labelled;
 
@@ -39,25 +37,23 @@ impl AdvlensApp {
             .id_salt("central-scroll")
             .auto_shrink(false)
             .show(ui, |ui| {
-                images_ui(ui, &snap, &mut self.tex_images);
+                self.images_panel.ui(ui, &snap);
                 ui.separator();
-                feature_maps_ui(
+                self.maps_panel.ui(
                     ui,
                     &snap,
                     &choices,
                     &mut self.settings.tap,
                     &mut self.settings.channel,
-                    &mut self.tex_grid,
                 );
                 ui.separator();
                 if let Some(tap) = self.settings.tap.clone()
-                    && let Some(ch) = channels_ui(
+                    && let Some(ch) = self.channels_panel.ui(
                         ui,
                         &snap,
                         &tap,
                         self.settings.channel,
                         &mut self.settings.sort_channels_by_delta,
-                        &mut self.tex_channels,
                     )
                 {
                     self.settings.channel = ch;

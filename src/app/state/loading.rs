@@ -207,7 +207,7 @@ impl AdvlensApp {
             (ImageSource::Bundled(_), false, _) => {
                 self.set_image(&ImageSource::Photo("coffee".into()))
             }
-            (ImageSource::Photo(_), true, _) => self.set_image(&ImageSource::Bundled(0)),
+            (ImageSource::Photo(_), true, _) => self.set_image(&ImageSource::default()),
             (ImageSource::Bundled(_), true, _) | (_, _, None) => self.set_image(&source),
             // Same preprocessing: the input is already right.
             (_, _, Some(_)) if converted => Ok(()),

@@ -17,11 +17,11 @@ use std::sync::mpsc::Receiver;
 use eframe::egui;
 use image::DynamicImage;
 
-use super::channels::ChannelTextures;
+use super::channels::ChannelsPanel;
 use super::controls::{Loaded, Strip, controls_ui};
 use super::dialogs::Dialogs;
-use super::feature_maps::GridTextures;
-use super::images::ImageTextures;
+use super::feature_maps::FeatureMapsPanel;
+use super::images::ImagesPanel;
 use super::loader::Loader;
 use super::robustness::RobustnessRun;
 use super::settings::{EngineChoice, ImageSource, Settings};
@@ -96,9 +96,9 @@ pub struct AdvlensApp {
     robustness: Option<RobustnessRun>,
     /// The window's wgpu device, once eframe has given it (for the gpu engine).
     gpu: Option<GpuContext>,
-    tex_images: Option<ImageTextures>,
-    tex_grid: Option<GridTextures>,
-    tex_channels: Option<ChannelTextures>,
+    images_panel: ImagesPanel,
+    maps_panel: FeatureMapsPanel,
+    channels_panel: ChannelsPanel,
     strip: Option<Strip>,
     shot: Option<PendingShot>,
     auto_shot: Option<PathBuf>,
@@ -198,20 +198,22 @@ impl AdvlensApp {
             adapter,
             robustness: None,
             gpu: None,
-            tex_images: None,
-            tex_grid: None,
-            tex_channels: None,
+            images_panel: ImagesPanel::default(),
+            maps_panel: FeatureMapsPanel::default(),
+            channels_panel: ChannelsPanel::default(),
             strip,
             shot: None,
             auto_shot,
             notice: None,
         };
-        // The default image shows at once (it is what `x` holds already); a persisted file or
-        // photo replaces it once the loader has decoded it.
+        // The first bundled image shows at once (a bundled image converts on this thread; without
+        // the bundled set `x` keeps the built-in default image, and the error above says why); a
+        // persisted file or photo replaces it once the loader has decoded it.
         let requested = app.settings.image.clone();
-        app.settings.image = ImageSource::Bundled(0);
-        let _ = app.set_image(&ImageSource::Bundled(0));
-        if requested != ImageSource::Bundled(0)
+        let first = ImageSource::default();
+        app.settings.image = first.clone();
+        let _ = app.set_image(&first);
+        if requested != first
             && let Err(e) = app.set_image(&requested)
         {
             app.errors.push(e);
