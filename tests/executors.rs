@@ -113,24 +113,35 @@ fn bottleneck_imagenet_stem_and_stock_candle_agree() {
     cfg.block = BlockKind::Bottleneck;
     cfg.stem = StemKind::Imagenet;
     let net = Arc::new(common::randomized(cfg, 12));
+    let autograd = |kernels| {
+        CpuEngine::new(net.clone())
+            .unwrap()
+            .with_executor(Executor::Autograd)
+            .with_kernels(kernels)
+    };
     let mut p = CpuEngine::new(net.clone()).unwrap();
-    let mut s = CpuEngine::new(net)
-        .unwrap()
-        .with_executor(Executor::Autograd)
-        .with_kernels(Kernels::Candle);
+    let mut a = autograd(Kernels::Advlens);
+    let mut s = autograd(Kernels::Candle);
+    assert_eq!(s.kernels(), Kernels::Candle);
     let x = common::random_images(2, [2, 16, 16], 13);
     let opts = ForwardOptions::default();
     let loss = Loss::CrossEntropy {
         classes: vec![1, 2],
     };
     let gp = p.input_grad(&x, &loss, &opts).unwrap();
+    let ga = a.input_grad(&x, &loss, &opts).unwrap();
     let gs = s.input_grad(&x, &loss, &opts).unwrap();
-    close(&gp.logits, &gs.logits, 1e-5, "logits");
-    close(&gp.grad, &gs.grad, 1e-4, "gradient");
-    // Candle's convolution sums in another order than advlens's: bit-identical results would
-    // mean the kernel choice never reached the convolutions and the comparison above is vacuous.
-    assert_eq!(s.kernels(), Kernels::Candle);
-    assert_ne!(gp.logits, gs.logits, "stock candle ran advlens's kernels");
+    for (g, what) in [(&ga, "autograd"), (&gs, "stock candle")] {
+        close(&gp.logits, &g.logits, 1e-5, &format!("{what} logits"));
+        close(&gp.grad, &g.grad, 1e-4, &format!("{what} gradient"));
+    }
+    // The two autograd engines differ in their convolutions only, and candle's sums in another
+    // order than advlens's: bit-identical logits would mean the kernel choice never reached the
+    // convolutions and the stock comparison above is vacuous.
+    assert_ne!(
+        ga.logits, gs.logits,
+        "stock candle ran advlens's convolution"
+    );
 }
 
 #[test]
