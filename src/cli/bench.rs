@@ -1,6 +1,7 @@
 //! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on a
 //! network, for the cpu engines `--executor` picks (by default stock candle, the old path, and
-//! the planned executor, the new path) in the same run, with `--gpu` the gpu engine too, and with `--conv`, per-op convolution throughput for candle's conv against advlens's.
+//! the planned executor, the new path) in the same run, with `--gpu` the gpu engine too, and with
+//! `--conv`, per-op convolution throughput for candle's conv against advlens's.
 //! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
