@@ -11,7 +11,7 @@ use std::process::Command;
 use advlens::array::Array;
 use advlens::attack::Cancel;
 use advlens::data::idx::{Labelled, bundled_test_images};
-use advlens::engine::cpu::{ParamMode, RunOptions, run_graph_with_stats};
+use advlens::engine::cpu::{Kernels, ParamMode, RunOptions, run_graph_with_stats};
 use advlens::model::graph::Op;
 use advlens::model::{ArchConfig, Network, Placement, ResnetDenoiseConfig};
 use advlens::train::checkpoint::{self, TrainState};
@@ -136,11 +136,11 @@ fn batch_norm_in_training_normalises_with_batch_statistics() {
     let bn_nodes: Vec<usize> = (0..g.nodes.len())
         .filter(|&i| matches!(g.nodes[i].op, Op::BatchNorm { .. }))
         .collect();
-    for composed in [false, true] {
+    for kernels in [Kernels::Advlens, Kernels::Candle] {
         let opts = RunOptions {
             bypass_denoise: false,
             mode: ParamMode::Trained,
-            stock_conv: composed,
+            kernels,
             bn_batch_stats: true,
         };
         let mut stats = Vec::new();
@@ -506,11 +506,15 @@ fn weight_gradients_match_finite_differences() {
     let (mut checked, mut agreed) = (0, 0);
     let mut wrong_tensors = Vec::new();
     // Frozen batch norm; batch statistics with advlens's fused op; with composed candle ops.
-    for (bn_batch_stats, stock_conv) in [(false, false), (true, false), (true, true)] {
+    for (bn_batch_stats, kernels) in [
+        (false, Kernels::Advlens),
+        (true, Kernels::Advlens),
+        (true, Kernels::Candle),
+    ] {
         let opts = RunOptions {
             bypass_denoise: false,
             mode: ParamMode::Trained,
-            stock_conv,
+            kernels,
             bn_batch_stats,
         };
         let loss_of = |net: &Network, grads: bool| {
@@ -577,7 +581,7 @@ fn weight_gradients_match_finite_differences() {
             }
             if agreed_here < 2 {
                 wrong_tensors.push(format!(
-                    "{name} (batch stats {bn_batch_stats}, stock conv {stock_conv})"
+                    "{name} (batch stats {bn_batch_stats}, {kernels:?} kernels)"
                 ));
             }
         }
@@ -633,7 +637,7 @@ fn a_fresh_identity_block_gets_no_gradient_through_relus_at_zero() {
     let opts = RunOptions {
         bypass_denoise: false,
         mode: ParamMode::Trained,
-        stock_conv: false,
+        kernels: Kernels::Advlens,
         bn_batch_stats: true,
     };
     // The step's loss: mean cross-entropy with batch statistics.

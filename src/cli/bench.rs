@@ -1,6 +1,7 @@
 //! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on a
-//! network, for both cpu executors (candle autograd, the old path; planned, the new path) in the
-//! same run, with `--gpu` the gpu engine too, and with `--conv`, per-op convolution throughput for candle's conv against advlens's.
+//! network, for the cpu engines `--executor` picks (by default stock candle, the old path, and
+//! the planned executor, the new path) in the same run, with `--gpu` the gpu engine too, and with
+//! `--conv`, per-op convolution throughput for candle's conv against advlens's.
 //! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Cancel};
 use crate::engine::cpu::conv::Conv2dOp;
 use crate::engine::cpu::conv_kernel::{self, ConvGeom};
-use crate::engine::cpu::{CpuEngine, Executor};
+use crate::engine::cpu::{CpuEngine, Executor, Kernels};
 use crate::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
 use crate::engine::{Engine, ForwardOptions, Loss};
 use crate::model::graph::Padding;
@@ -31,10 +32,9 @@ pub struct BenchArgs {
     /// stage, the first at 28×28; `builtin:default` is the shipped model).
     #[arg(long, default_value = crate::zoo::UNTRAINED_MODEL)]
     pub model: String,
-    /// Executors to time: planned (advlens), autograd (candle autograd with advlens's conv),
-    /// stock (candle autograd with candle's conv), both (stock and planned) or all.
-    #[arg(long, default_value = "both")]
-    pub executor: String,
+    /// Cpu executors to time.
+    #[arg(long, value_enum, default_value_t = ExecutorChoice::Both)]
+    pub executor: ExecutorChoice,
     /// Also time single convolutions (GFLOP/s), candle's against advlens's.
     #[arg(long)]
     pub conv: bool,
@@ -59,6 +59,40 @@ pub struct BenchArgs {
     /// own process, so the peak belongs to the load).
     #[arg(long)]
     pub load: Option<std::path::PathBuf>,
+}
+
+/// Which cpu engines `bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorChoice {
+    /// advlens's planned executor.
+    Planned,
+    /// Candle's autograd with advlens's convolution.
+    Autograd,
+    /// Candle's autograd with candle's convolution: stock candle.
+    Stock,
+    /// Stock and planned.
+    Both,
+    /// Stock, autograd and planned.
+    All,
+}
+
+impl ExecutorChoice {
+    /// The engines to time: a row label, the executor and its kernels.
+    fn engines(self) -> &'static [(&'static str, Executor, Kernels)] {
+        const PLANNED: (&str, Executor, Kernels) =
+            ("cpu Planned", Executor::Planned, Kernels::Advlens);
+        const AUTOGRAD: (&str, Executor, Kernels) =
+            ("cpu Autograd", Executor::Autograd, Kernels::Advlens);
+        // Stock candle is the autograd executor with the kernels candle runs on CUDA and Metal.
+        const STOCK: (&str, Executor, Kernels) = ("cpu Stock", Executor::Autograd, Kernels::Candle);
+        match self {
+            Self::Planned => &[PLANNED],
+            Self::Autograd => &[AUTOGRAD],
+            Self::Stock => &[STOCK],
+            Self::Both => &[STOCK, PLANNED],
+            Self::All => &[STOCK, AUTOGRAD, PLANNED],
+        }
+    }
 }
 
 /// The process's peak resident memory in MiB (Linux), if known.
@@ -115,16 +149,6 @@ pub fn run(
         return bench_app(args.reps, args.gpu);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
-    let executors: Vec<Executor> = match args.executor.as_str() {
-        "all" => vec![Executor::Stock, Executor::Autograd, Executor::Planned],
-        "both" => vec![Executor::Stock, Executor::Planned],
-        "planned" => vec![Executor::Planned],
-        "autograd" => vec![Executor::Autograd],
-        "stock" => vec![Executor::Stock],
-        other => anyhow::bail!(
-            "unknown executor {other:?}; expected planned, autograd, stock, both (stock and planned) or all"
-        ),
-    };
     println!("model: {}", net.config.summary());
     println!("threads: {}\n", rayon::current_num_threads());
     println!(
@@ -134,9 +158,11 @@ pub fn run(
     for &b in &args.batch {
         let (x, _) = bench_batch(&net, b)?;
         let mut engines: Vec<(String, Box<dyn Engine>)> = Vec::new();
-        for &ex in &executors {
-            let e = CpuEngine::new(net.clone())?.with_executor(ex);
-            engines.push((format!("cpu {ex:?}"), Box::new(e)));
+        for &(name, executor, kernels) in args.executor.engines() {
+            let e = CpuEngine::new(net.clone())?
+                .with_executor(executor)
+                .with_kernels(kernels);
+            engines.push((name.to_owned(), Box::new(e)));
         }
         if args.gpu {
             let ctx = GpuContext::headless(AdapterPolicy::AllowSoftware)?;
@@ -287,13 +313,12 @@ fn train_table(net: &crate::model::Network, batches: &[usize], reps: usize) -> a
     println!("|---|---|---|---|");
     for &b in batches {
         let (x, labels) = bench_batch(net, b)?;
-        for stock in [true, false] {
-            let mut t = Trainer::new(net.clone(), SgdConfig::default())?.with_stock_conv(stock);
+        for (name, kernels) in [("candle", Kernels::Candle), ("advlens", Kernels::Advlens)] {
+            let mut t = Trainer::new(net.clone(), SgdConfig::default())?.with_kernels(kernels);
             let ms = median_ms(reps.div_ceil(2), || {
                 t.step(&x, &labels)?;
                 Ok(())
             })?;
-            let name = if stock { "candle" } else { "advlens" };
             println!("| {name} | {b} | {ms:.1} | {:.0} |", b as f64 * 1e3 / ms);
         }
     }

@@ -19,7 +19,8 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::array::Array;
 use crate::engine::cpu::{
-    BnBatchStats, ParamMode, RunOptions, backend, backward_from, run_graph_with_stats, to_array,
+    BnBatchStats, Kernels, ParamMode, RunOptions, backend, backward_from, run_graph_with_stats,
+    to_array,
 };
 use crate::engine::{EngineError, Loss, check_input};
 use crate::model::Network;
@@ -64,7 +65,7 @@ pub struct Trainer {
     constants: HashMap<String, Tensor>,
     velocity: HashMap<String, Tensor>,
     cfg: SgdConfig,
-    stock_conv: bool,
+    kernels: Kernels,
     batch_stats: bool,
 }
 
@@ -93,14 +94,15 @@ impl Trainer {
             constants,
             velocity: HashMap::new(),
             cfg,
-            stock_conv: false,
+            kernels: Kernels::for_device(&dev),
             batch_stats: true,
         })
     }
 
-    /// Trains with candle's own convolution instead of advlens's (the baseline in benchmarks).
-    pub fn with_stock_conv(mut self, stock: bool) -> Self {
-        self.stock_conv = stock;
+    /// Chooses whose convolution and batch norm the steps run: advlens's by default,
+    /// [`Kernels::Candle`] for the stock-candle baseline `advlens bench --train` times.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
         self
     }
 
@@ -162,7 +164,7 @@ impl Trainer {
         let opts = RunOptions {
             bypass_denoise: false,
             mode: ParamMode::Trained,
-            stock_conv: self.stock_conv,
+            kernels: self.kernels,
             bn_batch_stats: self.batch_stats,
         };
         let mut stats = Vec::new();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
+use super::custom_op::f32_slice;
 
 /// Per-channel mean and biased variance of the last forward pass.
 pub type Moments = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
@@ -68,7 +68,7 @@ impl CustomOp3 for BatchNormTrainOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d @ [_, c, h, w] = dims4(l1)?;
-        let (x, gamma, beta) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("batch norm: γ and β need {c} values");
         }
@@ -142,7 +142,7 @@ impl CustomOp3 for BatchNormBackward {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d @ [n, c, h, w] = dims4(l1)?;
-        let (x, gamma, dy) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, gamma, dy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         if dy.len() != x.len() || gamma.len() != c {
             candle_core::bail!("batch norm backward: mismatched shapes");
         }

@@ -6,6 +6,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::conv_kernel::{self, ConvGeom};
+use super::custom_op::f32_slice;
 
 use crate::model::graph::Pads;
 
@@ -60,17 +61,6 @@ impl Conv2dOp {
     }
 }
 
-/// The contiguous f32 values of a storage (no copy).
-pub(super) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("advlens cpu ops take f32 tensors")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("advlens cpu ops take contiguous tensors")
-    };
-    Ok(&v[a..b])
-}
-
 impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
         "advlens-conv2d"
@@ -85,7 +75,7 @@ impl CustomOp2 for Conv2dOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geom(l1.dims(), l2.dims())?;
         let mut y = vec![0f32; g.out_dims().iter().product()];
-        conv_kernel::forward(&g, slice(s1, l1)?, slice(s2, l2)?, &mut y);
+        conv_kernel::forward(&g, f32_slice(s1, l1)?, f32_slice(s2, l2)?, &mut y);
         Ok((CpuStorage::F32(y), Shape::from(g.out_dims().to_vec())))
     }
 
@@ -125,7 +115,7 @@ impl CustomOp2 for InputGradOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let mut dx = vec![0f32; g.n * g.c * g.hw()];
-        conv_kernel::input_grad(g, slice(s1, l1)?, slice(s2, l2)?, &mut dx, false);
+        conv_kernel::input_grad(g, f32_slice(s1, l1)?, f32_slice(s2, l2)?, &mut dx, false);
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.c, g.h, g.w))))
     }
 }
@@ -146,7 +136,7 @@ impl CustomOp2 for KernelGradOp {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let dw = conv_kernel::kernel_grad(g, slice(s1, l1)?, slice(s2, l2)?);
+        let dw = conv_kernel::kernel_grad(g, f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         Ok((CpuStorage::F32(dw), Shape::from((g.o, g.ig(), g.kh, g.kw))))
     }
 }

@@ -7,11 +7,11 @@
 //! the hot loop allocates nothing beyond the op's output.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
 use super::gemm::{MatMut, MatRef, Threads, gemm};
+use super::workspace::{with_buffer, with_workspace};
 use crate::model::graph::Pads;
 
 /// The shapes of one convolution.
@@ -169,31 +169,9 @@ impl ConvGeom {
 }
 
 thread_local! {
-    static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    // The flipped kernel of a stride-1 input gradient: a buffer of its own, because the
+    // convolution it feeds borrows the workspace while the kernel is in use.
     static FLIPPED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's workspace of at least `len` values (contents unspecified).
-pub(crate) fn with_workspace<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    with_buffer(&WORKSPACE, len, f)
-}
-
-/// Runs `f` on this thread's buffer `key`, grown to at least `len` values (contents unspecified).
-fn with_buffer<R>(
-    key: &'static LocalKey<RefCell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        // Re-entered on the same thread (a nested rayon task): use a fresh buffer.
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 /// Fills `col` (`k × ohw`) with the patches of one image-group `x` (`ig × h × w`).

@@ -1,9 +1,11 @@
 //! The denoise operations ([`DenoiseVariant`]) as candle tensor expressions, so that autograd
 //! gives their input gradients.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
+use super::custom_op::on_cpu;
 use super::pool::{PoolKind, PoolOp};
+use super::softmax::softmax_last_dim;
 use crate::model::DenoiseVariant;
 
 type R<T> = candle_core::Result<T>;
@@ -33,17 +35,6 @@ pub fn apply(
     }
 }
 
-/// Runs a host-side custom op on the CPU, moving the tensor there and back when the engine runs
-/// on another candle device (the move is differentiable).
-pub fn on_cpu(x: &Tensor, f: impl Fn(&Tensor) -> R<Tensor>) -> R<Tensor> {
-    if x.device().is_cpu() {
-        f(&x.contiguous()?)
-    } else {
-        let dev = x.device().clone();
-        f(&x.to_device(&Device::Cpu)?.contiguous()?)?.to_device(&dev)
-    }
-}
-
 /// `emb · x` for a `[D, C]` 1×1 embedding and `x` as `[N, C, P]`.
 fn embed(w: &Tensor, x: &Tensor) -> R<Tensor> {
     w.broadcast_matmul(x)
@@ -61,7 +52,7 @@ fn non_local(x: &Tensor, theta: Option<&Tensor>, phi: Option<&Tensor>, softmax: 
     let y = if softmax {
         // f[i, j] = θ_i·φ_j / √d, softmax over j; y[:, i] = Σ_j f[i, j] x[:, j].
         let f = (th.transpose(1, 2)?.contiguous()?.matmul(&ph)? / (d as f64).sqrt())?;
-        let f = super::softmax::softmax_last_dim(&f)?;
+        let f = softmax_last_dim(&f)?;
         // y = g·fᵀ computed as (f·gᵀ)ᵀ so the large attention matrix is never transposed.
         f.matmul(&g.transpose(1, 2)?.contiguous()?)?
             .transpose(1, 2)?

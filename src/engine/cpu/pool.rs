@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
+use super::custom_op::f32_slice;
 use crate::model::graph::Pads;
 
 /// Which reduction a window computes.
@@ -191,7 +191,7 @@ impl CustomOp1 for PoolOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let g = self.geometry(h, w)?;
-        let out = self.run_forward(slice(s, l)?, n * c, &g);
+        let out = self.run_forward(f32_slice(s, l)?, n * c, &g);
         Ok((CpuStorage::F32(out), Shape::from((n, c, g.oh, g.ow))))
     }
 

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
+use super::custom_op::f32_slice;
 
 /// `max(x, 0)` with `∂/∂x = [x > 0]`.
 #[derive(Clone, Copy, Debug)]
@@ -20,7 +20,7 @@ impl CustomOp1 for ReluOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
+        let x = f32_slice(s, l)?;
         let y: Vec<f32> = x
             .par_iter()
             .map(|&v| if v > 0.0 { v } else { 0.0 })

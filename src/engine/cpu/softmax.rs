@@ -5,13 +5,14 @@
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
+use super::custom_op::{f32_slice, on_cpu};
+use super::exp_approx::exp_approx;
 
 /// Replaces `row` by `softmax(scale · row)` (`scale > 0`), with the vectorisable exp.
 pub fn softmax_in_place(row: &mut [f32], scale: f32) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
     for v in row.iter_mut() {
-        *v = super::nonlocal::exp_approx((*v - max) * scale);
+        *v = exp_approx((*v - max) * scale);
     }
     let inv = 1.0 / row.iter().sum::<f32>();
     row.iter_mut().for_each(|v| *v *= inv);
@@ -32,7 +33,7 @@ impl CustomOp1 for SoftmaxLastDim {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let mut v = slice(s, l)?.to_vec();
+        let mut v = f32_slice(s, l)?.to_vec();
         let n = l.dims().last().copied().unwrap_or(1).max(1);
         v.par_chunks_mut(n)
             .for_each(|row| softmax_in_place(row, 1.0));
@@ -57,5 +58,5 @@ impl CustomOp1 for SoftmaxLastDim {
 /// Softmax over the last dimension, differentiable; runs on the CPU (moving the tensor there and
 /// back on other candle devices).
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    super::denoise::on_cpu(x, |t| t.apply_op1(SoftmaxLastDim))
+    on_cpu(x, |t| t.apply_op1(SoftmaxLastDim))
 }
