@@ -3,6 +3,6 @@
 fn main() -> std::process::ExitCode {
     advlens::cli::main(advlens::cli::AppEntry {
         run: advlens::app::run,
-        bench: advlens::app::bench::run,
+        bench: advlens::app::run_bench,
     })
 }

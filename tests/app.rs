@@ -12,10 +12,10 @@ use advlens::analysis::export::{Export, save_feature_maps};
 use advlens::analysis::feature_grid::feature_grid;
 use advlens::analysis::render::feature_export_size;
 use advlens::analysis::snapshot::{AnalyseJob, Snapshot, analyse};
-use advlens::app::AdvlensApp;
-use advlens::app::dialogs::{DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs};
-use advlens::app::settings::{ImageSource, Settings};
-use advlens::app::worker::{Reply, Worker};
+use advlens::app::{
+    AdvlensApp, DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, ImageSource,
+    Reply, Settings, Worker,
+};
 use advlens::attack::{AttackConfig, AttackKind};
 use advlens::cancel::Cancel;
 use advlens::engine::EngineChoice;
@@ -819,7 +819,7 @@ fn one_dialog_at_a_time_and_the_ui_keeps_working_while_it_is_open() {
 #[test]
 fn a_dialog_thread_that_dies_is_reported_and_the_next_dialog_opens() {
     let mut dialogs = Dialogs::new(Arc::new(|_| panic!("the dialog backend failed")));
-    let wake: advlens::app::task::Waker = Arc::new(|| {});
+    let wake: advlens::app::Waker = Arc::new(|| {});
     assert!(dialogs.open(DialogPurpose::OpenModel, &wake).unwrap());
     assert!(
         !dialogs.open(DialogPurpose::OpenImage, &wake).unwrap(),

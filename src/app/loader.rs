@@ -136,11 +136,6 @@ impl Loader {
     pub fn drain(&self) -> (Vec<LoadReply>, Option<Stopped>) {
         self.task.drain()
     }
-
-    /// Waits up to `timeout` for the next reply (tests and headless use).
-    pub fn wait(&self, timeout: std::time::Duration) -> Option<LoadReply> {
-        self.task.wait(timeout).ok().flatten()
-    }
 }
 
 /// Runs the newest model request and the newest image job of `batch`.

@@ -11,25 +11,34 @@
 //! ([`controls`], [`images`], [`feature_maps`], [`channels`], [`amplification`], [`robustness`],
 //! [`status`]), [`textures`] and [`screenshot`].
 
-pub mod amplification;
-pub mod bench;
-pub mod channels;
-pub mod controls;
-pub mod dialogs;
-pub mod feature_maps;
-pub mod images;
-pub mod loader;
-pub mod robustness;
-pub mod screenshot;
-pub mod settings;
-pub mod state;
-pub mod status;
-pub mod task;
-pub mod textures;
-pub mod worker;
-pub mod writer;
+mod amplification;
+mod bench;
+mod channels;
+mod controls;
+mod dialogs;
+mod feature_maps;
+mod images;
+mod loader;
+mod robustness;
+mod screenshot;
+mod settings;
+mod state;
+mod status;
+mod task;
+mod textures;
+mod worker;
+mod writer;
 
-pub use state::AdvlensApp;
+pub use bench::run as run_bench;
+pub use dialogs::{
+    DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, native_backend,
+};
+pub use settings::{
+    AttackSettings, FIRST_IMAGE, ImageSource, RobustnessSettings, Settings, TargetChoice,
+};
+pub use state::{AdvlensApp, SCREENSHOT_ENV};
+pub use task::{Replier, Stopped, Task, Waker, newest};
+pub use worker::{Reply, Worker};
 
 /// Opens the app window and blocks until it is closed.
 pub fn run() -> anyhow::Result<()> {

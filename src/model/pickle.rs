@@ -718,6 +718,10 @@ impl<R: Read> Machine<'_, R> {
     }
 
     /// Runs opcodes until STOP.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one arm per pickle opcode: the VM reads clearest as one match"
+    )]
     fn run(&mut self) -> Res<Value> {
         loop {
             self.op_pos = self.pos;
