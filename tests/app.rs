@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use advlens::analysis::export::{Export, save_feature_maps};
-use advlens::analysis::feature_grid::feature_grid;
-use advlens::analysis::render::feature_export_size;
-use advlens::analysis::snapshot::{AnalyseJob, Snapshot, analyse};
+use advlens::analysis::feature_export_size;
+use advlens::analysis::feature_grid;
+use advlens::analysis::{AnalyseJob, Snapshot, analyse};
+use advlens::analysis::{Export, save_feature_maps};
 use advlens::app::{
     AdvlensApp, DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, ImageSource,
     Reply, Settings, Worker,
@@ -187,9 +187,9 @@ fn adversarial_perturbation_and_record_exports() {
     let adv = dir.path().join("adv.png");
     let pert = dir.path().join("pert.png");
     let rec = dir.path().join("record.json");
-    advlens::analysis::export::save_adversarial(&s, &adv).unwrap();
-    advlens::analysis::export::save_perturbation(&s, &pert).unwrap();
-    advlens::analysis::export::save_record(&s, &rec).unwrap();
+    advlens::analysis::save_adversarial(&s, &adv).unwrap();
+    advlens::analysis::save_perturbation(&s, &pert).unwrap();
+    advlens::analysis::save_record(&s, &rec).unwrap();
     assert_eq!(image::open(&adv).unwrap().width(), 28);
     assert_eq!(image::open(&pert).unwrap().height(), 28);
     let back: advlens::attack::report::RunRecord =
@@ -450,7 +450,7 @@ fn the_app_opens_and_recomputes_when_controls_change() {
 
 #[test]
 fn robustness_curve_reports_progress_and_accuracy() {
-    use advlens::analysis::robustness::{Progress, RobustnessJob, run_job};
+    use advlens::analysis::{CurveProgress, RobustnessJob, robustness_curve};
     let net = Arc::new(advlens::zoo::default_network().unwrap());
     let set = advlens::data::idx::bundled_test_images().unwrap();
     let sub = set.select(&(0..30).collect::<Vec<_>>());
@@ -465,12 +465,12 @@ fn robustness_curve_reports_progress_and_accuracy() {
     };
     let run = |job: &RobustnessJob| {
         let got = std::sync::Mutex::new(vec![]);
-        run_job(job, &Cancel::new(), &|p| got.lock().unwrap().push(p)).unwrap();
+        robustness_curve(job, &Cancel::new(), &|p| got.lock().unwrap().push(p)).unwrap();
         let got = got.into_inner().unwrap();
-        assert!(got.contains(&Progress::Fraction(1.0)));
+        assert!(got.contains(&CurveProgress::Fraction(1.0)));
         got.iter()
             .filter_map(|p| match p {
-                Progress::Point { eps, accuracy } => Some((*eps, *accuracy)),
+                CurveProgress::Point { eps, accuracy } => Some((*eps, *accuracy)),
                 _ => None,
             })
             .collect::<Vec<(f32, f32)>>()
@@ -482,7 +482,7 @@ fn robustness_curve_reports_progress_and_accuracy() {
     // A cancelled job stops with an error instead of finishing.
     let cancel = Cancel::new();
     cancel.cancel();
-    assert!(run_job(&job, &cancel, &|_| {}).is_err());
+    assert!(robustness_curve(&job, &cancel, &|_| {}).is_err());
     // The same curve on the gpu engine (the window's device in the app; lavapipe here): FGSM
     // steps by the gradient's sign, so an entry near zero may flip; allow one image of 30.
     let Some(ctx) = common::gpu_context() else {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use advlens::analysis::eval::evaluate;
+use advlens::analysis::evaluate;
 use advlens::array::Array;
 use advlens::attack::{AttackConfig, AttackKind, Cancel, TargetMode};
 use advlens::data::idx::Labelled;

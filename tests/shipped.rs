@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use advlens::analysis::eval::evaluate;
+use advlens::analysis::evaluate;
 use advlens::attack::{AttackConfig, AttackKind, Cancel};
 use advlens::data::idx::bundled_test_images;
 use advlens::engine::cpu::CpuEngine;

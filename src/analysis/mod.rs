@@ -3,14 +3,27 @@
 //! [`render`]ing maps and perturbations to images (labels in the [`glyphs`] font), [`export`] to
 //! files, evaluation reports ([`eval`]) and the [`robustness`] curve.
 
-pub mod colormap;
-pub mod eval;
-pub mod export;
-pub mod feature_grid;
-pub mod glyphs;
-pub mod render;
-pub mod robustness;
-pub mod snapshot;
+mod colormap;
+mod eval;
+mod export;
+mod feature_grid;
+mod glyphs;
+mod render;
+mod robustness;
+mod snapshot;
+
+pub use colormap::{diverging, perturbation_image};
+pub use eval::{EvalReport, EvalRow, TapAmplification, evaluate};
+pub use export::{
+    Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
+};
+pub use feature_grid::{
+    Column, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps, feature_grid,
+    map_rgb, sorted_by_delta,
+};
+pub use render::{ShapeError, feature_export_size, feature_maps_image, perturbation_rgb};
+pub use robustness::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
+pub use snapshot::{AnalyseJob, Snapshot, TapPair, analyse};
 
 use crate::array::Array;
 

@@ -17,7 +17,7 @@ const CHUNK: usize = 25;
 
 /// A progress message from a running curve.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Progress {
+pub enum CurveProgress {
     /// One ε value is done.
     Point {
         /// ε in pixel units.
@@ -53,7 +53,7 @@ pub struct RobustnessJob {
 
 /// The attack a robustness curve uses: the chosen one, or PGD for minimum-norm attacks (they
 /// ignore ε).
-pub fn attack_for(cfg: &AttackConfig) -> AttackKind {
+pub fn curve_attack(cfg: &AttackConfig) -> AttackKind {
     if cfg.kind.is_minimum_norm() {
         AttackKind::Pgd
     } else {
@@ -68,7 +68,7 @@ fn attack_at(cfg: &AttackConfig, eps: f32) -> AttackConfig {
     let kind = if eps == 0.0 {
         AttackKind::Fgsm
     } else {
-        attack_for(cfg)
+        curve_attack(cfg)
     };
     AttackConfig {
         kind,
@@ -82,12 +82,12 @@ fn attack_at(cfg: &AttackConfig, eps: f32) -> AttackConfig {
     }
 }
 
-/// Runs the whole curve, sending progress through `send`: a [`Progress::Fraction`] after every
-/// batch and a [`Progress::Point`] after every ε. Returns an error when cancelled.
-pub fn run_job(
+/// Runs the whole curve, sending progress through `send`: a [`CurveProgress::Fraction`] after every
+/// batch and a [`CurveProgress::Point`] after every ε. Returns an error when cancelled.
+pub fn robustness_curve(
     job: &RobustnessJob,
     cancel: &Cancel,
-    send: &dyn Fn(Progress),
+    send: &dyn Fn(CurveProgress),
 ) -> Result<(), String> {
     let n = job.images.batch();
     if n == 0 || job.labels.len() != n {
@@ -108,7 +108,7 @@ pub fn run_job(
         let cfg = attack_at(&job.cfg, eps);
         let mut progress = |done: usize, total: usize| {
             let f = (k as f32 + done as f32 / total.max(1) as f32) / points as f32;
-            send(Progress::Fraction(f));
+            send(CurveProgress::Fraction(f));
         };
         let report = evaluate(
             engine.as_mut(),
@@ -125,7 +125,7 @@ pub fn run_job(
             .rows
             .first()
             .map_or(0.0, |r| r.correct as f32 / r.images.max(1) as f32);
-        send(Progress::Point { eps, accuracy });
+        send(CurveProgress::Point { eps, accuracy });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use eframe::egui;
 use egui_plot::{Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
 use crate::model::graph::TapKind;
 
 /// Colour of the line through every tap.

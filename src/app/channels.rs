@@ -4,8 +4,8 @@
 use eframe::egui;
 
 use super::textures::rgb_texture;
-use crate::analysis::feature_grid::{channel_deltas, channel_map, colour, sorted_by_delta};
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
+use crate::analysis::{channel_deltas, channel_map, colour, sorted_by_delta};
 
 /// Thumbnails of one (snapshot, tap).
 struct ChannelTextures {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::task::{Task, Waker};
-use crate::analysis::export::Export;
+use crate::analysis::Export;
 
 /// Image extensions the decoder accepts.
 pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "webp", "gif", "PNG"];

@@ -5,8 +5,8 @@
 use eframe::egui;
 
 use super::textures::{colour_bar, rgb_texture};
-use crate::analysis::feature_grid::{FeatureGrid, Row, feature_grid, map_rgb};
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
+use crate::analysis::{FeatureGrid, Row, feature_grid, map_rgb};
 use crate::model::graph::{Tap, TapKind};
 
 /// Textures of the grid for one (snapshot, tap, channel).

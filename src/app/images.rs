@@ -5,7 +5,7 @@ use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot};
 
 use super::textures::{CRISP, image_of, rgb_texture};
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
 use crate::attack::report::ClassProb;
 
 /// Textures of the three images of one snapshot.
@@ -21,7 +21,7 @@ impl ImageTextures {
     fn build(ctx: &egui::Context, snap: &Snapshot) -> Self {
         let clean = image_of(&snap.x).map(|i| ctx.load_texture("clean", i, CRISP));
         let adversarial = image_of(&snap.x_adv).map(|i| ctx.load_texture("adversarial", i, CRISP));
-        let (perturbation, amplification) = match crate::analysis::render::perturbation_rgb(snap) {
+        let (perturbation, amplification) = match crate::analysis::perturbation_rgb(snap) {
             Ok((img, amp)) => {
                 let size = [img.width() as usize, img.height() as usize];
                 (

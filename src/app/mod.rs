@@ -3,7 +3,7 @@
 //! per layer, a robustness curve and exports.
 //!
 //! This module is egui plus threads only; what it shows is computed in [`crate::analysis`]. The UI
-//! thread only draws immutable [`crate::analysis::snapshot::Snapshot`]s and never waits: every
+//! thread only draws immutable [`crate::analysis::Snapshot`]s and never waits: every
 //! background thread is a [`task::Task`] (the [`worker`] runs the attack and the forward passes,
 //! the [`loader`] decodes images and reads model files, the [`writer`] encodes exports and
 //! screenshots, file [`dialogs`] and the [`robustness`] curve run on their own). One concept per

@@ -6,7 +6,7 @@ use egui_plot::{Line, Plot, PlotPoints, Points};
 
 use super::settings::RobustnessSettings;
 use super::task::{Task, Waker};
-use crate::analysis::robustness::{Progress, RobustnessJob, attack_for, run_job};
+use crate::analysis::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
 use crate::cancel::Cancel;
 
 /// Colour of the curve.
@@ -26,7 +26,7 @@ pub struct RobustnessRun {
     pub attack: String,
     /// Error, if the job failed.
     pub error: Option<String>,
-    task: Option<Task<RobustnessJob, Progress>>,
+    task: Option<Task<RobustnessJob, CurveProgress>>,
     cancel: Cancel,
 }
 
@@ -35,16 +35,16 @@ impl RobustnessRun {
     pub fn start(job: RobustnessJob, wake: Waker) -> std::io::Result<Self> {
         let cancel = Cancel::new();
         let c = cancel.clone();
-        let attack = attack_for(&job.cfg).id().to_string();
+        let attack = curve_attack(&job.cfg).id().to_string();
         let task = Task::spawn(ROBUSTNESS_THREAD, wake, move |batch, reply| {
             for job in batch {
-                let send = |p: Progress| {
+                let send = |p: CurveProgress| {
                     reply.send(p);
                 };
-                match run_job(&job, &c, &send) {
-                    Ok(()) => send(Progress::Done),
+                match robustness_curve(&job, &c, &send) {
+                    Ok(()) => send(CurveProgress::Done),
                     Err(_) if c.is_cancelled() => {}
-                    Err(e) => send(Progress::Failed(e)),
+                    Err(e) => send(CurveProgress::Failed(e)),
                 }
             }
             false // one job per run
@@ -78,16 +78,16 @@ impl RobustnessRun {
         let mut finished = stopped.is_some();
         for m in messages {
             match m {
-                Progress::Point { eps, accuracy } => {
+                CurveProgress::Point { eps, accuracy } => {
                     self.points
                         .push([f64::from(eps * 255.0), f64::from(accuracy)]);
                 }
-                Progress::Fraction(f) => self.progress = f,
-                Progress::Done => {
+                CurveProgress::Fraction(f) => self.progress = f,
+                CurveProgress::Done => {
                     self.progress = 1.0;
                     finished = true;
                 }
-                Progress::Failed(e) => {
+                CurveProgress::Failed(e) => {
                     self.error = Some(e);
                     finished = true;
                 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use eframe::egui;
 use image::{DynamicImage, RgbaImage};
 
-use crate::analysis::export::save_dynamic;
+use crate::analysis::save_dynamic;
 
 /// Writes a window screenshot as PNG.
 pub fn save_screenshot(shot: &egui::ColorImage, path: &Path) -> anyhow::Result<()> {

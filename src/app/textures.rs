@@ -52,7 +52,7 @@ pub fn colour_bar(ctx: &egui::Context) -> egui::TextureHandle {
     let rgb: Vec<u8> = (0..n)
         .flat_map(|i| {
             let t = 1.0 - 2.0 * i as f32 / (n - 1) as f32;
-            crate::analysis::colormap::diverging(t)
+            crate::analysis::diverging(t)
         })
         .collect();
     rgb_texture(ctx, "colour-bar", [1, n], &rgb)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::task::{Replier, Stopped, Task, Waker};
-use crate::analysis::snapshot::{AnalyseJob, Snapshot, analyse};
+use crate::analysis::{AnalyseJob, Snapshot, analyse};
 use crate::attack::AttackError;
 use crate::cancel::Cancel;
 use crate::engine::gpu::GpuContext;

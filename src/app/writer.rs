@@ -9,11 +9,9 @@ use eframe::egui;
 
 use super::screenshot::save_screenshot;
 use super::task::{Replier, Stopped, Task, Waker};
-use crate::analysis::export::{
-    save_adversarial, save_feature_maps, save_perturbation, save_record,
-};
-use crate::analysis::feature_grid::FeatureGrid;
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::FeatureGrid;
+use crate::analysis::Snapshot;
+use crate::analysis::{save_adversarial, save_feature_maps, save_perturbation, save_record};
 
 /// Name of the writer thread.
 pub const WRITER_THREAD: &str = "advlens-writer";

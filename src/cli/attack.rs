@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::analysis::colormap::perturbation_image;
+use crate::analysis::perturbation_image;
 use crate::array::Array;
 use crate::attack::report::{RunRecord, image_records};
 use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};

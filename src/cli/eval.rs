@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::analysis::eval::{EvalReport, evaluate};
+use crate::analysis::{EvalReport, evaluate};
 use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
 use crate::data::idx::{self, Labelled, Split};
 

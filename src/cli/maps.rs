@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::attack::{AttackSpecArgs, load_images};
-use crate::analysis::export::save_feature_maps;
-use crate::analysis::feature_grid::{channel_deltas, feature_grid, sorted_by_delta};
-use crate::analysis::snapshot::{AnalyseJob, analyse};
+use crate::analysis::save_feature_maps;
+use crate::analysis::{AnalyseJob, analyse};
+use crate::analysis::{channel_deltas, feature_grid, sorted_by_delta};
 use crate::cancel::Cancel;
 
 /// Arguments of `maps`.

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::new_model::ArchArgs;
-use crate::analysis::eval::evaluate;
+use crate::analysis::evaluate;
 use crate::attack::{AttackConfig, AttackKind, Cancel};
 use crate::data::idx::{self, Labelled, Split};
 use crate::model::Network;

@@ -7,9 +7,8 @@ use std::sync::mpsc::channel;
 use eframe::egui;
 
 use super::{AdvlensApp, PendingShot};
-use crate::analysis::export::{self, Export};
-use crate::analysis::feature_grid::{FeatureGrid, feature_grid};
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
+use crate::analysis::{self as export, Export, FeatureGrid, feature_grid};
 use crate::app::feature_maps::tap_choices;
 use crate::app::writer::{Payload, WriteJob};
 

@@ -4,7 +4,7 @@
 use eframe::egui;
 
 use super::AdvlensApp;
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
 use crate::app::amplification::amplification_ui;
 use crate::app::feature_maps::tap_choices;
 use crate::app::robustness::{self, robustness_ui};

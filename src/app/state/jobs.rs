@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{AdvlensApp, JobKey};
-use crate::analysis::robustness::RobustnessJob;
-use crate::analysis::snapshot::AnalyseJob;
+use crate::analysis::AnalyseJob;
+use crate::analysis::RobustnessJob;
 use crate::app::loader::InputPrep;
 use crate::app::robustness::RobustnessRun;
 use crate::app::worker::Reply;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::{AdvlensApp, is_model_path};
-use crate::analysis::export::Export;
+use crate::analysis::Export;
 use crate::app::controls::Action;
 use crate::app::dialogs::{DialogAnswer, DialogBackend, DialogPurpose};
 use crate::app::settings::ImageSource;

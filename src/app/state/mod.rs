@@ -29,7 +29,7 @@ use super::status::{Errors, StatusInfo, errors_window, status_ui};
 use super::task::Waker;
 use super::worker::Worker;
 use super::writer::Writer;
-use crate::analysis::snapshot::Snapshot;
+use crate::analysis::Snapshot;
 use crate::array::Array;
 use crate::attack::AttackConfig;
 use crate::data::idx::Labelled;
