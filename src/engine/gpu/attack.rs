@@ -3,6 +3,7 @@
 //! once at the end. Larger batches run in chunks like every other call.
 
 use super::buffers::upload;
+use super::context::GpuContext;
 use super::dispatch::{Dispatch, grid};
 use super::error::gpu_err;
 use super::kernels::Entry;
@@ -131,9 +132,7 @@ impl GpuEngine {
         let elements = grid(n * dim);
         ctx.queue
             .write_buffer(x_adv, 0, bytemuck::cast_slice(start.data()));
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("attack"),
-        });
+        let mut encoder = new_encoder(device);
         let mut in_flight = None;
         for s in 0..=spec.steps {
             let head = vec![
@@ -148,41 +147,13 @@ impl GpuEngine {
                 break;
             }
             if s > 0 && s % STEPS_PER_SUBMIT == 0 {
-                // Hand the recorded steps to the GPU and check for cancellation meanwhile.
-                let done = std::mem::replace(
-                    &mut encoder,
-                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("attack"),
-                    }),
-                );
-                let index = ctx.queue.submit([done.finish()]);
-                // Keep one submission in flight: wait for the one before it.
-                if let Some(prev) = in_flight.replace(index) {
-                    ctx.device
-                        .poll(wgpu::PollType::Wait {
-                            submission_index: Some(prev),
-                            timeout: None,
-                        })
-                        .map_err(|e| gpu_err(e.to_string()))?;
-                }
+                submit(ctx, &mut encoder, &mut in_flight)?;
                 if cancelled() {
                     return Err(EngineError::Cancelled);
                 }
             }
             plan.clear_grads(&mut encoder, out, bypass);
-            let mut tail = Vec::new();
-            if spec.momentum.is_some() {
-                tail.push(launch(Entry::Norms, s, 1, per_example)?);
-                tail.push(launch(Entry::Momentum, s, 0, elements)?);
-            }
-            if spec.l2 {
-                tail.push(launch(Entry::Norms, s, 2, per_example)?);
-            }
-            tail.push(launch(Entry::Update, s, 0, elements)?);
-            if spec.l2 {
-                tail.push(launch(Entry::Norms, s, 3, per_example)?);
-                tail.push(launch(Entry::ProjectL2, s, 0, elements)?);
-            }
+            let tail = update(&launch, spec, s, n, elements)?;
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for d in plan.forward(bypass).iter().chain(&head) {
                 d.encode(&mut pass);
@@ -196,21 +167,81 @@ impl GpuEngine {
         let rec = data.pop().ok_or_else(|| gpu_err("record missing"))?;
         let adv = data.pop().ok_or_else(|| gpu_err("images missing"))?;
         let x_adv = Array::new(x.shape().to_vec(), adv).map_err(|e| gpu_err(e.to_string()))?;
-        let steps = (0..=spec.steps)
-            .map(|s| {
-                (0..n)
-                    .map(|i| {
-                        let r = &rec[(s * n + i) * (k + 3)..][..k + 3];
-                        FusedStep {
-                            loss: r[0],
-                            linf: r[1],
-                            l2: r[2],
-                            logits: r[3..].to_vec(),
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(FusedOutcome { x_adv, steps })
+        Ok(FusedOutcome {
+            x_adv,
+            steps: history(&rec, spec.steps, n, k),
+        })
     }
+}
+
+fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {
+    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("attack"),
+    })
+}
+
+/// Hands the steps recorded in `encoder` to the GPU and starts a new encoder, keeping one
+/// submission in flight: waits for the one before, so the host never runs far ahead.
+fn submit(
+    ctx: &GpuContext,
+    encoder: &mut wgpu::CommandEncoder,
+    in_flight: &mut Option<wgpu::SubmissionIndex>,
+) -> R<()> {
+    let done = std::mem::replace(encoder, new_encoder(&ctx.device));
+    let index = ctx.queue.submit([done.finish()]);
+    if let Some(prev) = in_flight.replace(index) {
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(prev),
+                timeout: None,
+            })
+            .map_err(|e| gpu_err(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The launches after step `s`'s backward: momentum, the step itself and, for L2, the
+/// projection, with the norms each needs first. `launch(entry, step, norms mode, groups)`.
+fn update(
+    launch: &impl Fn(Entry, usize, u32, [u32; 3]) -> R<Dispatch>,
+    spec: &FusedLoop,
+    s: usize,
+    n: usize,
+    elements: [u32; 3],
+) -> R<Vec<Dispatch>> {
+    let per_example = [n as u32, 1, 1];
+    let mut tail = Vec::new();
+    if spec.momentum.is_some() {
+        tail.push(launch(Entry::Norms, s, 1, per_example)?);
+        tail.push(launch(Entry::Momentum, s, 0, elements)?);
+    }
+    if spec.l2 {
+        tail.push(launch(Entry::Norms, s, 2, per_example)?);
+    }
+    tail.push(launch(Entry::Update, s, 0, elements)?);
+    if spec.l2 {
+        tail.push(launch(Entry::Norms, s, 3, per_example)?);
+        tail.push(launch(Entry::ProjectL2, s, 0, elements)?);
+    }
+    Ok(tail)
+}
+
+/// Every step's loss, distances and logits per example, from the record rows
+/// `[loss, linf, l2, logits…]` at `(s·n + i)·(k + 3)`.
+fn history(rec: &[f32], steps: usize, n: usize, k: usize) -> Vec<Vec<FusedStep>> {
+    (0..=steps)
+        .map(|s| {
+            (0..n)
+                .map(|i| {
+                    let r = &rec[(s * n + i) * (k + 3)..][..k + 3];
+                    FusedStep {
+                        loss: r[0],
+                        linf: r[1],
+                        l2: r[2],
+                        logits: r[3..].to_vec(),
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
