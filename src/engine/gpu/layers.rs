@@ -1,6 +1,6 @@
 //! The launches each graph op records: its forward (into its value buffer) and its share of the
 //! input gradient (added into its inputs' gradient buffers). Convolutions and linear layers are
-//! matrix products; the denoise blocks are in `denoise.rs`.
+//! matrix products; the denoise blocks are in `denoise/`.
 
 use super::buffers::chw;
 use super::denoise;

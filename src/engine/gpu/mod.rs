@@ -6,7 +6,7 @@
 //! Data flows one way: [`kernels`] names the WGSL entry points and [`uniforms`] mirrors their
 //! parameter blocks; the [`GpuContext`] compiles them once per device (`pipelines.rs`); `params.rs`
 //! uploads a network's weights, `buffers.rs` allocates a batch's memory, and `plan.rs` records
-//! every launch (`layers.rs`, `denoise.rs`, through `recorder.rs` and `dispatch.rs`) once per
+//! every launch (`layers.rs`, `denoise/`, through `recorder.rs` and `dispatch.rs`) once per
 //! batch size; this file and `attack.rs` replay the recorded launches and read the results back
 //! (`readback.rs`).
 

@@ -1,6 +1,6 @@
 //! What recording a plan's launches works with: the graph, the parameters and buffers on the
 //! device and the batch size, plus the launch helpers every op's recording shares (matrix
-//! products, element-wise ops, softmax). The ops themselves are in `layers.rs` and `denoise.rs`.
+//! products, element-wise ops, softmax). The ops themselves are in `layers.rs` and `denoise/`.
 
 use super::buffers::{Buffers, Scratch};
 use super::context::GpuContext;
