@@ -162,7 +162,8 @@ impl GpuContext {
         Ok(cache.get(&self.device, entry))
     }
 
-    /// How many kernel entry points have been compiled on this device (by any engine).
+    /// How many kernel pipelines have been compiled on this device, by any engine: it stops
+    /// growing once every kernel in use is cached.
     pub fn kernels_compiled(&self) -> usize {
         self.pipelines.lock().map_or(0, |c| c.compiled())
     }
