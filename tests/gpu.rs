@@ -437,3 +437,67 @@ fn auto_falls_back_to_the_cpu_engine() {
     let ok = open_auto(net, Ok(ctx)).unwrap();
     assert!(ok.engine.describe().starts_with("gpu: "));
 }
+
+/// What building an engine costs on one context, twice: the first engine compiles every kernel
+/// it uses, the second should find them in the context's cache. Prints the times (run with
+/// `--ignored --nocapture`); a fresh context so other tests have not warmed it.
+#[test]
+#[ignore = "timing, prints numbers"]
+fn engine_setup_timing() {
+    use advlens::engine::gpu::{AdapterPolicy, GpuContext};
+    let Ok(ctx) = GpuContext::headless(AdapterPolicy::AllowSoftware) else {
+        return;
+    };
+    let net = Arc::new(advlens::zoo::default_network().unwrap());
+    let x = random_images(1, net.input_shape(), 1);
+    for round in 1..=2 {
+        let start = std::time::Instant::now();
+        let mut e = GpuEngine::new(net.clone(), ctx.clone()).unwrap();
+        let built = start.elapsed();
+        e.forward(&x, &ForwardOptions::default()).unwrap();
+        let first = start.elapsed();
+        let again = std::time::Instant::now();
+        e.forward(&x, &ForwardOptions::default()).unwrap();
+        println!(
+            "engine {round} on {}: new {:.1} ms, new + first forward {:.1} ms, second forward {:.1} ms",
+            ctx.adapter_name(),
+            built.as_secs_f64() * 1e3,
+            first.as_secs_f64() * 1e3,
+            again.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// Kernels are compiled once per device: a second engine on the same context, for another
+/// network with the same ops, compiles none, so switching models costs no shader compilation.
+#[test]
+fn a_second_engine_on_a_context_compiles_no_kernel() {
+    use advlens::engine::gpu::{AdapterPolicy, GpuContext};
+    if common::gpu_context().is_none() {
+        return;
+    }
+    // A context of its own: the shared one gains kernels from tests running beside this one.
+    let ctx = GpuContext::headless(AdapterPolicy::AllowSoftware).unwrap();
+    assert_eq!(ctx.kernels_compiled(), 0);
+    let run = |seed: u64| {
+        let net = Arc::new(randomized(
+            tiny_config(DenoiseVariant::Bilateral, Placement::AfterStage),
+            seed,
+        ));
+        let mut e = GpuEngine::new(net.clone(), ctx.clone()).unwrap();
+        let x = random_images(2, net.input_shape(), seed);
+        let loss = Loss::CrossEntropy {
+            classes: vec![0, 1],
+        };
+        e.input_grad(&x, &loss, &ForwardOptions::default()).unwrap();
+    };
+    run(1);
+    let compiled = ctx.kernels_compiled();
+    assert!(compiled > 5, "{compiled} kernels after one engine");
+    run(2);
+    assert_eq!(
+        ctx.kernels_compiled(),
+        compiled,
+        "the second engine compiled"
+    );
+}

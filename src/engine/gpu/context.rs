@@ -1,9 +1,13 @@
 //! The wgpu device the gpu engine computes on: a headless one of its own (CLI, tests) or one
 //! shared with the renderer (the app). Requests the adapter's own limits, not wgpu's defaults, so
-//! large feature maps fit, and turns wgpu's errors into values instead of panics.
+//! large feature maps fit, turns wgpu's errors into values instead of panics, and holds the
+//! device's compiled kernels so every engine on it shares them.
 
 use std::sync::{Arc, Mutex};
 
+use super::error::gpu_err;
+use super::kernels::Entry;
+use super::pipelines::{Kernel, Pipelines};
 use crate::engine::EngineError;
 
 /// Which adapters a headless context may use.
@@ -16,7 +20,8 @@ pub enum AdapterPolicy {
     AllowSoftware,
 }
 
-/// A wgpu device with its queue and a record of the errors wgpu reported on it.
+/// A wgpu device with its queue, a record of the errors wgpu reported on it and the kernels
+/// compiled on it. Clones share the device, the record and the compiled kernels.
 #[derive(Clone)]
 pub struct GpuContext {
     /// The device.
@@ -28,13 +33,7 @@ pub struct GpuContext {
     /// Limits the device was created with.
     pub limits: wgpu::Limits,
     errors: Arc<Mutex<Vec<String>>>,
-}
-
-fn gpu_err(message: impl Into<String>) -> EngineError {
-    EngineError::Backend {
-        engine: "gpu",
-        message: message.into(),
-    }
+    pipelines: Arc<Mutex<Pipelines>>,
 }
 
 impl GpuContext {
@@ -118,6 +117,7 @@ impl GpuContext {
             info,
             limits,
             errors,
+            pipelines: Arc::default(),
         }
     }
 
@@ -151,5 +151,20 @@ impl GpuContext {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| gpu_err(e.to_string()))?;
         self.take_error()
+    }
+
+    /// The compiled `entry`, compiled now if no engine on this device has used it yet.
+    pub(crate) fn kernel(&self, entry: Entry) -> Result<Kernel, EngineError> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| gpu_err("pipeline cache poisoned"))?;
+        Ok(cache.get(&self.device, entry))
+    }
+
+    /// How many kernel pipelines have been compiled on this device, by any engine: it stops
+    /// growing once every kernel in use is cached.
+    pub fn kernels_compiled(&self) -> usize {
+        self.pipelines.lock().map_or(0, |c| c.compiled())
     }
 }

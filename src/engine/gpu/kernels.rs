@@ -1,13 +1,6 @@
-//! The WGSL kernels (one file per family in `shaders/`), their pipelines (built once per engine
-//! and cached) and recorded dispatches: a pipeline, a bind group and a workgroup count, created
-//! once per (network, batch) and replayed on every call.
-
-use std::collections::HashMap;
-
-use wgpu::util::DeviceExt as _;
-
-use super::context::GpuContext;
-use crate::engine::EngineError;
+//! The WGSL kernels: one [`Shader`] per file in `shaders/` (a kernel family sharing one binding
+//! layout and one parameter block) and one [`Entry`] per compute entry point. Pure names and
+//! sources; the device objects built from them live in the context's pipeline cache.
 
 /// A kernel family: one WGSL file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,198 +65,106 @@ impl Shader {
     }
 }
 
-/// One recorded kernel launch.
-pub struct Dispatch {
-    pipeline: wgpu::ComputePipeline,
-    bind: wgpu::BindGroup,
-    groups: [u32; 3],
-}
-
-impl Dispatch {
-    /// Records the launch into a compute pass.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
-    }
-}
-
-/// Records `list` into one compute pass of `encoder`.
-pub fn encode_all(encoder: &mut wgpu::CommandEncoder, list: &[Dispatch], label: &str) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    });
-    for d in list {
-        d.encode(&mut pass);
-    }
-}
-
-struct Family {
-    layout: wgpu::BindGroupLayout,
-    pipeline_layout: wgpu::PipelineLayout,
-    module: wgpu::ShaderModule,
-    /// One small buffer per storage slot, bound where a kernel leaves the slot unused.
-    dummies: Vec<wgpu::Buffer>,
-}
-
-/// Shader modules, pipelines and the device they live on.
-pub struct Kernels {
-    ctx: GpuContext,
-    families: HashMap<Shader, Family>,
-    pipelines: HashMap<(Shader, &'static str), wgpu::ComputePipeline>,
-}
-
-/// Workgroups for a grid-stride kernel of 256 threads over `count` elements.
-pub fn grid(count: usize) -> [u32; 3] {
-    [count.div_ceil(256).clamp(1, 65_535) as u32, 1, 1]
-}
-
-impl Kernels {
-    /// Kernels on `ctx`'s device (modules are compiled on first use).
-    pub fn new(ctx: GpuContext) -> Self {
-        Self {
-            ctx,
-            families: HashMap::new(),
-            pipelines: HashMap::new(),
+/// Declares [`Entry`] from one list, so a variant's name, WGSL function and family cannot drift
+/// apart.
+macro_rules! entries {
+    ($($shader:ident { $($(#[$doc:meta])* $variant:ident = $name:literal,)* })*) => {
+        /// A compute entry point (a WGSL function marked `@compute`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Entry {
+            $($($(#[$doc])* $variant,)*)*
         }
-    }
 
-    /// The device context.
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
-    }
+        impl Entry {
+            /// Every entry point of every kernel family.
+            pub const ALL: &[Entry] = &[$($(Entry::$variant,)*)*];
 
-    fn family(&mut self, shader: Shader) -> &Family {
-        let device = &self.ctx.device;
-        self.families.entry(shader).or_insert_with(|| {
-            let n = shader.storage_bindings();
-            let mut entries = vec![wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            }];
-            for b in 1..=n {
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: b,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: false },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                });
+            /// The WGSL function's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($(Entry::$variant => $name,)*)*
+                }
             }
-            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(shader.file_name()),
-                entries: &entries,
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(shader.file_name()),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-            });
-            let dummies = (0..n)
-                .map(|_| {
-                    device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("unused slot"),
-                        size: 16,
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    })
-                })
-                .collect();
-            Family {
-                layout,
-                pipeline_layout,
-                module,
-                dummies,
+
+            /// The file it is declared in.
+            pub fn shader(self) -> Shader {
+                match self {
+                    $($(Entry::$variant => Shader::$shader,)*)*
+                }
             }
-        })
-    }
-
-    fn pipeline(&mut self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
-        if let Some(p) = self.pipelines.get(&(shader, entry)) {
-            return p.clone();
         }
-        let device = self.ctx.device.clone();
-        let fam = self.family(shader);
-        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&fam.pipeline_layout),
-            module: &fam.module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        self.pipelines.insert((shader, entry), p.clone());
-        p
-    }
-
-    /// Records a launch of `entry` in `shader` with uniform `params` (32-bit words) and storage
-    /// buffers for bindings 1, 2, … (`None` leaves a slot unused).
-    pub fn dispatch(
-        &mut self,
-        shader: Shader,
-        entry: &'static str,
-        params: &[u32],
-        buffers: &[Option<&wgpu::Buffer>],
-        groups: [u32; 3],
-    ) -> Result<Dispatch, EngineError> {
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        if groups.iter().any(|&g| g > max) {
-            return Err(EngineError::Backend {
-                engine: "gpu",
-                message: format!(
-                    "{entry}: {groups:?} workgroups exceed the device's limit of {max} per dimension; use a smaller batch"
-                ),
-            });
-        }
-        let pipeline = self.pipeline(shader, entry);
-        let device = self.ctx.device.clone();
-        let mut words = params.to_vec();
-        words.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(entry),
-            contents: bytemuck::cast_slice(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let fam = self.family(shader);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        for (slot, dummy) in fam.dummies.iter().enumerate() {
-            let buf = buffers.get(slot).copied().flatten().unwrap_or(dummy);
-            entries.push(wgpu::BindGroupEntry {
-                binding: slot as u32 + 1,
-                resource: buf.as_entire_binding(),
-            });
-        }
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &fam.layout,
-            entries: &entries,
-        });
-        Ok(Dispatch {
-            pipeline,
-            bind,
-            groups,
-        })
-    }
+    };
 }
 
-/// An `f32` as the 32-bit word a kernel's parameter block holds.
-pub fn f(v: f32) -> u32 {
-    v.to_bits()
+entries! {
+    Matmul {
+        /// `C = αA·B + βC (+ bias)`, with convolution loaders.
+        Matmul = "main",
+    }
+    Elementwise {
+        /// Channel reorder, mean subtraction and scaling of the input.
+        NormalizeForward = "normalize_forward",
+        /// Gradient of [`Entry::NormalizeForward`].
+        NormalizeBackward = "normalize_backward",
+        /// Per-channel scale and shift (folded batch norm).
+        AffineForward = "affine_forward",
+        /// Gradient of [`Entry::AffineForward`].
+        AffineBackward = "affine_backward",
+        /// `max(x, 0)`.
+        ReluForward = "relu_forward",
+        /// Gradient of [`Entry::ReluForward`] (from the output).
+        ReluBackward = "relu_backward",
+        /// `min(max(x, 0), 6)`.
+        Relu6Forward = "relu6_forward",
+        /// Gradient of [`Entry::Relu6Forward`] (from the input).
+        Relu6Backward = "relu6_backward",
+        /// Sum of two values.
+        AddForward = "add_forward",
+        /// Adds one gradient into another.
+        Accumulate = "accumulate",
+        /// Mean over each channel's cells.
+        GlobalPoolForward = "global_pool_forward",
+        /// Gradient of [`Entry::GlobalPoolForward`].
+        GlobalPoolBackward = "global_pool_backward",
+    }
+    Pool {
+        /// Max or average pooling.
+        PoolForward = "pool_forward",
+        /// Gradient of [`Entry::PoolForward`].
+        PoolBackward = "pool_backward",
+    }
+    Softmax {
+        /// Row softmax of scaled scores.
+        SoftmaxForward = "softmax_forward",
+        /// Gradient of [`Entry::SoftmaxForward`] with respect to the scores.
+        SoftmaxBackward = "softmax_backward",
+    }
+    Denoise {
+        /// 3×3 mean filter.
+        MeanForward = "mean_forward",
+        /// Gradient of [`Entry::MeanForward`].
+        MeanBackward = "mean_backward",
+        /// 3×3 median filter.
+        MedianForward = "median_forward",
+        /// Gradient of [`Entry::MedianForward`] (through the chosen cell).
+        MedianBackward = "median_backward",
+        /// Bilateral filter over 3×3 neighbourhoods with embedded similarities.
+        BilateralForward = "bilateral_forward",
+        /// Bilateral gradient, query side (and the weight logits).
+        BilateralBackwardQuery = "bilateral_backward_query",
+        /// Bilateral gradient, key side and the values.
+        BilateralBackwardKey = "bilateral_backward_key",
+    }
+    Attack {
+        /// Cross-entropy loss and its gradient on the logits, recorded per step.
+        CrossEntropy = "cross_entropy",
+        /// Per-example norms of the perturbation or the gradient.
+        Norms = "norms",
+        /// Momentum accumulation (MI-FGSM).
+        Momentum = "momentum",
+        /// The signed or normalised step.
+        Update = "update",
+        /// Projection onto the L2 ball.
+        ProjectL2 = "project_l2",
+    }
 }
