@@ -192,7 +192,7 @@ fn adversarial_perturbation_and_record_exports() {
     advlens::analysis::save_record(&s, &rec).unwrap();
     assert_eq!(image::open(&adv).unwrap().width(), 28);
     assert_eq!(image::open(&pert).unwrap().height(), 28);
-    let back: advlens::attack::report::RunRecord =
+    let back: advlens::attack::RunRecord =
         serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
     assert_eq!(back.images.len(), 1);
     assert_eq!(back.attack.kind, AttackKind::Fgsm);
@@ -722,7 +722,7 @@ fn dialog_answers_open_images_and_write_exports() {
     step_until(&mut harness, |a| {
         a.open_dialog().is_none() && record.exists()
     });
-    let back: advlens::attack::report::RunRecord =
+    let back: advlens::attack::RunRecord =
         serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
     assert!(back.images[0].source.ends_with("picked.png"));
     // A cancelled dialog (the backend has no answer for a screenshot) changes nothing.

@@ -8,7 +8,7 @@
 mod common;
 
 use advlens::array::Array;
-use advlens::attack::project::distances;
+use advlens::attack::distances;
 use advlens::attack::{
     self, AttackConfig, AttackError, AttackKind, AttackResult, Cancel, Norm, TargetMode,
 };

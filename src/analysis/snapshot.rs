@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::array::Array;
-use crate::attack::report::{RunRecord, image_records};
 use crate::attack::{AttackConfig, AttackError};
+use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
 use crate::model::Network;

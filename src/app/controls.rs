@@ -9,7 +9,7 @@ use eframe::egui;
 
 use super::settings::{AttackSettings, EngineChoice, ImageSource, Settings, TargetChoice};
 use super::textures::{CRISP, image_of};
-use crate::attack::budget::parse_budget;
+use crate::attack::parse_budget;
 use crate::attack::{AttackKind, Norm};
 
 /// How many bundled images the strip shows.

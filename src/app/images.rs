@@ -6,7 +6,7 @@ use egui_plot::{Bar, BarChart, Plot};
 
 use super::textures::{CRISP, image_of, rgb_texture};
 use crate::analysis::Snapshot;
-use crate::attack::report::ClassProb;
+use crate::attack::ClassProb;
 
 /// Textures of the three images of one snapshot.
 struct ImageTextures {

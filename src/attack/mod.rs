@@ -4,16 +4,21 @@
 //! cancelled between steps. Examples never interact: an image's result does not depend on the
 //! batch it is in, and every random choice comes from the seed and the image itself.
 
-pub mod budget;
-pub mod cw;
-pub mod deepfool;
-pub mod fgsm;
-pub mod iterative;
-pub mod mifgsm;
-pub mod pgd;
-pub mod project;
-pub mod report;
-pub mod target;
+mod budget;
+mod cw;
+mod deepfool;
+mod fgsm;
+mod iterative;
+mod mifgsm;
+mod pgd;
+mod project;
+mod report;
+mod target;
+
+pub use budget::{Budget, parse_budget, parse_fraction};
+pub use pgd::madry_step_size;
+pub use project::{distances, linf};
+pub use report::{ClassProb, ImageRecord, RunRecord, image_records, top5};
 
 use std::fmt;
 use std::str::FromStr;

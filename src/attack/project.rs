@@ -73,13 +73,6 @@ pub fn project(x_adv: &mut [f32], x: &[f32], eps: f32, norm: Norm) {
     }
 }
 
-/// Clamps every value to [0, 1].
-pub fn clip01(v: &mut [f32]) {
-    for a in v {
-        *a = a.clamp(0.0, 1.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

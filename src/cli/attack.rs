@@ -9,8 +9,8 @@ use clap::Args;
 
 use crate::analysis::perturbation_image;
 use crate::array::Array;
-use crate::attack::report::{RunRecord, image_records};
 use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
+use crate::attack::{RunRecord, image_records};
 use crate::data::image_io;
 use crate::engine::ForwardOptions;
 
@@ -246,7 +246,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
             .zip(x.example(i))
             .map(|(a, b)| a - b)
             .collect();
-        let scale = crate::attack::project::linf(&delta).max(1e-12);
+        let scale = crate::attack::linf(&delta).max(1e-12);
         let (pimg, _) = perturbation_image(&delta, shape, scale);
         let p_path = args.out.join(format!("{name}_perturbation.png"));
         image_io::save_png(&image::DynamicImage::ImageRgb8(pimg), &p_path)?;

@@ -240,7 +240,7 @@ fn train_modes_table(
     println!("|---|---|---|---|");
     let adv = AdvSettings {
         eps: 0.1,
-        step_size: crate::attack::pgd::madry_step_size(0.1, 7),
+        step_size: crate::attack::madry_step_size(0.1, 7),
         steps: 7,
     };
     let modes = [

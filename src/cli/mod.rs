@@ -1,19 +1,19 @@
 //! The command line: `advlens` alone opens the app; subcommands run headless.
 
-pub mod attack;
-pub mod bench;
-pub mod eval;
-pub mod inspect;
-pub mod maps;
-pub mod new_model;
-pub mod train;
-pub mod values;
+mod attack;
+mod bench;
+mod eval;
+mod inspect;
+mod maps;
+mod new_model;
+mod train;
+mod values;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::attack::budget::parse_budget;
+use crate::attack::parse_budget;
 
 /// Command-line arguments.
 #[derive(Parser, Debug)]

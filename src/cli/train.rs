@@ -130,7 +130,7 @@ impl TrainArgs {
                 eps: self.eps,
                 step_size: self
                     .step_size
-                    .unwrap_or(crate::attack::pgd::madry_step_size(self.eps, steps)),
+                    .unwrap_or(crate::attack::madry_step_size(self.eps, steps)),
                 steps,
             },
             epochs: self.epochs,
