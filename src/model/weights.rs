@@ -17,8 +17,9 @@ pub const META_CLASSES: &str = "advlens.classes";
 pub const META_FORMAT: &str = "advlens.format";
 /// The format version this build writes.
 pub const FORMAT_VERSION: &str = "1";
-/// Largest weight file advlens opens (4 GiB).
-pub const MAX_FILE_BYTES: u64 = 4 << 30;
+/// Largest weight file advlens opens; defined in [`super::limits`], named here for the readers
+/// of advlens's own files.
+pub use super::limits::MAX_FILE_BYTES;
 
 /// Serialises a network to safetensors bytes.
 pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
