@@ -200,7 +200,7 @@ fn loader_loop(rx: &Receiver<Request>, tx: &Sender<LoadReply>, wake: &Waker) {
 pub fn run_image(job: &ImageJob) -> Result<DecodedImage, String> {
     let image = match &job.input {
         ImageInput::File(path) => Arc::new(image_io::load(path).map_err(|e| e.to_string())?),
-        ImageInput::Photo(name) => Arc::new(crate::zoo::photo(name)?),
+        ImageInput::Photo(name) => Arc::new(crate::zoo::photo(name).map_err(|e| e.to_string())?),
         ImageInput::Decoded(img) => img.clone(),
     };
     let p = job.prep;

@@ -11,6 +11,8 @@ use crate::array::Array;
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest accepted image file, in bytes.
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// The most the decoder may allocate for one image (a 16 384² RGBA image is exactly this).
+pub const MAX_ALLOC: u64 = 1 << 30;
 
 /// Errors reading or writing images.
 #[derive(Debug, thiserror::Error)]
@@ -24,16 +26,30 @@ pub enum ImageError {
         source: std::io::Error,
     },
     /// The bytes are not an image advlens can decode.
-    #[error("{path}: cannot decode image: {reason}")]
+    #[error("{path}: cannot decode image: {source}")]
     Decode {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        source: DecodeError,
     },
     /// Encoding or the shape of the data is wrong.
     #[error("cannot encode image: {0}")]
     Encode(String),
+}
+
+/// Why bytes are not an image advlens can decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes start like no format advlens decodes.
+    #[error("unrecognised image format")]
+    UnknownFormat,
+    /// Reading the bytes failed while guessing the format.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The decoder refused the data: broken, unsupported, or over the size limits.
+    #[error("{0}")]
+    Image(#[from] image::ImageError),
 }
 
 /// Decodes an image file (PNG, JPEG, BMP, WebP, GIF first frame), refusing huge files and
@@ -43,26 +59,24 @@ pub fn load(path: &Path) -> Result<DynamicImage, ImageError> {
         path: path.display().to_string(),
         source,
     })?;
-    decode(&bytes).map_err(|reason| ImageError::Decode {
+    decode(&bytes).map_err(|source| ImageError::Decode {
         path: path.display().to_string(),
-        reason,
+        source,
     })
 }
 
 /// Decodes image bytes with limits.
-pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     if reader.format().is_none() {
-        return Err("unrecognised image format".into());
+        return Err(DecodeError::UnknownFormat);
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(1 << 30);
+    limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    reader.decode().map_err(|e| e.to_string())
+    Ok(reader.decode()?)
 }
 
 /// Converts an image to a `[1, C, H, W]` array in [0, 1] of the given size: grey for one
@@ -195,9 +209,15 @@ mod tests {
 
     #[test]
     fn garbage_and_truncated_files_are_errors() {
-        assert!(decode(b"definitely not an image").is_err());
+        assert!(matches!(
+            decode(b"definitely not an image"),
+            Err(DecodeError::UnknownFormat)
+        ));
         let img = example_to_image(&[0.5; 16], [1, 4, 4]).unwrap();
         let bytes = png_bytes(&img).unwrap();
-        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+        assert!(matches!(
+            decode(&bytes[..bytes.len() / 2]),
+            Err(DecodeError::Image(_))
+        ));
     }
 }
