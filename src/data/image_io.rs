@@ -13,6 +13,9 @@ pub const MAX_SIDE: u32 = 16_384;
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
 /// The most the decoder may allocate for one image (a 16 384² RGBA image is exactly this).
 pub const MAX_ALLOC: u64 = 1 << 30;
+/// The most pixels an image is resized to for a model's evaluation resize (64 Mi: 1 GiB as the
+/// 16-byte float pixels the resize works in).
+pub const MAX_RESIZE_PIXELS: u64 = 1 << 26;
 
 /// Errors reading or writing images.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +107,18 @@ pub fn to_array_with(
             let (iw, ih) = img.dimensions();
             let short = iw.min(ih).max(1) as f64;
             let scale = r as f64 / short;
-            let nw = ((iw as f64 * scale + 0.5) as u32).max(w as u32);
-            let nh = ((ih as f64 * scale + 0.5) as u32).max(h as u32);
+            let (fw, fh) = (iw as f64 * scale + 0.5, ih as f64 * scale + 0.5);
+            // The longer side grows with the aspect ratio: a 16 384×1 image scaled to a
+            // shorter side of 256 would be four million pixels wide.
+            if fw * fh > MAX_RESIZE_PIXELS as f64 {
+                return Err(ImageError::Encode(format!(
+                    "a {iw}×{ih} image scaled to a shorter side of {r} would have {:.0} \
+                     pixels, more than the {MAX_RESIZE_PIXELS} advlens resizes to",
+                    fw * fh
+                )));
+            }
+            let nw = (fw as u32).max(w as u32);
+            let nh = (fh as u32).max(h as u32);
             let resized = img.resize_exact(nw, nh, FilterType::CatmullRom);
             let x0 = (nw - w as u32) / 2;
             let y0 = (nh - h as u32) / 2;
@@ -205,6 +218,21 @@ mod tests {
         for (a, b) in back.data().iter().zip(&vals) {
             assert!((a - b).abs() <= 0.5 / 255.0 + 1e-6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn an_extreme_aspect_ratio_is_refused_before_the_evaluation_resize() {
+        // 4096×1 scaled to a shorter side of 256 would be 1 048 576×256 pixels: refused before
+        // anything is allocated; 2048×1 is still four times over; 8×1 (2048×256) is converted.
+        let e = to_array_with(&DynamicImage::new_luma8(4096, 1), 1, [8, 8], Some(256));
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("a 4096×1 image") && e.contains("more than the 67108864"),
+            "{e}"
+        );
+        assert!(to_array_with(&DynamicImage::new_luma8(2048, 1), 1, [8, 8], Some(256)).is_err());
+        let a = to_array_with(&DynamicImage::new_luma8(8, 1), 1, [8, 8], Some(256)).unwrap();
+        assert_eq!(a.shape(), &[1, 1, 8, 8]);
     }
 
     #[test]

@@ -74,8 +74,8 @@ pub struct Summary {
     pub inputs: usize,
     /// Inputs the loader accepted.
     pub accepted: usize,
-    /// The slowest input.
-    pub slowest: Duration,
+    /// The slowest input's time and index.
+    pub slowest: (Duration, u64),
     /// The highest peak of live bytes of one input.
     pub peak_live: usize,
     /// The largest single allocation.
@@ -205,7 +205,7 @@ pub fn run(target: &Target, seed: u64, inputs: u64) -> Summary {
         match check_one(target, &data) {
             Ok((took, usage, accepted)) => {
                 summary.accepted += usize::from(accepted);
-                summary.slowest = summary.slowest.max(took);
+                summary.slowest = summary.slowest.max((took, index));
                 summary.peak_live = summary.peak_live.max(usage.peak_live);
                 summary.largest = summary.largest.max(usage.largest);
                 let fraction = usage.peak_live as f64 / target.bound(data.len()) as f64;
