@@ -181,7 +181,7 @@ fn pick(rng: &mut ChaCha8Rng, data: &[u8], hints: &[usize]) -> Mutation {
                 value,
             }
         }
-        84..92 => match digit_run(data, offset(rng, len, hints)) {
+        84..92 => match digit_run(data, number_offset(rng, data, hints)) {
             Some((at, n)) => Mutation::HugeDigits {
                 at,
                 len: n,
@@ -200,6 +200,30 @@ fn pick(rng: &mut ChaCha8Rng, data: &[u8], hints: &[usize]) -> Mutation {
                 len: rng.random_range(0..len),
             },
         },
+    }
+}
+
+/// Where to look for a decimal number: half of the time the start of a number of one to three
+/// digits (counts and sizes in a configuration: blocks, widths, classes), which long offsets
+/// would otherwise outnumber a hundred to one; otherwise [`offset`].
+fn number_offset(rng: &mut ChaCha8Rng, data: &[u8], hints: &[usize]) -> usize {
+    let short: Vec<usize> = hints
+        .iter()
+        .copied()
+        .filter(|&h| {
+            // Hints come from the seed; earlier mutations may have shortened the data.
+            let n = data
+                .get(h..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            (1..=3).contains(&n) && (h == 0 || !data[h - 1].is_ascii_digit())
+        })
+        .collect();
+    match short.get(rng.random_range(0..short.len().max(1))) {
+        Some(&h) if rng.random_bool(0.5) => h,
+        _ => offset(rng, data.len(), hints),
     }
 }
 
