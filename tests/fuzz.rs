@@ -19,12 +19,11 @@ mod harness;
 #[path = "fuzz/mutation.rs"]
 mod mutation;
 
-use std::error::Error;
 use std::io::{Cursor, Read as _};
 
 use advlens::data::{idx, image_io};
 use advlens::model::{DenoiseVariant, Placement, npz, pickle, pth, pytorch, tensorpack, weights};
-use harness::Target;
+use harness::{Loaded, Target};
 
 /// Inputs per loader in the default run (CI).
 const CI_INPUTS: u64 = 1000;
@@ -34,8 +33,6 @@ const FULL_INPUTS: u64 = 10_000;
 const DEFAULT_SEED: u64 = 0xAD71E5;
 
 const MIB: usize = 1 << 20;
-
-type Loaded = Result<(), Box<dyn Error>>;
 
 fn seed() -> u64 {
     std::env::var("ADVLENS_FUZZ_SEED")
@@ -458,7 +455,7 @@ fn a_duplicated_zip_entry_is_listed_twice() {
 #[test]
 fn the_harness_reports_panics_and_over_allocation() {
     fn panics_on_odd(b: &[u8]) -> Loaded {
-        assert!(b.len() % 2 == 0, "odd length {}", b.len());
+        assert!(b.len().is_multiple_of(2), "odd length {}", b.len());
         Ok(())
     }
     fn allocates(b: &[u8]) -> Loaded {

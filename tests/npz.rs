@@ -382,14 +382,22 @@ fn a_descr_that_is_empty_or_not_ascii_is_an_error() {
         &[("w".to_string(), Array::new(vec![1], vec![1.0]).unwrap())],
         false,
     );
-    assert_eq!(advlens::model::npz::read_npz_bytes(&good).unwrap()["w"].data(), &[1.0]);
-    for (replacement, shown) in [(&b"'',   "[..], "\"\""), (&"'é4',".as_bytes()[..], "\"é4\"")] {
+    assert_eq!(
+        advlens::model::npz::read_npz_bytes(&good).unwrap()["w"].data(),
+        &[1.0]
+    );
+    for (replacement, shown) in [(&b"'',   "[..], "\"\""), ("'é4',".as_bytes(), "\"é4\"")] {
         let at = good.windows(6).position(|w| w == b"'<f4',").unwrap();
         let mut bad = good.clone();
         bad.splice(at..at + 6, replacement.iter().copied());
         assert_eq!(bad.len(), good.len(), "the entry's sizes still match");
-        let e = advlens::model::npz::read_npz_bytes(&bad).unwrap_err().to_string();
-        assert!(e.contains(&format!("element type {shown} is not a float type")), "{e}");
+        let e = advlens::model::npz::read_npz_bytes(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("element type {shown} is not a float type")),
+            "{e}"
+        );
     }
 }
 

@@ -34,6 +34,9 @@ pub fn time_bound() -> Duration {
 /// returns would otherwise hang the test run instead of failing it.
 const HANG: Duration = Duration::from_secs(60);
 
+/// What a loader under test returns: its typed error, boxed so that one harness runs them all.
+pub type Loaded = Result<(), Box<dyn std::error::Error>>;
+
 /// A loader under test.
 pub struct Target {
     /// The loader's name in reports.
@@ -41,7 +44,7 @@ pub struct Target {
     /// Valid files to mutate.
     pub seeds: Vec<Vec<u8>>,
     /// Reads the bytes as the loader does; an error is the loader's typed error, boxed.
-    pub load: fn(&[u8]) -> Result<(), Box<dyn std::error::Error>>,
+    pub load: fn(&[u8]) -> Loaded,
     /// Bytes any input may allocate at once (peak live) on top of `per_byte` times its length.
     pub fixed_bytes: usize,
     /// Allowed peak live bytes per byte of input.
