@@ -387,7 +387,7 @@ macro_rules! fuzz_tests {
         }
 
         #[test]
-        #[ignore = "10 000 inputs per loader, about a minute in release"]
+        #[ignore = "10 000 inputs per loader, about 80 s in release on two cores"]
         fn $full() {
             harness::run(&$target, seed(), inputs(FULL_INPUTS));
         }
