@@ -7,6 +7,7 @@
 //! is the first bundled Fashion-MNIST test image.
 
 use crate::array::Array;
+use crate::data::image_io::DecodeError;
 use crate::model::{ArchConfig, ModelError, Network, Placement, ResnetDenoiseConfig};
 
 /// The name the CLI accepts for the built-in default model.
@@ -179,11 +180,43 @@ pub const PHOTOS: [(&str, &[u8]); 4] = [
     ("rocket", include_bytes!("../assets/photos/rocket.jpg")),
 ];
 
+/// Why a shipped photo cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PhotoError {
+    /// No photo has this name.
+    #[error("no photo {name:?}; there are {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names there are, as the command line spells them.
+        known: String,
+    },
+    /// The embedded bytes do not decode (a broken build).
+    #[error("the built-in photo {name:?} does not decode: {source}")]
+    Decode {
+        /// The photo.
+        name: String,
+        /// The decoder's error.
+        source: DecodeError,
+    },
+}
+
 /// Decodes the shipped photo `name`.
-pub fn photo(name: &str) -> Result<image::DynamicImage, String> {
-    let (_, bytes) = PHOTOS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-        let names: Vec<String> = PHOTOS.iter().map(|(n, _)| format!("photo:{n}")).collect();
-        format!("no photo {name:?}; there are {}", names.join(", "))
-    })?;
-    crate::data::image_io::decode(bytes)
+pub fn photo(name: &str) -> Result<image::DynamicImage, PhotoError> {
+    let (_, bytes) =
+        PHOTOS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PhotoError::Unknown {
+                name: name.into(),
+                known: PHOTOS
+                    .iter()
+                    .map(|(n, _)| format!("photo:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+    crate::data::image_io::decode(bytes).map_err(|source| PhotoError::Decode {
+        name: name.into(),
+        source,
+    })
 }

@@ -3,65 +3,22 @@
 //! nothing larger than the input (the gradient they return), and little in total, never anything
 //! of the size of the network's activations, workspaces or kernels. A counting global allocator
 //! measures it. The `gemm` crate allocates its own packing buffers at every call (sized by its
-//! cache blocking, not by the problem), which advlens cannot change; those are not counted. This
-//! binary holds one test so that nothing else allocates while it counts.
+//! cache blocking, not by the problem), which advlens cannot change; those are not counted
+//! (tests/counting_alloc). This binary holds one test so that nothing else allocates while it
+//! counts.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod counting_alloc;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use advlens::attack::{self, AttackConfig, AttackKind, Cancel};
-use advlens::engine::cpu::gemm::in_gemm;
 use advlens::engine::cpu::{CpuEngine, Executor};
 use advlens::engine::{Engine, ForwardOptions, Loss};
-
-struct Counting;
-
-/// Bytes allocated outside the `gemm` crate.
-static TOTAL: AtomicUsize = AtomicUsize::new(0);
-/// The largest single allocation outside the `gemm` crate since the last reset.
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-fn count(size: usize) {
-    if !in_gemm() {
-        TOTAL.fetch_add(size, Ordering::Relaxed);
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::{LARGEST, TOTAL};
 
 /// Bytes allocated by `f` in total and in its largest single allocation.
 fn allocated_by(f: impl FnOnce()) -> (usize, usize) {

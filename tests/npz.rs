@@ -375,6 +375,33 @@ fn broken_and_hostile_files_are_errors_not_allocations() {
 }
 
 #[test]
+fn a_descr_that_is_empty_or_not_ascii_is_an_error() {
+    // Found by tests/fuzz.rs: the byte-order mark was split off at byte 1, which panics inside a
+    // multi-byte character or past the end of an empty string.
+    let good = write_npz(
+        &[("w".to_string(), Array::new(vec![1], vec![1.0]).unwrap())],
+        false,
+    );
+    assert_eq!(
+        advlens::model::npz::read_npz_bytes(&good).unwrap()["w"].data(),
+        &[1.0]
+    );
+    for (replacement, shown) in [(&b"'',   "[..], "\"\""), ("'é4',".as_bytes(), "\"é4\"")] {
+        let at = good.windows(6).position(|w| w == b"'<f4',").unwrap();
+        let mut bad = good.clone();
+        bad.splice(at..at + 6, replacement.iter().copied());
+        assert_eq!(bad.len(), good.len(), "the entry's sizes still match");
+        let e = advlens::model::npz::read_npz_bytes(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("element type {shown} is not a float type")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn eval_resize_scales_the_shorter_side_and_crops_the_centre() {
     use advlens::data::image_io::to_array_with;
     // 400×300 RGB: left half red, right half blue, a green band in the middle columns.

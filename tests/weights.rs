@@ -160,3 +160,34 @@ fn missing_file_is_an_io_error_with_the_path() {
     let e = weights::load(&p).unwrap_err();
     assert!(e.to_string().contains("junk.safetensors"), "{e}");
 }
+
+#[test]
+fn one_damaged_digit_in_the_architecture_cannot_ask_for_a_huge_graph_or_resize() {
+    // Found by probing the metadata's numbers with the huge values tests/fuzz.rs uses: a block
+    // count of 4294967295 built graph nodes until memory ran out (65536 took 1.5 s and 260 MB
+    // before the missing tensor was noticed), and an evaluation resize of 4294967295 loaded and
+    // then made every image conversion allocate without bound.
+    let bytes = weights::to_bytes(&sample_net()).unwrap();
+    let edit = |from: &str, to: &str| {
+        rewrite(&bytes, |_, m| {
+            assert!(m[META_ARCH].contains(from), "{}", m[META_ARCH]);
+            let a = m[META_ARCH].replace(from, to);
+            m.insert(META_ARCH.into(), a);
+        })
+    };
+    let start = std::time::Instant::now();
+    let e = weights::from_bytes(&edit("\"blocks\":[1,1]", "\"blocks\":[4294967295,1]"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4294967295 blocks in a stage"), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    let e = weights::from_bytes(&edit("\"eval_resize\":null", "\"eval_resize\":4294967295"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("evaluation resize of 4294967295 pixels"), "{e}");
+    // The largest allowed values still load.
+    let ok = edit("\"eval_resize\":null", "\"eval_resize\":4096");
+    assert_eq!(weights::from_bytes(&ok).unwrap().eval_resize(), Some(4096));
+}

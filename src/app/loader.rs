@@ -171,7 +171,7 @@ fn handle(batch: Vec<Request>, reply: &Replier<LoadReply>) -> bool {
 pub fn run_image(job: &ImageJob) -> Result<DecodedImage, String> {
     let image = match &job.input {
         ImageInput::File(path) => Arc::new(image_io::load(path).map_err(|e| e.to_string())?),
-        ImageInput::Photo(name) => Arc::new(crate::zoo::photo(name)?),
+        ImageInput::Photo(name) => Arc::new(crate::zoo::photo(name).map_err(|e| e.to_string())?),
         ImageInput::Decoded(img) => img.clone(),
     };
     let p = job.prep;

@@ -35,12 +35,86 @@ pub enum IdxError {
         source: std::io::Error,
     },
     /// The bytes are not a valid unsigned-byte IDX file.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {source}")]
     Format {
         /// The file.
         path: String,
         /// What is wrong.
-        reason: String,
+        source: FormatError,
+    },
+    /// The image and label files do not form a labelled set.
+    #[error("{path}: {source}")]
+    Labelled {
+        /// The folder (or the bundled files).
+        path: String,
+        /// What is wrong.
+        source: LabelledError,
+    },
+}
+
+/// Why bytes are not an unsigned-byte IDX array.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Fewer than the four bytes of the magic number.
+    #[error("file too short for an IDX header")]
+    TooShort,
+    /// The magic number does not start with two zero bytes.
+    #[error(
+        "wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
+        .0[0], .0[1], .0[2], .0[3]
+    )]
+    Magic([u8; 4]),
+    /// An element type other than unsigned byte.
+    #[error("IDX element type 0x{0:02x} is not unsigned byte (0x08)")]
+    ElementType(u8),
+    /// A number of dimensions outside 1..=4.
+    #[error("{0} dimensions; expected 1 to 4")]
+    Rank(usize),
+    /// The file ends inside the dimension list.
+    #[error("truncated IDX header")]
+    TruncatedHeader,
+    /// The dimensions multiply to more than [`MAX_BYTES`] (or overflow).
+    #[error("declared size {0:?} is too large")]
+    TooLarge(Vec<usize>),
+    /// The values after the header are more or fewer than the dimensions say.
+    #[error(
+        "declared size {dims:?} needs {needed} bytes but the file holds {actual}{}",
+        if actual < needed { " (truncated)" } else { "" }
+    )]
+    Length {
+        /// The declared dimensions.
+        dims: Vec<usize>,
+        /// Bytes they need.
+        needed: usize,
+        /// Bytes after the header.
+        actual: usize,
+    },
+}
+
+/// Why an image array and a label array do not form a labelled set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LabelledError {
+    /// The images are not `[N, H, W]`.
+    #[error("images have dimensions {0:?}, expected [N, H, W]")]
+    ImageDims(Vec<usize>),
+    /// The labels are not `[N]`.
+    #[error("labels have dimensions {0:?}, expected [N]")]
+    LabelDims(Vec<usize>),
+    /// Different numbers of images and labels.
+    #[error("{images} images but {labels} labels")]
+    Count {
+        /// Images.
+        images: usize,
+        /// Labels.
+        labels: usize,
+    },
+    /// A label names no class.
+    #[error("label {label} is out of range for {classes} classes")]
+    LabelRange {
+        /// The first such label.
+        label: u8,
+        /// The number of classes.
+        classes: usize,
     },
 }
 
@@ -54,52 +128,40 @@ pub struct Idx {
 }
 
 /// Parses IDX bytes (already decompressed).
-pub fn parse(bytes: &[u8]) -> Result<Idx, String> {
-    if bytes.len() < 4 {
-        return Err("file too short for an IDX header".into());
+pub fn parse(bytes: &[u8]) -> Result<Idx, FormatError> {
+    let &[m0, m1, kind, nd, ..] = bytes else {
+        return Err(FormatError::TooShort);
+    };
+    if m0 != 0 || m1 != 0 {
+        return Err(FormatError::Magic([m0, m1, kind, nd]));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(format!(
-            "wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
-            bytes[0], bytes[1], bytes[2], bytes[3]
-        ));
+    if kind != 0x08 {
+        return Err(FormatError::ElementType(kind));
     }
-    if bytes[2] != 0x08 {
-        return Err(format!(
-            "IDX element type 0x{:02x} is not unsigned byte (0x08)",
-            bytes[2]
-        ));
-    }
-    let nd = bytes[3] as usize;
+    let nd = nd as usize;
     if nd == 0 || nd > 4 {
-        return Err(format!("{nd} dimensions; expected 1 to 4"));
+        return Err(FormatError::Rank(nd));
     }
     let header = 4 + 4 * nd;
-    if bytes.len() < header {
-        return Err("truncated IDX header".into());
-    }
-    let dims: Vec<usize> = (0..nd)
-        .map(|i| {
-            let b = &bytes[4 + 4 * i..8 + 4 * i];
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-        })
+    let Some(sizes) = bytes.get(4..header) else {
+        return Err(FormatError::TruncatedHeader);
+    };
+    let dims: Vec<usize> = sizes
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let count = dims
+    let needed = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .filter(|&c| c as u64 <= MAX_BYTES)
-        .ok_or_else(|| format!("declared size {dims:?} is too large"))?;
+        .ok_or_else(|| FormatError::TooLarge(dims.clone()))?;
     let body = &bytes[header..];
-    if body.len() != count {
-        return Err(format!(
-            "declared size {dims:?} needs {count} bytes but the file holds {}{}",
-            body.len(),
-            if body.len() < count {
-                " (truncated)"
-            } else {
-                ""
-            }
-        ));
+    if body.len() != needed {
+        return Err(FormatError::Length {
+            dims,
+            needed,
+            actual: body.len(),
+        });
     }
     Ok(Idx {
         dims,
@@ -119,9 +181,9 @@ pub fn read(path: &Path) -> Result<Idx, IdxError> {
     } else {
         raw
     };
-    parse(&bytes).map_err(|reason| IdxError::Format {
+    parse(&bytes).map_err(|source| IdxError::Format {
         path: path.display().to_string(),
-        reason,
+        source,
     })
 }
 
@@ -151,28 +213,29 @@ pub struct Labelled {
 
 impl Labelled {
     /// Builds a labelled set from image and label IDX arrays, checking that they agree.
-    pub fn from_idx(images: &Idx, labels: &Idx, classes: usize) -> Result<Self, String> {
+    pub fn from_idx(images: &Idx, labels: &Idx, classes: usize) -> Result<Self, LabelledError> {
         let &[n, h, w] = images.dims.as_slice() else {
-            return Err(format!(
-                "images have dimensions {:?}, expected [N, H, W]",
-                images.dims
-            ));
+            return Err(LabelledError::ImageDims(images.dims.clone()));
         };
         let &[m] = labels.dims.as_slice() else {
-            return Err(format!(
-                "labels have dimensions {:?}, expected [N]",
-                labels.dims
-            ));
+            return Err(LabelledError::LabelDims(labels.dims.clone()));
         };
         if n != m {
-            return Err(format!("{n} images but {m} labels"));
+            return Err(LabelledError::Count {
+                images: n,
+                labels: m,
+            });
         }
-        if let Some(bad) = labels.data.iter().find(|&&l| l as usize >= classes) {
-            return Err(format!("label {bad} is out of range for {classes} classes"));
+        if let Some(&label) = labels.data.iter().find(|&&l| l as usize >= classes) {
+            return Err(LabelledError::LabelRange { label, classes });
         }
         let data = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
+        // `parse` checked that the values are exactly `n·h·w` bytes, so the shape always fits;
+        // should an `Idx` be built by hand with too few values, the dimensions are what is wrong.
+        let images = Array::new(vec![n, 1, h, w], data)
+            .map_err(|_| LabelledError::ImageDims(images.dims.clone()))?;
         Ok(Self {
-            images: Array::new(vec![n, 1, h, w], data).map_err(|e| e.to_string())?,
+            images,
             labels: labels.data.iter().map(|&l| l as usize).collect(),
         })
     }
@@ -214,19 +277,40 @@ pub fn load_fashion_mnist(dir: &Path, split: Split) -> Result<Labelled, IdxError
     let file = |kind: &str| -> PathBuf { dir.join(format!("{prefix}-{kind}-ubyte.gz")) };
     let images = read(&file("images-idx3"))?;
     let labels = read(&file("labels-idx1"))?;
-    Labelled::from_idx(&images, &labels, FASHION_CLASSES.len()).map_err(|reason| IdxError::Format {
-        path: dir.display().to_string(),
-        reason,
+    Labelled::from_idx(&images, &labels, FASHION_CLASSES.len()).map_err(|source| {
+        IdxError::Labelled {
+            path: dir.display().to_string(),
+            source,
+        }
     })
 }
 
+/// Where the bundled images come from, for error messages.
+const BUNDLED: &str = "assets/fashion-mnist (built in)";
+
 /// The first 500 Fashion-MNIST test images, shipped in assets/ (MIT, Zalando SE).
-pub fn bundled_test_images() -> Result<Labelled, String> {
+pub fn bundled_test_images() -> Result<Labelled, IdxError> {
     let images = include_bytes!("../../assets/fashion-mnist/t10k-first500-images-idx3-ubyte.gz");
     let labels = include_bytes!("../../assets/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz");
-    let images = parse(&gunzip(images).map_err(|e| e.to_string())?)?;
-    let labels = parse(&gunzip(labels).map_err(|e| e.to_string())?)?;
-    Labelled::from_idx(&images, &labels, FASHION_CLASSES.len())
+    let decode = |gz: &[u8], name: &str| {
+        let path = || format!("{BUNDLED}/{name}");
+        let raw = gunzip(gz).map_err(|source| IdxError::Io {
+            path: path(),
+            source,
+        })?;
+        parse(&raw).map_err(|source| IdxError::Format {
+            path: path(),
+            source,
+        })
+    };
+    let images = decode(images, "t10k-first500-images-idx3-ubyte.gz")?;
+    let labels = decode(labels, "t10k-first500-labels-idx1-ubyte.gz")?;
+    Labelled::from_idx(&images, &labels, FASHION_CLASSES.len()).map_err(|source| {
+        IdxError::Labelled {
+            path: BUNDLED.into(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -257,31 +341,42 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
+        let message = |b: &[u8]| parse(b).unwrap_err().to_string();
         let wrong_magic = idx([1, 2, 8, 1], &[1], &[0]);
-        assert!(parse(&wrong_magic).unwrap_err().contains("magic"));
+        assert_eq!(parse(&wrong_magic), Err(FormatError::Magic([1, 2, 8, 1])));
+        assert!(message(&wrong_magic).contains("magic number 01020801"));
         let truncated = idx([0, 0, 8, 3], &[2, 2, 2], &[0; 7]);
-        assert!(parse(&truncated).unwrap_err().contains("truncated"));
+        assert!(message(&truncated).ends_with("needs 8 bytes but the file holds 7 (truncated)"));
         let too_long = idx([0, 0, 8, 1], &[2], &[0; 3]);
-        assert!(parse(&too_long).is_err());
+        assert!(message(&too_long).ends_with("needs 2 bytes but the file holds 3"));
         let huge = idx([0, 0, 8, 3], &[u32::MAX, u32::MAX, u32::MAX], &[]);
-        assert!(parse(&huge).unwrap_err().contains("too large"));
+        assert!(matches!(parse(&huge), Err(FormatError::TooLarge(_))));
+        assert!(message(&huge).contains("too large"));
         let float = idx([0, 0, 0x0d, 1], &[1], &[0; 4]);
-        assert!(parse(&float).unwrap_err().contains("unsigned byte"));
-        assert!(parse(&[0, 0]).is_err());
+        assert!(message(&float).contains("0x0d is not unsigned byte"));
+        assert_eq!(parse(&[0, 0]), Err(FormatError::TooShort));
+        assert_eq!(parse(&[0, 0, 8, 5]), Err(FormatError::Rank(5)));
+        assert_eq!(
+            parse(&[0, 0, 8, 2, 0, 0, 0, 1]),
+            Err(FormatError::TruncatedHeader)
+        );
         // Counts that disagree, labels out of range.
         let imgs = parse(&idx([0, 0, 8, 3], &[2, 1, 1], &[0, 0])).unwrap();
         let one = parse(&idx([0, 0, 8, 1], &[1], &[0])).unwrap();
-        assert!(
-            Labelled::from_idx(&imgs, &one, 10)
-                .unwrap_err()
-                .contains("2 images but 1")
-        );
+        let e = Labelled::from_idx(&imgs, &one, 10).unwrap_err();
+        assert_eq!(e.to_string(), "2 images but 1 labels");
         let bad = parse(&idx([0, 0, 8, 1], &[2], &[0, 10])).unwrap();
-        assert!(
-            Labelled::from_idx(&imgs, &bad, 10)
-                .unwrap_err()
-                .contains("out of range")
+        let e = Labelled::from_idx(&imgs, &bad, 10).unwrap_err();
+        assert_eq!(
+            e,
+            LabelledError::LabelRange {
+                label: 10,
+                classes: 10
+            }
         );
+        assert!(e.to_string().contains("out of range"));
+        let e = Labelled::from_idx(&one, &one, 10).unwrap_err();
+        assert_eq!(e, LabelledError::ImageDims(vec![1]));
         assert!(gunzip(b"not gzip").is_err());
     }
 

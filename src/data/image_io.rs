@@ -11,6 +11,11 @@ use crate::array::Array;
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest accepted image file, in bytes.
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// The most the decoder may allocate for one image (a 16 384² RGBA image is exactly this).
+pub const MAX_ALLOC: u64 = 1 << 30;
+/// The most pixels an image is resized to for a model's evaluation resize (64 Mi: 1 GiB as the
+/// 16-byte float pixels the resize works in).
+pub const MAX_RESIZE_PIXELS: u64 = 1 << 26;
 
 /// Errors reading or writing images.
 #[derive(Debug, thiserror::Error)]
@@ -24,16 +29,30 @@ pub enum ImageError {
         source: std::io::Error,
     },
     /// The bytes are not an image advlens can decode.
-    #[error("{path}: cannot decode image: {reason}")]
+    #[error("{path}: cannot decode image: {source}")]
     Decode {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        source: DecodeError,
     },
     /// Encoding or the shape of the data is wrong.
     #[error("cannot encode image: {0}")]
     Encode(String),
+}
+
+/// Why bytes are not an image advlens can decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes start like no format advlens decodes.
+    #[error("unrecognised image format")]
+    UnknownFormat,
+    /// Reading the bytes failed while guessing the format.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The decoder refused the data: broken, unsupported, or over the size limits.
+    #[error("{0}")]
+    Image(#[from] image::ImageError),
 }
 
 /// Decodes an image file (PNG, JPEG, BMP, WebP, GIF first frame), refusing huge files and
@@ -43,26 +62,24 @@ pub fn load(path: &Path) -> Result<DynamicImage, ImageError> {
         path: path.display().to_string(),
         source,
     })?;
-    decode(&bytes).map_err(|reason| ImageError::Decode {
+    decode(&bytes).map_err(|source| ImageError::Decode {
         path: path.display().to_string(),
-        reason,
+        source,
     })
 }
 
 /// Decodes image bytes with limits.
-pub fn decode(bytes: &[u8]) -> Result<DynamicImage, String> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     if reader.format().is_none() {
-        return Err("unrecognised image format".into());
+        return Err(DecodeError::UnknownFormat);
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(1 << 30);
+    limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    reader.decode().map_err(|e| e.to_string())
+    Ok(reader.decode()?)
 }
 
 /// Converts an image to a `[1, C, H, W]` array in [0, 1] of the given size: grey for one
@@ -90,8 +107,18 @@ pub fn to_array_with(
             let (iw, ih) = img.dimensions();
             let short = iw.min(ih).max(1) as f64;
             let scale = r as f64 / short;
-            let nw = ((iw as f64 * scale + 0.5) as u32).max(w as u32);
-            let nh = ((ih as f64 * scale + 0.5) as u32).max(h as u32);
+            let (fw, fh) = (iw as f64 * scale + 0.5, ih as f64 * scale + 0.5);
+            // The longer side grows with the aspect ratio: a 16 384×1 image scaled to a
+            // shorter side of 256 would be four million pixels wide.
+            if fw * fh > MAX_RESIZE_PIXELS as f64 {
+                return Err(ImageError::Encode(format!(
+                    "a {iw}×{ih} image scaled to a shorter side of {r} would have {:.0} \
+                     pixels, more than the {MAX_RESIZE_PIXELS} advlens resizes to",
+                    fw * fh
+                )));
+            }
+            let nw = (fw as u32).max(w as u32);
+            let nh = (fh as u32).max(h as u32);
             let resized = img.resize_exact(nw, nh, FilterType::CatmullRom);
             let x0 = (nw - w as u32) / 2;
             let y0 = (nh - h as u32) / 2;
@@ -194,10 +221,31 @@ mod tests {
     }
 
     #[test]
+    fn an_extreme_aspect_ratio_is_refused_before_the_evaluation_resize() {
+        // 4096×1 scaled to a shorter side of 256 would be 1 048 576×256 pixels: refused before
+        // anything is allocated; 2048×1 is still four times over; 8×1 (2048×256) is converted.
+        let e = to_array_with(&DynamicImage::new_luma8(4096, 1), 1, [8, 8], Some(256));
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("a 4096×1 image") && e.contains("more than the 67108864"),
+            "{e}"
+        );
+        assert!(to_array_with(&DynamicImage::new_luma8(2048, 1), 1, [8, 8], Some(256)).is_err());
+        let a = to_array_with(&DynamicImage::new_luma8(8, 1), 1, [8, 8], Some(256)).unwrap();
+        assert_eq!(a.shape(), &[1, 1, 8, 8]);
+    }
+
+    #[test]
     fn garbage_and_truncated_files_are_errors() {
-        assert!(decode(b"definitely not an image").is_err());
+        assert!(matches!(
+            decode(b"definitely not an image"),
+            Err(DecodeError::UnknownFormat)
+        ));
         let img = example_to_image(&[0.5; 16], [1, 4, 4]).unwrap();
         let bytes = png_bytes(&img).unwrap();
-        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+        assert!(matches!(
+            decode(&bytes[..bytes.len() / 2]),
+            Err(DecodeError::Image(_))
+        ));
     }
 }

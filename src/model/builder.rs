@@ -6,6 +6,7 @@ use super::denoise::DenoiseVariant;
 use super::graph::{
     DenoiseBlock, Graph, Init, Node, NodeId, Op, Padding, ParamNaming, ParamSpec, Tap, TapKind,
 };
+use super::limits::{MAX_BLOCKS_PER_STAGE, MAX_IMAGE_SIDE};
 
 /// The shape of a convolution layer.
 #[derive(Clone, Copy, Debug)]
@@ -64,15 +65,16 @@ impl ConvSpec {
     }
 }
 
-/// Checks the parts of a configuration every family shares: an image size of 1 to 4096 pixels a
-/// side, and one positive block count per positive stage width.
+/// Checks the parts of a configuration every family shares: an image size of 1 to
+/// [`MAX_IMAGE_SIDE`] pixels a side, and one block count of 1 to [`MAX_BLOCKS_PER_STAGE`] per
+/// positive stage width.
 pub fn check_stages(
     image_size: [usize; 2],
     widths: &[usize],
     blocks: &[usize],
 ) -> Result<(), ModelError> {
     let bad = |m: String| Err(ModelError::Architecture(m));
-    if image_size.contains(&0) || image_size.iter().any(|&s| s > 4096) {
+    if image_size.contains(&0) || image_size.iter().any(|&s| s > MAX_IMAGE_SIDE) {
         return bad(format!("image size {image_size:?} is out of range"));
     }
     if widths.is_empty() || widths.len() != blocks.len() {
@@ -84,6 +86,11 @@ pub fn check_stages(
     }
     if widths.contains(&0) || blocks.contains(&0) {
         return bad("stage widths and block counts must be positive".into());
+    }
+    if let Some(n) = blocks.iter().find(|&&n| n > MAX_BLOCKS_PER_STAGE) {
+        return bad(format!(
+            "{n} blocks in a stage, more than the {MAX_BLOCKS_PER_STAGE} advlens builds"
+        ));
     }
     Ok(())
 }

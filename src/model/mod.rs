@@ -6,6 +6,7 @@ pub mod denoise;
 pub mod efficientnet;
 pub mod graph;
 pub mod init;
+pub mod limits;
 pub mod npz;
 pub mod pickle;
 pub mod pth;

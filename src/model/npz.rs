@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use super::zip::{self, ZipError};
-use crate::array::Array;
+use crate::array::{Array, f16_to_f32};
 
 /// Why an `.npy` or `.npz` file cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -116,10 +116,11 @@ pub fn read_header(r: &mut impl Read, name: &str) -> Result<NpyHeader, NpzError>
         .strip_prefix('\'')
         .and_then(|d| d.split('\'').next())
         .ok_or_else(|| bad("unreadable descr".into()))?;
-    let (big_endian, kind) = match descr.split_at(1) {
-        ("<" | "|" | "=", k) => (false, k),
-        (">", k) => (true, k),
-        _ => (false, descr),
+    // The byte-order mark is optional and the text is not ASCII when the file is damaged:
+    // strip it as a character, never split at a byte offset.
+    let (big_endian, kind) = match descr.strip_prefix('>') {
+        Some(k) => (true, k),
+        None => (false, descr.strip_prefix(['<', '|', '=']).unwrap_or(descr)),
     };
     if !matches!(kind, "f4" | "f8" | "f2") {
         return Err(bad(format!(
@@ -154,16 +155,30 @@ pub fn read_header(r: &mut impl Read, name: &str) -> Result<NpyHeader, NpzError>
     })
 }
 
-/// Reads the data of an array whose header was read, as `f32`.
-fn read_data(r: &mut impl Read, h: &NpyHeader, name: &str) -> Result<Array, NpzError> {
+/// Reads the data of an array whose header was read, as `f32`. At most `reserve` bytes are set
+/// aside before any data arrives: a header may claim far more data than the stream holds, and
+/// memory then grows only with the bytes actually read.
+fn read_data(
+    r: &mut impl Read,
+    h: &NpyHeader,
+    name: &str,
+    reserve: usize,
+) -> Result<Array, NpzError> {
     let bad = |reason: String| NpzError::Array {
         name: name.into(),
         reason,
     };
     let n = h.count().ok_or_else(|| bad("shape overflows".into()))?;
-    let mut bytes = vec![0u8; n * h.item_size()];
-    r.read_exact(&mut bytes)
-        .map_err(|_| bad("data shorter than its shape says (truncated?)".into()))?;
+    let len = n
+        .checked_mul(h.item_size())
+        .ok_or_else(|| bad("shape overflows".into()))?;
+    let mut bytes = Vec::with_capacity(len.min(reserve));
+    r.take(len as u64)
+        .read_to_end(&mut bytes)
+        .map_err(|e| bad(format!("cannot read its data: {e}")))?;
+    if bytes.len() != len {
+        return Err(bad("data shorter than its shape says (truncated?)".into()));
+    }
     let data: Vec<f32> = match (h.kind.as_str(), h.big_endian) {
         ("f4", false) => bytes
             .chunks_exact(4)
@@ -201,24 +216,6 @@ fn read_data(r: &mut impl Read, h: &NpyHeader, name: &str) -> Result<Array, NpzE
     Array::new(shape, data).map_err(|e| bad(e.to_string()))
 }
 
-/// IEEE half to single precision.
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: normalise.
-            let shift = f.leading_zeros() - 21;
-            sign | ((127 - 15 + 1 - shift) << 23) | (((f << shift) & 0x3ff) << 13)
-        }
-        (0x1f, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
-}
-
 /// Reads one `.npy` file (at most `max_bytes`).
 pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
     let name = path.display().to_string();
@@ -245,14 +242,27 @@ pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
             ),
         });
     }
-    read_data(&mut r, &h, &name)
+    // The size was checked against the file's: reserving it all is safe.
+    read_data(&mut r, &h, &name, len as usize)
 }
 
 /// Reads every array of an `.npz` archive, keyed by entry name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, NpzError> {
     let file_len = std::fs::metadata(path)?.len();
-    let mut r = BufReader::new(File::open(path)?);
-    let entries = zip::read_directory(&mut r, file_len).map_err(|e| zip_err(e, ""))?;
+    read_npz_from(&mut BufReader::new(File::open(path)?), file_len)
+}
+
+/// [`read_npz`] for an archive held in memory.
+pub fn read_npz_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Array>, NpzError> {
+    read_npz_from(&mut Cursor::new(bytes), bytes.len() as u64)
+}
+
+/// [`read_npz`] for the `file_len`-byte archive `r`.
+pub fn read_npz_from<R: Read + Seek>(
+    r: &mut R,
+    file_len: u64,
+) -> Result<BTreeMap<String, Array>, NpzError> {
+    let entries = zip::read_directory(r, file_len).map_err(|e| zip_err(e, ""))?;
     if entries.is_empty() {
         return Err(NpzError::Zip("the archive is empty".into()));
     }
@@ -268,7 +278,7 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, NpzError> {
             reason,
         };
         // Never reads past the declared size, whatever the stream says.
-        let mut body = zip::open_entry(&mut r, &e, file_len).map_err(|err| zip_err(err, &key))?;
+        let mut body = zip::open_entry(r, &e, file_len).map_err(|err| zip_err(err, &key))?;
         let h = read_header(&mut body, &key)?;
         let expected = h
             .count()
@@ -286,7 +296,10 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Array>, NpzError> {
                 "the archive holds more than {MAX_VALUES} values"
             )));
         }
-        let a = read_data(&mut body, &h, &key)?;
+        // A deflated entry's declared size is only a claim until the stream delivers it; the
+        // stored bytes (which lie inside the file) are a size worth reserving up front.
+        let reserve = usize::try_from(e.compressed).unwrap_or(usize::MAX);
+        let a = read_data(&mut body, &h, &key, reserve)?;
         out.insert(key, a);
     }
     Ok(out)

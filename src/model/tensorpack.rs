@@ -24,7 +24,8 @@ pub struct Recognised {
 
 fn bad(reason: impl Into<String>) -> ModelError {
     ModelError::BadFile {
-        path: String::new(),
+        // [`load`] puts the file's path in.
+        path: "<memory>".into(),
         reason: reason.into(),
     }
 }
@@ -61,12 +62,15 @@ pub fn recognise(arrays: &BTreeMap<String, Array>) -> Result<Recognised, ModelEr
     }
     let mut widths = Vec::new();
     for g in 0..blocks.len() {
-        let c3 = shape(&format!("group{g}/block0/conv3/W")).ok_or_else(|| {
-            bad(format!(
-                "group{g}/block0/conv3/W missing: not a bottleneck ResNet"
-            ))
-        })?;
-        widths.push(c3[3] / 4);
+        let name = format!("group{g}/block0/conv3/W");
+        let c3 =
+            shape(&name).ok_or_else(|| bad(format!("{name} missing: not a bottleneck ResNet")))?;
+        let &[_, _, _, out] = c3.as_slice() else {
+            return Err(bad(format!(
+                "{name} has shape {c3:?}, expected 4 dimensions"
+            )));
+        };
+        widths.push(out / 4);
     }
     let c1 = shape("group0/block0/conv1/W").unwrap_or_default();
     let c2 = shape("group0/block0/conv2/W").unwrap_or_default();
@@ -227,13 +231,6 @@ pub fn to_tensorpack(key: &str, a: &Array) -> Result<Array, ModelError> {
 /// Opens a tensorpack `.npz`, recognises it and builds the network.
 pub fn load(path: &Path) -> Result<Network, ModelError> {
     let file = path.display().to_string();
-    let with_path = |e: ModelError| match e {
-        ModelError::BadFile { reason, .. } => ModelError::BadFile {
-            path: file.clone(),
-            reason,
-        },
-        other => other,
-    };
     let raw = read_npz(path).map_err(|e| match e {
         NpzError::Io(source) => ModelError::Io {
             path: file.clone(),
@@ -244,20 +241,31 @@ pub fn load(path: &Path) -> Result<Network, ModelError> {
             reason: other.to_string(),
         },
     })?;
+    from_arrays(raw).map_err(|e| match e {
+        ModelError::BadFile { reason, .. } => ModelError::BadFile {
+            path: file.clone(),
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Recognises the arrays of a tensorpack archive (as [`read_npz`] returns them, keys possibly
+/// with TensorFlow's `:0`) and builds the network.
+pub fn from_arrays(raw: BTreeMap<String, Array>) -> Result<Network, ModelError> {
     let mut arrays = BTreeMap::new();
     for (k, a) in raw {
         arrays.insert(canonical_key(&k).to_string(), a);
     }
-    let rec = recognise(&arrays).map_err(with_path)?;
+    let rec = recognise(&arrays)?;
     let mut weights = BTreeMap::new();
     for (k, a) in arrays {
-        let a = convert(&k, a).map_err(with_path)?;
-        weights.insert(k, a);
+        weights.insert(k.clone(), convert(&k, a)?);
     }
     let config = ArchConfig::ResnetDenoise(rec.config.clone());
     let class_names =
         (rec.config.num_classes == crate::data::imagenet::COUNT).then(crate::data::imagenet::names);
-    let mut net = Network::from_weights(config, weights, class_names).map_err(with_path)?;
+    let mut net = Network::from_weights(config, weights, class_names)?;
     net.metadata
         .insert("advlens.recognised".into(), rec.name.clone());
     Ok(net)

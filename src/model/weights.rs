@@ -17,8 +17,10 @@ pub const META_CLASSES: &str = "advlens.classes";
 pub const META_FORMAT: &str = "advlens.format";
 /// The format version this build writes.
 pub const FORMAT_VERSION: &str = "1";
-/// Largest weight file advlens opens (4 GiB).
-pub const MAX_FILE_BYTES: u64 = 4 << 30;
+use super::limits::MAX_EVAL_RESIZE;
+/// Largest weight file advlens opens; defined in [`super::limits`], named here for the readers
+/// of advlens's own files.
+pub use super::limits::MAX_FILE_BYTES;
 
 /// Serialises a network to safetensors bytes.
 pub fn to_bytes(net: &Network) -> Result<Vec<u8>, ModelError> {
@@ -151,6 +153,14 @@ pub fn from_bytes_with(
     }
     extra.sort_by(|a, b| a.0.cmp(&b.0));
     let mut net = Network::from_weights(config, weights, class_names)?;
+    // Images are scaled to this size before the centre crop: a damaged digit here would make
+    // every later image conversion allocate without bound.
+    if let Some(r) = net.eval_resize().filter(|&r| r > MAX_EVAL_RESIZE) {
+        return Err(bad(format!(
+            "the architecture's evaluation resize of {r} pixels is larger than the \
+             {MAX_EVAL_RESIZE} advlens allows"
+        )));
+    }
     net.metadata = meta
         .into_iter()
         .filter(|(k, _)| k != META_ARCH && k != META_CLASSES && k != META_FORMAT)
