@@ -15,7 +15,8 @@ mod counting_alloc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use advlens::attack::{self, AttackConfig, AttackKind, Cancel};
+use advlens::attack::{self, AttackConfig, AttackKind};
+use advlens::cancel::Cancel;
 use advlens::engine::cpu::{CpuEngine, Executor};
 use advlens::engine::{Engine, ForwardOptions, Loss};
 use counting_alloc::{LARGEST, TOTAL};

@@ -10,8 +10,9 @@ mod common;
 use advlens::array::Array;
 use advlens::attack::distances;
 use advlens::attack::{
-    self, AttackConfig, AttackError, AttackKind, AttackResult, Cancel, Norm, TargetMode,
+    self, AttackConfig, AttackError, AttackKind, AttackResult, Norm, TargetMode,
 };
+use advlens::cancel::Cancel;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, ForwardOptions, predictions};
 

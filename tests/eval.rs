@@ -8,7 +8,8 @@ mod common;
 
 use advlens::analysis::evaluate;
 use advlens::array::Array;
-use advlens::attack::{AttackConfig, AttackKind, Cancel, TargetMode};
+use advlens::attack::{AttackConfig, AttackKind, TargetMode};
+use advlens::cancel::Cancel;
 use advlens::data::idx::Labelled;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, EngineError, Forward, ForwardOptions, Gradient, Loss};

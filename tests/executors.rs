@@ -11,7 +11,8 @@ mod common;
 use std::sync::Arc;
 
 use advlens::array::Array;
-use advlens::attack::{self, AttackConfig, AttackKind, Cancel};
+use advlens::attack::{self, AttackConfig, AttackKind};
+use advlens::cancel::Cancel;
 use advlens::engine::cpu::{CpuEngine, Executor, Kernels};
 use advlens::engine::{Engine, ForwardOptions, Loss, TapSelection};
 use advlens::model::{DenoiseVariant, Network, Placement};

@@ -14,7 +14,8 @@ mod common;
 use std::sync::Arc;
 
 use advlens::array::Array;
-use advlens::attack::{self, AttackConfig, AttackKind, Cancel, Norm};
+use advlens::attack::{self, AttackConfig, AttackKind, Norm};
+use advlens::cancel::Cancel;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::gpu::GpuEngine;
 use advlens::engine::gpu::kernels::Shader;

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use advlens::analysis::evaluate;
-use advlens::attack::{AttackConfig, AttackKind, Cancel};
+use advlens::attack::{AttackConfig, AttackKind};
+use advlens::cancel::Cancel;
 use advlens::data::idx::bundled_test_images;
 use advlens::engine::cpu::CpuEngine;
 use advlens::model::{ArchConfig, Placement};

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use advlens::array::Array;
-use advlens::attack::Cancel;
+use advlens::cancel::Cancel;
 use advlens::data::idx::{Labelled, bundled_test_images};
 use advlens::engine::cpu::{Kernels, ParamMode, RunOptions, run_graph_with_stats};
 use advlens::model::graph::Op;

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::amplification;
-use crate::attack::{self, AttackConfig, AttackError, Cancel, TargetMode};
+use crate::attack::{self, AttackConfig, AttackError, TargetMode};
+use crate::cancel::Cancel;
 use crate::data::idx::Labelled;
 use crate::engine::{Engine, ForwardOptions, TapSelection, predictions};
 

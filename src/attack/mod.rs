@@ -26,8 +26,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
-pub use crate::cancel::Cancel;
-use crate::cancel::Cancelled;
+use crate::cancel::{Cancel, Cancelled};
 use crate::engine::loss::best_other;
 use crate::engine::{Engine, EngineError, ForwardOptions};
 

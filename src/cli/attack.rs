@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::analysis::perturbation_image;
 use crate::array::Array;
-use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
+use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::attack::{RunRecord, image_records};
+use crate::cancel::Cancel;
 use crate::data::image_io;
 use crate::engine::ForwardOptions;
 

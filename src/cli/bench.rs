@@ -11,7 +11,8 @@ use candle_core::{Device, Tensor, Var};
 use clap::Args;
 
 use crate::array::Array;
-use crate::attack::{AttackConfig, AttackKind, Cancel};
+use crate::attack::{AttackConfig, AttackKind};
+use crate::cancel::Cancel;
 use crate::engine::cpu::conv::Conv2dOp;
 use crate::engine::cpu::conv_kernel::{self, ConvGeom};
 use crate::engine::cpu::{CpuEngine, Executor, Kernels};

@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::analysis::{EvalReport, evaluate};
-use crate::attack::{AttackConfig, AttackKind, Cancel, Norm, TargetMode};
+use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
+use crate::cancel::Cancel;
 use crate::data::idx::{self, Labelled, Split};
 
 /// Arguments of `eval`.

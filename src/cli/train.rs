@@ -11,7 +11,8 @@ use clap::Args;
 
 use super::new_model::ArchArgs;
 use crate::analysis::evaluate;
-use crate::attack::{AttackConfig, AttackKind, Cancel};
+use crate::attack::{AttackConfig, AttackKind};
+use crate::cancel::Cancel;
 use crate::data::idx::{self, Labelled, Split};
 use crate::model::Network;
 use crate::train::checkpoint::{self, TrainState};

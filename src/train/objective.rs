@@ -14,7 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
-use crate::attack::{AttackConfig, AttackKind, Cancel, Norm};
+use crate::attack::{AttackConfig, AttackKind, Norm};
+use crate::cancel::Cancel;
 use crate::engine::cpu::CpuEngine;
 use crate::engine::{EngineError, Loss};
 use crate::model::Network;

@@ -14,7 +14,7 @@ use super::checkpoint::TrainState;
 use super::objective::{AdvSettings, Objective, TrainMode};
 use super::schedule::Schedule;
 use super::{SgdConfig, Trainer};
-use crate::attack::Cancel;
+use crate::cancel::Cancel;
 use crate::data::idx::Labelled;
 use crate::engine::EngineError;
 use crate::model::ModelError;
