@@ -111,7 +111,11 @@ struct Report {
     seconds: f64,
     rss_baseline: Option<u64>,
     rss_end: Option<u64>,
+    /// `(event, resident bytes)` every [`BASELINE_EVENT`] events.
+    rss: Vec<(usize, Option<u64>)>,
     max_worker_queue: usize,
+    /// The activations one result of the default model holds (what a leak per job would leak).
+    snapshot_bytes: usize,
     errors: usize,
     exports: usize,
     counts: BTreeMap<&'static str, usize>,
@@ -119,25 +123,33 @@ struct Report {
 
 impl Report {
     fn print(&self, name: &str) {
-        let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", mib(b)));
+        let mib = |b: Option<u64>| b.map_or("n/a".into(), |b| format!("{:.1} MiB", to_mib(b)));
+        let growth = self.growth().map_or("n/a".into(), |g| {
+            format!("{:+.1} MiB", g as f64 / 1048576.0)
+        });
         println!(
             "soak {name}: {} events, {} frames in {:.1} s; RSS after event {BASELINE_EVENT} {}, \
-             after event {} {} (growth {}); max worker queue {}; {} errors shown (all expected); \
-             {} exports written",
+             after event {} {} (growth {growth}, margin {} MiB; one result of the default model \
+             holds {:.2} MiB); max worker queue {}; {} errors, each shown and expected; {} \
+             exports written",
             self.events,
             self.frames,
             self.seconds,
             mib(self.rss_baseline),
             self.events,
             mib(self.rss_end),
-            self.growth().map_or("n/a".into(), |g| format!(
-                "{:+.1} MiB",
-                g as f64 / 1048576.0
-            )),
+            RSS_MARGIN_BYTES >> 20,
+            to_mib(self.snapshot_bytes as u64),
             self.max_worker_queue,
             self.errors,
             self.exports,
         );
+        let series: Vec<String> = self
+            .rss
+            .iter()
+            .map(|&(i, b)| format!("{i}: {}", mib(b)))
+            .collect();
+        println!("soak {name}: RSS by event {}", series.join(", "));
         println!("soak {name}: events by kind {:?}", self.counts);
     }
 
@@ -166,7 +178,7 @@ impl Report {
     }
 }
 
-fn mib(bytes: u64) -> f64 {
+fn to_mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
 
@@ -446,6 +458,7 @@ struct Soak {
     max_queue: usize,
     frames: usize,
     exports: usize,
+    snapshot_bytes: usize,
     gpu: bool,
     counts: BTreeMap<&'static str, usize>,
 }
@@ -480,11 +493,16 @@ impl Soak {
             max_queue: 0,
             frames: 0,
             exports: 0,
+            snapshot_bytes: 0,
             gpu: gpu.is_some(),
             counts: BTreeMap::new(),
         };
         soak.wait_until("the first result", |a| {
             a.snapshot().is_some() && !a.is_busy()
+        });
+        soak.snapshot_bytes = soak.app().snapshot().map_or(0, |s| {
+            let taps: usize = s.taps.iter().map(|t| t.clean.len() + t.adv.len()).sum();
+            4 * (taps + s.x.len() + s.x_adv.len())
         });
         soak.cheap_settings();
         soak
@@ -554,12 +572,14 @@ impl Soak {
         let list = &self.harness.state().errors.list;
         let last = list.last().unwrap();
         let shown = format!("error: {} ({})", last.summary, list.len());
+        let Some(link) = self.harness.query_all_by_label_contains(&shown).next() else {
+            panic!("the status bar does not show {shown:?}");
+        };
+        // On screen, with room to read its start (a long one runs off the right edge).
+        let room = self.harness.ctx.content_rect().right() - link.rect().left();
         assert!(
-            self.harness
-                .query_all_by_label_contains(&shown)
-                .next()
-                .is_some(),
-            "the status bar does not show {shown:?}"
+            room >= 200.0,
+            "{shown:?} starts {room} points before the edge"
         );
     }
 
@@ -584,7 +604,7 @@ impl Soak {
     /// Runs `n` events and returns what was measured.
     fn run(mut self, n: usize) -> Report {
         let start = Instant::now();
-        let mut rss_baseline = None;
+        let mut rss = vec![];
         for i in 1..=n {
             let event = Event::pick(&mut self.rng);
             *self.counts.entry(event.name()).or_default() += 1;
@@ -618,13 +638,16 @@ impl Soak {
                 self.expected.is_empty() || matches!(event, Event::Pause),
                 "event {i} ({event:?}) expected errors that did not arrive"
             );
-            if i == BASELINE_EVENT {
+            // Memory is sampled with nothing under way, every BASELINE_EVENT events, so the
+            // report shows whether it levels off or keeps climbing.
+            if i % BASELINE_EVENT == 0 {
                 self.settle();
-                rss_baseline = resident_bytes();
+                rss.push((i, resident_bytes()));
             }
         }
         self.settle();
         let rss_end = resident_bytes();
+        let rss_baseline = rss.first().and_then(|&(_, b)| b);
         self.still_works();
         Report {
             events: n,
@@ -632,7 +655,9 @@ impl Soak {
             seconds: start.elapsed().as_secs_f64(),
             rss_baseline,
             rss_end,
+            rss,
             max_worker_queue: self.max_queue,
+            snapshot_bytes: self.snapshot_bytes,
             errors: self.errors.seen,
             exports: self.exports,
             counts: self.counts,
@@ -710,12 +735,21 @@ impl Soak {
         // The popup opens on the frame after the click.
         self.frame();
         self.frame();
-        let node = self.harness.get_by_role_and_label(Role::Button, option);
-        node.scroll_to_me();
-        self.frame();
+        // Its options are clicked through AccessKit: the positions AccessKit reports for the
+        // options of a popup that scrolled to the selected one can be a few rows off.
         self.harness
             .get_by_role_and_label(Role::Button, option)
-            .click();
+            .click_accesskit();
+        self.frame();
+        // Unlike a pointer click, that leaves the popup open: close it as a user would.
+        if self
+            .harness
+            .query_by_role_and_label(Role::Button, option)
+            .is_some()
+        {
+            self.harness.key_press(egui::Key::Escape);
+            self.frame();
+        }
         self.frame();
     }
 
@@ -780,6 +814,9 @@ impl Soak {
     }
 
     fn tap(&mut self) {
+        // The list comes from the latest result (a model switch adds or removes the denoise
+        // taps at its top): choose from a settled one, as the user chooses from what they see.
+        self.settle();
         let Some(snap) = self.app().snapshot() else {
             return;
         };
@@ -802,6 +839,9 @@ impl Soak {
     /// A channel, by its number box or by clicking its thumbnail.
     fn channel(&mut self) {
         if self.rng.random() {
+            // Sorted by |Δ|, the thumbnails change places when a result arrives: click them
+            // once the view has settled, as the user clicks what they see.
+            self.settle();
             let thumbs: Vec<String> = self
                 .harness
                 .query_all_by_label_contains(": mean |Δ|")
@@ -836,6 +876,7 @@ impl Soak {
         if self.gpu && self.rng.random_range(0..4) == 0 {
             self.choose(COMBO, "gpu");
             assert_eq!(self.app().settings.engine, EngineChoice::Gpu);
+            *self.counts.entry("gpu-visit").or_default() += 1;
             // C&W and DeepFool take minutes on lavapipe: those are cancelled by the way back.
             if !expensive(self.app().settings.attack.kind) {
                 self.wait_until("a result of the gpu engine", |a| {
@@ -1042,7 +1083,20 @@ impl Soak {
             return;
         };
         let first_line = last.summary.clone();
-        self.harness.get_by_label_contains("error: ").click();
+        // A long error runs off the right edge of the status bar: click its visible part.
+        let link = self.harness.get_by_label_contains("error: ").rect();
+        let right = self.harness.ctx.content_rect().right() - 10.0;
+        let at = egui::pos2(link.center().x.min(right), link.center().y);
+        self.harness.hover_at(at);
+        self.harness.drag_at(at);
+        self.harness.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed: false,
+            modifiers: egui::Modifiers::NONE,
+        });
+        self.frame();
+        // A new window is laid out unseen on its first frame.
         self.frame();
         assert!(self.app().errors.open);
         assert!(
