@@ -43,7 +43,7 @@ const LONG_EVENTS: usize = 1000;
 const BASELINE_EVENT: usize = 100;
 /// How far resident memory may grow from the baseline to the end. See [`Report::assert_memory`]
 /// for why this much.
-const RSS_MARGIN_BYTES: u64 = 48 << 20;
+const RSS_MARGIN_BYTES: u64 = 128 << 20;
 /// The most jobs that may wait behind the running one: a new job is submitted only once the
 /// worker has taken the one before (before that fix a drag queued a job per frame for as long as
 /// the worker took to finish a cancelled step: 12 in a run on this loaded machine).
@@ -157,11 +157,12 @@ impl Report {
         Some(self.rss_end? as i64 - self.rss_baseline? as i64)
     }
 
-    /// Resident memory at the end is within [`RSS_MARGIN_BYTES`] of the baseline. The app holds
-    /// at most a few dozen MiB of state (the built-in models are embedded, a snapshot of the 28×28
-    /// model is a few MiB, the error list and recent files are bounded), so a leak of one
-    /// snapshot or engine per event (hundreds of MiB over the run) exceeds the margin while the
-    /// allocator's and egui's own fluctuation (measured: see the note) stays well inside it.
+    /// Resident memory at the end is within [`RSS_MARGIN_BYTES`] of the baseline. 128 MiB is
+    /// about 220 results of the default model (0.58 MiB each): a leak of a result (or an engine)
+    /// per job, several hundred jobs over the long run, exceeds it. Memory that does not leak
+    /// still moves: measured from event 100 to event 1000, +23 MiB without an adapter and +32 to
+    /// +94 MiB on lavapipe (the same seed; the allocator's high-water marks and lavapipe's
+    /// buffers depend on thread timing), levelling off (+2 MiB over the last 400 events).
     fn assert_memory(&self) {
         let Some(growth) = self.growth() else {
             println!("skipped the memory check: /proc/self/status has no VmRSS on this system");
