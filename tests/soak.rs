@@ -11,6 +11,8 @@
 //! memory after the last event is within [`RSS_MARGIN_BYTES`] of what it was after event
 //! [`BASELINE_EVENT`]. The CI version runs [`SHORT_EVENTS`] events; the full one
 //! (`cargo test --release --test soak -- --ignored`) runs [`LONG_EVENTS`]. Both print their numbers.
+//! `SOAK_TRACE=1` prints every event with the attack settings, the model and the image, to find
+//! the event a failure follows.
 
 #![allow(clippy::unwrap_used)]
 
