@@ -64,6 +64,13 @@ impl AdvlensApp {
         let Some(worker) = &mut self.worker else {
             return;
         };
+        // A job still waits for the worker (it is finishing a cancelled step): another would only
+        // supersede it unseen, and the queue would grow with every frame the step takes. Submit
+        // once the worker has taken it; the wake keeps frames coming until then.
+        if worker.queued() > 0 {
+            (self.wake)();
+            return;
+        }
         let job = AnalyseJob {
             id: self.next_id,
             net: self.net.clone(),
