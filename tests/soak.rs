@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use advlens::analysis::export::Export;
-use advlens::app::AdvlensApp;
-use advlens::app::dialogs::{DialogBackend, DialogPurpose};
-use advlens::app::feature_maps::{tap_choices, tap_label};
-use advlens::app::settings::{EngineChoice, ImageSource, Settings, TargetChoice};
+use advlens::analysis::Export;
+use advlens::app::{
+    AdvlensApp, DialogBackend, DialogPurpose, ImageSource, Settings, TargetChoice, tap_choices,
+    tap_label,
+};
 use advlens::attack::AttackKind;
+use advlens::engine::EngineChoice;
 use eframe::egui;
 use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
@@ -302,7 +303,7 @@ struct ErrorWatch {
 }
 
 impl ErrorWatch {
-    fn collect(&mut self, list: &[advlens::app::status::AppError]) {
+    fn collect(&mut self, list: &[advlens::app::AppError]) {
         let start = match &self.last {
             None => 0,
             Some((when, detail)) => list
@@ -908,7 +909,7 @@ impl Soak {
     }
 
     fn bundled(&mut self) {
-        let i = self.rng.random_range(0..advlens::app::controls::STRIP_LEN);
+        let i = self.rng.random_range(0..advlens::app::STRIP_LEN);
         let label = format!("fashion:{i}");
         self.harness.get_by_label(&label).scroll_to_me();
         self.frame();

@@ -30,13 +30,16 @@ mod worker;
 mod writer;
 
 pub use bench::run as run_bench;
+pub use controls::STRIP_LEN;
 pub use dialogs::{
     DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, native_backend,
 };
+pub use feature_maps::{tap_choices, tap_label};
 pub use settings::{
     AttackSettings, FIRST_IMAGE, ImageSource, RobustnessSettings, Settings, TargetChoice,
 };
 pub use state::{AdvlensApp, SCREENSHOT_ENV};
+pub use status::{AppError, Errors};
 pub use task::{Replier, Stopped, Task, Waker, newest};
 pub use worker::{Reply, Worker};
 
