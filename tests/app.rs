@@ -553,8 +553,8 @@ fn smoke_window_under_xvfb() {
             std::env::var_os("ADVLENS_REQUIRE_XVFB").is_none(),
             "xvfb-run not found although ADVLENS_REQUIRE_XVFB is set"
         );
-        eprintln!(
-            "skipped: xvfb-run not found (apt install xvfb xauth to run the window smoke test)"
+        common::skip_note(
+            "skipped: xvfb-run not found (apt install xvfb xauth to run the window smoke test)",
         );
         return;
     }

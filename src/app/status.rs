@@ -59,6 +59,10 @@ pub struct StatusInfo<'a> {
     pub image: &'a str,
 }
 
+/// The widest the status bar's error gets, points (longer ones end in "…"; the whole text is in
+/// the tooltip and the error window).
+const ERROR_WIDTH: f32 = 480.0;
+
 /// Draws the status bar.
 pub fn status_ui(ui: &mut egui::Ui, info: &StatusInfo<'_>, errors: &mut Errors) {
     ui.horizontal(|ui| {
@@ -82,20 +86,43 @@ pub fn status_ui(ui: &mut egui::Ui, info: &StatusInfo<'_>, errors: &mut Errors) 
             }
         }
         ui.separator();
-        ui.label(format!("model {}", info.model));
-        ui.separator();
-        ui.label(format!("image {}", info.image));
-        ui.separator();
+        // The error comes before the model and image names, which can be long paths: those
+        // are cut to the space left (full text on hover), so the error is always on screen.
         if let Some(last) = errors.list.last() {
             let text =
                 egui::RichText::new(format!("error: {} ({})", last.summary, errors.list.len()))
-                    .color(ui.visuals().error_fg_color);
-            if ui.link(text).on_hover_text("Click for details").clicked() {
+                    .color(ui.visuals().error_fg_color)
+                    .underline();
+            let width = ERROR_WIDTH.min(ui.available_width());
+            let clicked = ui
+                .scope(|ui| {
+                    ui.set_max_width(width);
+                    ui.add(
+                        egui::Label::new(text)
+                            .sense(egui::Sense::click())
+                            .truncate(),
+                    )
+                    .on_hover_cursor(egui::CursorIcon::PointingHand)
+                    .on_hover_text(format!(
+                        "{} ({} errors). Click for details.",
+                        last.summary,
+                        errors.list.len()
+                    ))
+                    .clicked()
+                })
+                .inner;
+            if clicked {
                 errors.open = true;
             }
         } else {
             ui.label("no errors");
         }
+        ui.separator();
+        ui.add(egui::Label::new(format!("model {}", info.model)).truncate())
+            .on_hover_text(info.model);
+        ui.separator();
+        ui.add(egui::Label::new(format!("image {}", info.image)).truncate())
+            .on_hover_text(info.image);
     });
 }
 

@@ -190,6 +190,13 @@ pub fn correctly_classified(n: usize) -> (Array, Vec<usize>) {
     (x.select(&keep), keep.iter().map(|&i| y[i]).collect())
 }
 
+/// Prints a skip note where the person running `cargo test` sees it: libtest captures
+/// `eprintln!` of passing tests, but not writes to the stderr handle itself.
+pub fn skip_note(note: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{note}");
+}
+
 /// Set (to anything) where the optional test inputs must be present: `.ci/run` sets it once
 /// scripts/fetch-models.sh has succeeded, so a test that would otherwise skip fails instead.
 pub const REQUIRE_FETCHED: &str = "ADVLENS_REQUIRE_FETCHED";
@@ -209,10 +216,10 @@ pub fn fetched_file(var: &str, default: &str) -> Option<std::path::PathBuf> {
         "{} not found although {REQUIRE_FETCHED} is set (run scripts/fetch-models.sh or set {var})",
         path.display()
     );
-    eprintln!(
+    skip_note(&format!(
         "skipped: {} not found (run scripts/fetch-models.sh or set {var})",
         path.display()
-    );
+    ));
     None
 }
 
@@ -241,8 +248,8 @@ pub fn gpu_context() -> Option<advlens::engine::gpu::GpuContext> {
                 std::env::var_os(REQUIRE_GPU).is_none(),
                 "no wgpu adapter although {REQUIRE_GPU} is set: {e}"
             );
-            eprintln!(
-                "skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe, or run on a GPU)"
+            skip_note(
+                "skipped: no wgpu adapter (install mesa-vulkan-drivers for lavapipe, or run on a GPU)",
             );
             None
         }
