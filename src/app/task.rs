@@ -79,8 +79,10 @@ impl<Req: Send + 'static, Rep: Send + 'static> Task<Req, Rep> {
 
     /// Queues `req`. A thread that has stopped is reported by the next [`Self::poll`].
     pub fn send(&self, req: Req) {
-        if self.requests.send(req).is_ok() {
-            self.queued.fetch_add(1, Ordering::Relaxed);
+        // Counted before the send: the thread may take the request before this call returns.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.requests.send(req).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
