@@ -10,7 +10,7 @@ use std::process::Command;
 
 use advlens::array::Array;
 use advlens::cancel::Cancel;
-use advlens::data::idx::{Labelled, bundled_test_images};
+use advlens::data::{Labelled, bundled_test_images};
 use advlens::engine::cpu::{Kernels, ParamMode, RunOptions, run_graph_with_stats};
 use advlens::model::graph::Op;
 use advlens::model::{ArchConfig, Network, Placement, ResnetDenoiseConfig};

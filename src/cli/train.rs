@@ -13,7 +13,7 @@ use super::new_model::ArchArgs;
 use crate::analysis::evaluate;
 use crate::attack::{AttackConfig, AttackKind};
 use crate::cancel::Cancel;
-use crate::data::idx::{self, Labelled, Split};
+use crate::data::{self, Labelled, Split};
 use crate::model::Network;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::objective::{AdvSettings, TrainMode};
@@ -249,7 +249,7 @@ fn load_split(dir: &Path, split: Split) -> anyhow::Result<Labelled> {
             dir.display()
         );
     }
-    Ok(idx::load_fashion_mnist(dir, split)?)
+    Ok(data::load_fashion_mnist(dir, split)?)
 }
 
 /// Runs the training.
@@ -309,7 +309,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 net
             }
         };
-        net.class_names = idx::FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+        net.class_names = data::FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         net.metadata.remove("advlens.note");
         let state = TrainState {
             epoch: 0,

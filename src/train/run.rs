@@ -15,7 +15,7 @@ use super::objective::{AdvSettings, Objective, TrainMode};
 use super::schedule::Schedule;
 use super::{SgdConfig, Trainer};
 use crate::cancel::Cancel;
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 use crate::engine::EngineError;
 use crate::model::ModelError;
 
