@@ -235,7 +235,7 @@ fn train_modes_table(
     batches: &[usize],
     reps: usize,
 ) -> anyhow::Result<()> {
-    use crate::train::objective::{AdvSettings, Objective, TrainMode};
+    use crate::train::{AdvSettings, Objective, TrainMode};
     use crate::train::{SgdConfig, Trainer};
     println!("\n| training mode | batch | step ms | images/s |");
     println!("|---|---|---|---|");
