@@ -7,7 +7,7 @@
 //! is the first bundled Fashion-MNIST test image.
 
 use crate::array::Array;
-use crate::data::image_io::DecodeError;
+use crate::data::DecodeError;
 use crate::model::{ArchConfig, ModelError, Network, Placement, ResnetDenoiseConfig};
 
 /// The name the CLI accepts for the built-in default model.
@@ -78,7 +78,7 @@ pub fn default_network() -> Result<Network, ModelError> {
 /// names).
 pub fn untrained_network() -> Result<Network, ModelError> {
     let mut net = Network::random(default_config(), 0)?;
-    net.class_names = crate::data::idx::FASHION_CLASSES
+    net.class_names = crate::data::FASHION_CLASSES
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -92,7 +92,7 @@ pub fn untrained_network() -> Result<Network, ModelError> {
 /// The first bundled Fashion-MNIST test image (an ankle boot), `[1, 1, 28, 28]`; the drawn test
 /// pattern if the bundled data cannot be decoded.
 pub fn default_image() -> Array {
-    match crate::data::idx::bundled_test_images() {
+    match crate::data::bundled_test_images() {
         Ok(set) => set.images.select(&[0]),
         Err(_) => test_pattern(),
     }
@@ -215,7 +215,7 @@ pub fn photo(name: &str) -> Result<image::DynamicImage, PhotoError> {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-    crate::data::image_io::decode(bytes).map_err(|source| PhotoError::Decode {
+    crate::data::decode_image(bytes).map_err(|source| PhotoError::Decode {
         name: name.into(),
         source,
     })

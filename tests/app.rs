@@ -452,7 +452,7 @@ fn the_app_opens_and_recomputes_when_controls_change() {
 fn robustness_curve_reports_progress_and_accuracy() {
     use advlens::analysis::{CurveProgress, RobustnessJob, robustness_curve};
     let net = Arc::new(advlens::zoo::default_network().unwrap());
-    let set = advlens::data::idx::bundled_test_images().unwrap();
+    let set = advlens::data::bundled_test_images().unwrap();
     let sub = set.select(&(0..30).collect::<Vec<_>>());
     let job = RobustnessJob {
         net,

@@ -10,7 +10,7 @@ use advlens::analysis::evaluate;
 use advlens::array::Array;
 use advlens::attack::{AttackConfig, AttackKind, TargetMode};
 use advlens::cancel::Cancel;
-use advlens::data::idx::Labelled;
+use advlens::data::Labelled;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, EngineError, Forward, ForwardOptions, Gradient, Loss};
 use advlens::model::Network;

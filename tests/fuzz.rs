@@ -21,7 +21,7 @@ mod mutation;
 
 use std::io::{Cursor, Read as _};
 
-use advlens::data::{idx, image_io};
+use advlens::data;
 use advlens::model::{DenoiseVariant, Placement, npz, pickle, pth, pytorch, tensorpack, weights};
 use harness::{Loaded, Target};
 
@@ -283,20 +283,20 @@ fn npz_target() -> Target {
 
 // --- images --------------------------------------------------------------------------------
 
-/// Decodes as [`image_io::load`] does, then converts as the app does for the shipped grey model
+/// Decodes as [`data::load_image`] does, then converts as the app does for the shipped grey model
 /// and for an ImageNet model with its evaluation resize.
 fn load_image(bytes: &[u8]) -> Loaded {
-    let img = image_io::decode(bytes)?;
-    assert!(img.width() <= image_io::MAX_SIDE && img.height() <= image_io::MAX_SIDE);
-    image_io::to_array_with(&img, 1, [28, 28], None)?;
-    image_io::to_array_with(&img, 3, [224, 224], Some(256))?;
+    let img = data::decode_image(bytes)?;
+    assert!(img.width() <= data::MAX_SIDE && img.height() <= data::MAX_SIDE);
+    data::to_array_with(&img, 1, [28, 28], None)?;
+    data::to_array_with(&img, 3, [224, 224], Some(256))?;
     Ok(())
 }
 
 /// A 40×30 gradient in every format advlens decodes, and a shipped photo.
-/// Bound: the decoder's own limit on what it allocates, [`image_io::MAX_ALLOC`], which a few
+/// Bound: the decoder's own limit on what it allocates, [`data::MAX_ALLOC`], which a few
 /// kilobytes claiming a 16 384-pixel side can make it reach, plus 32 MiB for its tables; the
-/// conversions resize to at most [`image_io::MAX_RESIZE_PIXELS`] pixels, at most as much again.
+/// conversions resize to at most [`data::MAX_RESIZE_PIXELS`] pixels, at most as much again.
 fn images() -> Target {
     let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 30, |x, y| {
         image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
@@ -317,34 +317,34 @@ fn images() -> Target {
             read("assets/photos/astronaut.jpg"),
         ],
         load: load_image,
-        fixed_bytes: 2 * image_io::MAX_ALLOC as usize + 32 * MIB,
+        fixed_bytes: 2 * data::MAX_ALLOC as usize + 32 * MIB,
         per_byte: 0,
     }
 }
 
 // --- IDX -------------------------------------------------------------------------------------
 
-/// As [`idx::read`] reads a file: gunzipped when it is gzip, then parsed.
+/// As advlens reads an IDX file: gunzipped when it is gzip, then parsed.
 fn load_idx(bytes: &[u8]) -> Loaded {
     let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
-        idx::gunzip(bytes)?
+        data::gunzip(bytes)?
     } else {
         bytes.to_vec()
     };
-    let parsed = idx::parse(&raw)?;
+    let parsed = data::parse_idx(&raw)?;
     assert_eq!(parsed.dims.iter().product::<usize>(), parsed.data.len());
     Ok(())
 }
 
 /// The bundled Fashion-MNIST files (gzipped) and the first 20 images and labels raw.
-/// Bound: a gzip stream may expand up to [`idx::MAX_BYTES`], which the mutations here never
+/// Bound: a gzip stream may expand up to the IDX reader's limit (256 MiB), which the mutations here never
 /// approach; the seeds expand about 2:1 and are copied once more when parsed: 16 bytes per
 /// input byte and 32 MiB.
 fn idx_target() -> Target {
     let images = read("assets/fashion-mnist/t10k-first500-images-idx3-ubyte.gz");
     let labels = read("assets/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz");
     let raw = |gz: &[u8], dims: &[u32], n: usize| {
-        let all = idx::gunzip(gz).unwrap();
+        let all = data::gunzip(gz).unwrap();
         let header = 4 + 4 * dims.len();
         let mut out = vec![0, 0, 8, dims.len() as u8];
         for d in dims {

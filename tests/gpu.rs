@@ -415,7 +415,7 @@ fn a_long_device_attack_can_be_cancelled() {
 
 #[test]
 fn auto_falls_back_to_the_cpu_engine() {
-    use advlens::engine::select::open_auto;
+    use advlens::engine::open_auto;
     let net = common::trained();
     // No adapter at all: the cpu engine, silently.
     let none = open_auto(net.clone(), Err(EngineError::NoAdapter("none".into()))).unwrap();

@@ -403,7 +403,7 @@ fn a_descr_that_is_empty_or_not_ascii_is_an_error() {
 
 #[test]
 fn eval_resize_scales_the_shorter_side_and_crops_the_centre() {
-    use advlens::data::image_io::to_array_with;
+    use advlens::data::to_array_with;
     // 400×300 RGB: left half red, right half blue, a green band in the middle columns.
     let img = image::RgbImage::from_fn(400, 300, |x, _| {
         if (190..210).contains(&x) {

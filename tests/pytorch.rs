@@ -186,7 +186,7 @@ fn released_efficientnet_lite0_classifies_the_bundled_photos() {
         ("chelsea", 282, "tiger cat", 0.386, 0.15),
     ] {
         let img = advlens::zoo::photo(photo).unwrap();
-        let x = advlens::data::image_io::to_array_with(&img, c, [h, w], eval_resize).unwrap();
+        let x = advlens::data::to_array_with(&img, c, [h, w], eval_resize).unwrap();
         let out = engine.forward(&x, &ForwardOptions::default()).unwrap();
         let p = softmax(out.logits.data());
         let top = top_k(&p, 3);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use advlens::analysis::evaluate;
 use advlens::attack::{AttackConfig, AttackKind};
 use advlens::cancel::Cancel;
-use advlens::data::idx::bundled_test_images;
+use advlens::data::bundled_test_images;
 use advlens::engine::cpu::CpuEngine;
 use advlens::model::{ArchConfig, Placement};
 use advlens::zoo::{SHIPPED, default_network, load_model, shipped};

@@ -10,15 +10,14 @@ use std::process::Command;
 
 use advlens::array::Array;
 use advlens::cancel::Cancel;
-use advlens::data::idx::{Labelled, bundled_test_images};
+use advlens::data::{Labelled, bundled_test_images};
 use advlens::engine::cpu::{Kernels, ParamMode, RunOptions, run_graph_with_stats};
 use advlens::model::graph::Op;
 use advlens::model::{ArchConfig, Network, Placement, ResnetDenoiseConfig};
-use advlens::train::checkpoint::{self, TrainState};
-use advlens::train::objective::{AdvSettings, Objective, TrainMode};
-use advlens::train::run::{Hooks, Outcome, Progress, TrainConfig, TrainError, train};
-use advlens::train::schedule::Schedule;
-use advlens::train::{SgdConfig, Trainer};
+use advlens::train::{
+    AdvSettings, Hooks, Objective, Outcome, Progress, Schedule, SgdConfig, TrainConfig, TrainError,
+    TrainMode, TrainState, Trainer, load_checkpoint, save_checkpoint, train,
+};
 use candle_core::{Device, Tensor};
 
 /// A small network for 28×28 grey images with a non-local block after the last stage.
@@ -334,9 +333,9 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
     let (net, velocity, st) = hooks.saved.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.safetensors");
-    checkpoint::save(&path, &net, &velocity, &st).unwrap();
+    save_checkpoint(&path, &net, &velocity, &st).unwrap();
     drop(b);
-    let ck = checkpoint::load(&path).unwrap();
+    let ck = load_checkpoint(&path).unwrap();
     assert_eq!(ck.state, st);
     let mut c = Trainer::new(ck.net, cfg.sgd()).unwrap();
     c.set_velocity(ck.velocity).unwrap();
@@ -380,7 +379,7 @@ fn bad_settings_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     advlens::model::weights::save(&small_net(1), &path).unwrap();
-    let err = checkpoint::load(&path).err().unwrap();
+    let err = load_checkpoint(&path).err().unwrap();
     assert!(
         err.to_string().contains("not a training checkpoint"),
         "{err}"

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::amplification;
 use crate::attack::{self, AttackConfig, AttackError, TargetMode};
 use crate::cancel::Cancel;
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 use crate::engine::{Engine, ForwardOptions, TapSelection, predictions};
 
 /// One attack setting's results.

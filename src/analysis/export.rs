@@ -11,7 +11,7 @@ use image::DynamicImage;
 use super::feature_grid::FeatureGrid;
 use super::render::{chw, feature_maps_image, perturbation_rgb};
 use super::snapshot::Snapshot;
-use crate::data::image_io;
+use crate::data;
 
 /// What "Export …" writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn save_feature_maps(grid: &FeatureGrid, path: &Path) -> anyhow::Result<()> 
 /// Writes the adversarial image (the model's view) as PNG.
 pub fn save_adversarial(snap: &Snapshot, path: &Path) -> anyhow::Result<()> {
     let shape = chw(snap)?;
-    let img = image_io::example_to_image(snap.x_adv.example(0), shape)?;
+    let img = data::example_to_image(snap.x_adv.example(0), shape)?;
     save_dynamic(&img, path)
 }
 
@@ -72,5 +72,5 @@ pub fn save_record(snap: &Snapshot, path: &Path) -> anyhow::Result<()> {
 
 /// Writes `img` as PNG, atomically.
 pub fn save_dynamic(img: &DynamicImage, path: &Path) -> anyhow::Result<()> {
-    image_io::save_png(img, path).with_context(|| format!("cannot write {}", path.display()))
+    data::save_png(img, path).with_context(|| format!("cannot write {}", path.display()))
 }

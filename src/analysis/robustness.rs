@@ -7,7 +7,7 @@ use super::eval::evaluate;
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Norm};
 use crate::cancel::Cancel;
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 use crate::engine::gpu::GpuContext;
 use crate::engine::{EngineChoice, open_engine};
 use crate::model::Network;

@@ -12,7 +12,7 @@ use image::DynamicImage;
 use super::settings::ImageSource;
 use super::task::{Replier, Stopped, Task, Waker};
 use crate::array::Array;
-use crate::data::image_io;
+use crate::data;
 use crate::model::Network;
 
 /// Name of the loader thread.
@@ -29,7 +29,7 @@ pub enum ImageInput {
     Decoded(Arc<DynamicImage>),
 }
 
-/// The model's input an image is converted to (see `image_io::to_array_with`).
+/// The model's input an image is converted to (see `data::to_array_with`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputPrep {
     /// Channels.
@@ -170,12 +170,12 @@ fn handle(batch: Vec<Request>, reply: &Replier<LoadReply>) -> bool {
 /// Decodes (when needed) and converts one image.
 pub fn run_image(job: &ImageJob) -> Result<DecodedImage, String> {
     let image = match &job.input {
-        ImageInput::File(path) => Arc::new(image_io::load(path).map_err(|e| e.to_string())?),
+        ImageInput::File(path) => Arc::new(data::load_image(path).map_err(|e| e.to_string())?),
         ImageInput::Photo(name) => Arc::new(crate::zoo::photo(name).map_err(|e| e.to_string())?),
         ImageInput::Decoded(img) => img.clone(),
     };
     let p = job.prep;
-    let x = image_io::to_array_with(&image, p.channels, p.size, p.eval_resize).map_err(|e| {
+    let x = data::to_array_with(&image, p.channels, p.size, p.eval_resize).map_err(|e| {
         format!(
             "cannot convert {} to the model's input: {e}",
             job.source.describe()

@@ -11,8 +11,8 @@ use super::task::{Replier, Stopped, Task, Waker};
 use crate::analysis::{AnalyseJob, Snapshot, analyse};
 use crate::attack::AttackError;
 use crate::cancel::Cancel;
+use crate::engine::Opened;
 use crate::engine::gpu::GpuContext;
-use crate::engine::select::Opened;
 use crate::engine::{Engine, EngineChoice, open_engine};
 use crate::model::Network;
 

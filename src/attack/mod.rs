@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
 use crate::cancel::{Cancel, Cancelled};
-use crate::engine::loss::best_other;
+use crate::engine::best_other;
 use crate::engine::{Engine, EngineError, ForwardOptions};
 
 /// Errors raised by attacks.

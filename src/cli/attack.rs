@@ -12,7 +12,7 @@ use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
-use crate::data::image_io;
+use crate::data;
 use crate::engine::ForwardOptions;
 
 /// Arguments of `attack`.
@@ -128,7 +128,7 @@ pub fn load_images(
         };
         let bundled = match index {
             Some(i) => {
-                let set = crate::data::idx::bundled_test_images().map_err(anyhow::Error::msg)?;
+                let set = crate::data::bundled_test_images().map_err(anyhow::Error::msg)?;
                 if i >= set.len() {
                     anyhow::bail!("{s:?}: there are {} bundled images", set.len());
                 }
@@ -147,11 +147,11 @@ pub fn load_images(
             img
         } else if let Some(name) = s.strip_prefix("photo:") {
             let img = crate::zoo::photo(name).map_err(anyhow::Error::msg)?;
-            image_io::to_array_with(&img, c, [h, w], eval_resize)?
+            data::to_array_with(&img, c, [h, w], eval_resize)?
         } else if s.to_ascii_lowercase().ends_with(".npy") {
             exact_input(Path::new(s), shape)?
         } else {
-            image_io::load_for_model(Path::new(s), c, [h, w], eval_resize)?
+            data::load_for_model(Path::new(s), c, [h, w], eval_resize)?
         };
         parts.push(a);
     }
@@ -238,8 +238,8 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
     for (i, rec) in images.iter_mut().enumerate() {
         let name = stem(&args.images[i], i);
         let adv_path = args.out.join(format!("{name}_adv.png"));
-        let img = image_io::example_to_image(result.x_adv.example(i), shape)?;
-        image_io::save_png(&img, &adv_path)?;
+        let img = data::example_to_image(result.x_adv.example(i), shape)?;
+        data::save_png(&img, &adv_path)?;
         let delta: Vec<f32> = result
             .x_adv
             .example(i)
@@ -250,7 +250,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         let scale = crate::attack::linf(&delta).max(1e-12);
         let (pimg, _) = perturbation_image(&delta, shape, scale);
         let p_path = args.out.join(format!("{name}_perturbation.png"));
-        image_io::save_png(&image::DynamicImage::ImageRgb8(pimg), &p_path)?;
+        data::save_png(&image::DynamicImage::ImageRgb8(pimg), &p_path)?;
         rec.files = vec![adv_path.display().to_string(), p_path.display().to_string()];
         println!(
             "{}: {} ({:.1}%) → {} ({:.1}%), L∞ {:.4}, L2 {:.4}{}",

@@ -235,7 +235,7 @@ fn train_modes_table(
     batches: &[usize],
     reps: usize,
 ) -> anyhow::Result<()> {
-    use crate::train::objective::{AdvSettings, Objective, TrainMode};
+    use crate::train::{AdvSettings, Objective, TrainMode};
     use crate::train::{SgdConfig, Trainer};
     println!("\n| training mode | batch | step ms | images/s |");
     println!("|---|---|---|---|");
@@ -271,7 +271,7 @@ fn train_modes_table(
 /// `advlens eval` throughput on 200 images (batches of 100, the cpu engine).
 fn eval_table(net: &Arc<crate::model::Network>, reps: usize) -> anyhow::Result<()> {
     use crate::analysis::evaluate;
-    use crate::data::idx::Labelled;
+    use crate::data::Labelled;
     println!("\n| eval | images | ms | images/s |");
     println!("|---|---|---|---|");
     let n = 200;

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::analysis::{EvalReport, evaluate};
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::cancel::Cancel;
-use crate::data::idx::{self, Labelled, Split};
+use crate::data::{self, Labelled, Split};
 
 /// Arguments of `eval`.
 #[derive(Args, Debug)]
@@ -75,7 +75,7 @@ pub fn parse_attack(s: &str) -> anyhow::Result<(AttackKind, Option<usize>)> {
 
 fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
     let set = if spec == "bundled" {
-        idx::bundled_test_images().map_err(anyhow::Error::msg)?
+        data::bundled_test_images().map_err(anyhow::Error::msg)?
     } else {
         let dir = Path::new(spec);
         if !dir.exists() {
@@ -83,7 +83,7 @@ fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
                 "{spec} does not exist: run scripts/fetch-data.sh to fetch Fashion-MNIST, or pass --data bundled"
             );
         }
-        idx::load_fashion_mnist(dir, Split::Test)?
+        data::load_fashion_mnist(dir, Split::Test)?
     };
     Ok(match n {
         Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),

@@ -13,12 +13,12 @@ use super::new_model::ArchArgs;
 use crate::analysis::evaluate;
 use crate::attack::{AttackConfig, AttackKind};
 use crate::cancel::Cancel;
-use crate::data::idx::{self, Labelled, Split};
+use crate::data::{self, Labelled, Split};
 use crate::model::Network;
-use crate::train::checkpoint::{self, TrainState};
-use crate::train::objective::{AdvSettings, TrainMode};
-use crate::train::run::{Hooks, Outcome, Progress, TrainConfig, TrainError, train};
-use crate::train::{Trainer, schedule::Schedule};
+use crate::train::{
+    AdvSettings, Hooks, Outcome, Progress, Schedule, TrainConfig, TrainError, TrainMode,
+    TrainState, Trainer, load_checkpoint, save_checkpoint, train,
+};
 
 /// Metadata key of the training record in a trained model.
 pub const META_TRAINING: &str = "advlens.training";
@@ -188,7 +188,7 @@ impl Hooks for CliHooks {
     }
 
     fn checkpoint(&mut self, trainer: &Trainer, state: &TrainState) -> Result<(), TrainError> {
-        checkpoint::save(&self.path, &trainer.network()?, &trainer.velocity()?, state)?;
+        save_checkpoint(&self.path, &trainer.network()?, &trainer.velocity()?, state)?;
         Ok(())
     }
 
@@ -249,7 +249,7 @@ fn load_split(dir: &Path, split: Split) -> anyhow::Result<Labelled> {
             dir.display()
         );
     }
-    Ok(idx::load_fashion_mnist(dir, split)?)
+    Ok(data::load_fashion_mnist(dir, split)?)
 }
 
 /// Runs the training.
@@ -266,7 +266,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
     };
     let (mut trainer, mut state) = if args.resume && ckpt_path.exists() {
-        let ck = checkpoint::load(&ckpt_path)
+        let ck = load_checkpoint(&ckpt_path)
             .with_context(|| format!("cannot resume from {}", ckpt_path.display()))?;
         if ck.state.config != cfg_json {
             anyhow::bail!(
@@ -309,7 +309,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 net
             }
         };
-        net.class_names = idx::FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
+        net.class_names = data::FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         net.metadata.remove("advlens.note");
         let state = TrainState {
             epoch: 0,

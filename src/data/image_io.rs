@@ -83,16 +83,8 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
 }
 
 /// Converts an image to a `[1, C, H, W]` array in [0, 1] of the given size: grey for one
-/// channel, RGB for three; resized with a triangle filter when the size differs.
-pub fn to_array(
-    img: &DynamicImage,
-    channels: usize,
-    size: [usize; 2],
-) -> Result<Array, ImageError> {
-    to_array_with(img, channels, size, None)
-}
-
-/// Like [`to_array`], with a model's evaluation resize: when `eval_resize` is `Some(r)`, the
+/// channel, RGB for three; resized with a triangle filter when the size differs. With a model's
+/// evaluation resize (`eval_resize` is `Some(r)`), the
 /// shorter side is scaled to `r` (bicubic, the longer side rounded to the nearest pixel) and
 /// the centre `size` is cropped, as ImageNet models are evaluated.
 pub fn to_array_with(
@@ -214,7 +206,7 @@ mod tests {
         let vals: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
         let img = example_to_image(&vals, [3, 2, 2]).unwrap();
         let bytes = png_bytes(&img).unwrap();
-        let back = to_array(&decode(&bytes).unwrap(), 3, [2, 2]).unwrap();
+        let back = to_array_with(&decode(&bytes).unwrap(), 3, [2, 2], None).unwrap();
         for (a, b) in back.data().iter().zip(&vals) {
             assert!((a - b).abs() <= 0.5 / 255.0 + 1e-6, "{a} vs {b}");
         }

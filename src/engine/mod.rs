@@ -2,18 +2,18 @@
 //! respect to the **input only**: attacks never need weight gradients.
 //!
 //! Every engine walks the same architecture description ([`crate::model::Graph`]); the loss and
-//! its gradient with respect to the logits are computed on the host by [`loss`], so all engines
+//! its gradient with respect to the logits are computed on the host by [`Loss`], so all engines
 //! agree on the definitions.
 
 pub mod cpu;
 pub mod gpu;
-pub mod loss;
-pub mod select;
+mod loss;
+mod select;
 
 use crate::array::Array;
 use crate::model::Network;
-pub use loss::Loss;
-pub use select::{EngineChoice, open_engine};
+pub use loss::{Loss, best_other};
+pub use select::{EngineChoice, Opened, open_auto, open_engine};
 
 /// Errors raised by engines.
 #[derive(Debug, thiserror::Error)]

@@ -109,7 +109,6 @@ pub fn open_auto(
                 gpu: Some(gpu),
                 cpu: None,
                 net,
-                notice: None,
             }),
             notice: None,
         }),
@@ -131,20 +130,11 @@ pub struct WithFallback {
     gpu: Option<GpuEngine>,
     cpu: Option<CpuEngine>,
     net: Arc<Network>,
-    notice: Option<String>,
 }
 
 impl WithFallback {
-    /// Why the engine switched to the cpu, once it has.
-    pub fn notice(&self) -> Option<&str> {
-        self.notice.as_deref()
-    }
-
-    fn fall_back(&mut self, e: &EngineError) -> Result<&mut CpuEngine, EngineError> {
+    fn fall_back(&mut self) -> Result<&mut CpuEngine, EngineError> {
         if self.cpu.is_none() {
-            self.notice = Some(format!(
-                "the GPU failed ({e}); continuing on the cpu engine"
-            ));
             self.gpu = None;
             self.cpu = Some(CpuEngine::new(self.net.clone())?);
         }
@@ -162,14 +152,14 @@ impl WithFallback {
     ) -> Result<T, EngineError> {
         if let Some(gpu) = self.gpu.as_mut() {
             match op(gpu) {
-                Err(e @ EngineError::Backend { .. }) => {
-                    let cpu = self.fall_back(&e)?;
+                Err(EngineError::Backend { .. }) => {
+                    let cpu = self.fall_back()?;
                     return op(cpu);
                 }
                 other => return other,
             }
         }
-        let cpu = self.fall_back(&EngineError::NoAdapter("no GPU".into()))?;
+        let cpu = self.fall_back()?;
         op(cpu)
     }
 }
@@ -210,9 +200,9 @@ impl Engine for WithFallback {
     ) -> Option<Result<FusedOutcome, EngineError>> {
         let gpu = self.gpu.as_mut()?;
         match gpu.iterate(x, start, classes, spec, opts, cancelled)? {
-            Err(e @ EngineError::Backend { .. }) => {
+            Err(EngineError::Backend { .. }) => {
                 // Let the caller run the host loop on the cpu engine.
-                self.fall_back(&e).err().map(Err)
+                self.fall_back().err().map(Err)
             }
             other => Some(other),
         }

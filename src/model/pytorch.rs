@@ -55,7 +55,7 @@ pub fn network_from_state_dict(
         !k.ends_with(".num_batches_tracked") || graph.params.iter().any(|p| &p.name == k)
     });
     let class_names =
-        (graph.num_classes == crate::data::imagenet::COUNT).then(crate::data::imagenet::names);
+        (graph.num_classes == crate::data::IMAGENET_CLASSES).then(crate::data::imagenet_names);
     let mut net = Network::from_weights(config, tensors, class_names)?;
     net.metadata.insert(META_RECOGNISED.into(), name);
     Ok(net)

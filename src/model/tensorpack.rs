@@ -264,7 +264,7 @@ pub fn from_arrays(raw: BTreeMap<String, Array>) -> Result<Network, ModelError> 
     }
     let config = ArchConfig::ResnetDenoise(rec.config.clone());
     let class_names =
-        (rec.config.num_classes == crate::data::imagenet::COUNT).then(crate::data::imagenet::names);
+        (rec.config.num_classes == crate::data::IMAGENET_CLASSES).then(crate::data::imagenet_names);
     let mut net = Network::from_weights(config, weights, class_names)?;
     net.metadata
         .insert("advlens.recognised".into(), rec.name.clone());

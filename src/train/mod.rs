@@ -2,16 +2,21 @@
 //! them).
 //!
 //! [`Trainer`] is one SGD step (momentum, weight decay, batch norm on batch statistics with
-//! running averages); [`objective`] turns a training mode (clean, FGSM mix, PGD adversarial
-//! training, adversarial logit pairing) into the batch and the loss of a step; [`run`] is the
+//! running averages); [`Objective`] turns a training mode (clean, FGSM mix, PGD adversarial
+//! training, adversarial logit pairing) into the batch and the loss of a step; [`train()`] is the
 //! epoch loop with schedules, augmentation, checkpoints and cancellation that `advlens train`
 //! drives.
 
-pub mod augment;
-pub mod checkpoint;
-pub mod objective;
-pub mod run;
-pub mod schedule;
+mod augment;
+mod checkpoint;
+mod objective;
+mod run;
+mod schedule;
+
+pub use checkpoint::{Checkpoint, TrainState, load as load_checkpoint, save as save_checkpoint};
+pub use objective::{AdvSettings, Objective, TrainMode};
+pub use run::{Hooks, Outcome, Progress, TrainConfig, TrainError, train};
+pub use schedule::Schedule;
 
 use std::collections::HashMap;
 

@@ -15,7 +15,7 @@ use super::objective::{AdvSettings, Objective, TrainMode};
 use super::schedule::Schedule;
 use super::{SgdConfig, Trainer};
 use crate::cancel::Cancel;
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 use crate::engine::EngineError;
 use crate::model::ModelError;
 
@@ -146,7 +146,7 @@ pub trait Hooks {
     /// After every batch.
     fn progress(&mut self, p: &Progress);
     /// Every `checkpoint_every` batches, at the end of every epoch and when cancelled: persist
-    /// `trainer` and `state` (e.g. with [`super::checkpoint::save`]).
+    /// `trainer` and `state` (e.g. with [`super::save_checkpoint`]).
     fn checkpoint(&mut self, trainer: &Trainer, state: &TrainState) -> Result<(), TrainError>;
     /// At the end of every epoch, after its checkpoint.
     fn epoch_end(

@@ -8,7 +8,7 @@ use crate::analysis::Snapshot;
 use crate::app::amplification::amplification_ui;
 use crate::app::feature_maps::tap_choices;
 use crate::app::robustness::{self, robustness_ui};
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 
 /// Default height of the plot panel, points.
 const PLOTS_HEIGHT: f32 = 270.0;

@@ -12,7 +12,7 @@ use super::PendingImage;
 use crate::app::loader::{DecodedImage, ImageInput, ImageJob, InputPrep, LoadReply};
 use crate::app::settings::ImageSource;
 use crate::array::Array;
-use crate::data::image_io;
+use crate::data;
 use crate::model::Network;
 
 impl AdvlensApp {
@@ -74,11 +74,11 @@ impl AdvlensApp {
         if i >= set.len() {
             return Err(format!("there are {} bundled images", set.len()));
         }
-        let img = image_io::example_to_image(set.images.example(i), [1, 28, 28])
+        let img = data::example_to_image(set.images.example(i), [1, 28, 28])
             .map_err(|e| e.to_string())?;
         let label = set.labels.get(i).copied();
         let p = InputPrep::of(&self.net);
-        let x = image_io::to_array_with(&img, p.channels, p.size, p.eval_resize)
+        let x = data::to_array_with(&img, p.channels, p.size, p.eval_resize)
             .map_err(|e| e.to_string())?;
         let label = label.filter(|_| self.is_fashion_model());
         // Supersedes an image the loader is still decoding.

@@ -32,7 +32,7 @@ use super::writer::Writer;
 use crate::analysis::Snapshot;
 use crate::array::Array;
 use crate::attack::AttackConfig;
-use crate::data::idx::Labelled;
+use crate::data::Labelled;
 use crate::engine::gpu::GpuContext;
 use crate::model::Network;
 
@@ -164,7 +164,7 @@ impl AdvlensApp {
         };
         let net = crate::zoo::default_network()
             .map_err(|e| anyhow::anyhow!("cannot build the default model: {e}"))?;
-        let bundled = match crate::data::idx::bundled_test_images() {
+        let bundled = match crate::data::bundled_test_images() {
             Ok(b) => Some(b),
             Err(e) => {
                 errors.push(format!("cannot read the bundled test images: {e}"));
