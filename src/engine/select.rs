@@ -109,6 +109,7 @@ pub fn open_auto(
                 gpu: Some(gpu),
                 cpu: None,
                 net,
+                failure: None,
             }),
             notice: None,
         }),
@@ -130,11 +131,15 @@ pub struct WithFallback {
     gpu: Option<GpuEngine>,
     cpu: Option<CpuEngine>,
     net: Arc<Network>,
+    /// Why the GPU was given up, once it has been (shown by `describe`, so the run record and
+    /// the app's status bar say it).
+    failure: Option<String>,
 }
 
 impl WithFallback {
-    fn fall_back(&mut self) -> Result<&mut CpuEngine, EngineError> {
+    fn fall_back(&mut self, why: &EngineError) -> Result<&mut CpuEngine, EngineError> {
         if self.cpu.is_none() {
+            self.failure = Some(why.to_string());
             self.gpu = None;
             self.cpu = Some(CpuEngine::new(self.net.clone())?);
         }
@@ -152,14 +157,14 @@ impl WithFallback {
     ) -> Result<T, EngineError> {
         if let Some(gpu) = self.gpu.as_mut() {
             match op(gpu) {
-                Err(EngineError::Backend { .. }) => {
-                    let cpu = self.fall_back()?;
+                Err(e @ EngineError::Backend { .. }) => {
+                    let cpu = self.fall_back(&e)?;
                     return op(cpu);
                 }
                 other => return other,
             }
         }
-        let cpu = self.fall_back()?;
+        let cpu = self.fall_back(&EngineError::NoAdapter("no GPU".into()))?;
         op(cpu)
     }
 }
@@ -168,7 +173,10 @@ impl Engine for WithFallback {
     fn describe(&self) -> String {
         match &self.gpu {
             Some(g) => g.describe(),
-            None => "cpu (after a GPU failure)".into(),
+            None => format!(
+                "cpu (after a GPU failure: {})",
+                self.failure.as_deref().unwrap_or("unknown")
+            ),
         }
     }
 
@@ -200,9 +208,9 @@ impl Engine for WithFallback {
     ) -> Option<Result<FusedOutcome, EngineError>> {
         let gpu = self.gpu.as_mut()?;
         match gpu.iterate(x, start, classes, spec, opts, cancelled)? {
-            Err(EngineError::Backend { .. }) => {
+            Err(e @ EngineError::Backend { .. }) => {
                 // Let the caller run the host loop on the cpu engine.
-                self.fall_back().err().map(Err)
+                self.fall_back(&e).err().map(Err)
             }
             other => Some(other),
         }
