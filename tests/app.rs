@@ -938,8 +938,13 @@ fn assert_panels_visible(harness: &Harness<'_, AdvlensApp>, size: [f32; 2]) {
 #[test]
 fn every_panel_is_visible_on_a_small_and_a_large_screen() {
     for size in [SMALL_SCREEN, LARGE_SCREEN] {
+        // The cpu engine, so the status bar reads "engine cpu" on a machine with a GPU too.
+        let settings = Settings {
+            engine: EngineChoice::Cpu,
+            ..Settings::default()
+        };
         let mut harness = Harness::builder().with_size(size).build_eframe(|cc| {
-            AdvlensApp::with_settings(&cc.egui_ctx, Settings::default(), None, None).unwrap()
+            AdvlensApp::with_settings(&cc.egui_ctx, settings.clone(), None, None).unwrap()
         });
         step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
         // A curve, so the robustness plot is drawn too.
