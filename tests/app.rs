@@ -20,7 +20,7 @@ use advlens::attack::{AttackConfig, AttackKind};
 use advlens::cancel::Cancel;
 use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
-use advlens::model::graph::TapKind;
+use advlens::model::TapKind;
 use advlens::model::{DenoiseVariant, Placement};
 use eframe::egui;
 use egui_kittest::Harness;

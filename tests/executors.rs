@@ -108,7 +108,7 @@ fn attacks_agree_across_executors_and_batch_sizes_reuse_buffers() {
 
 #[test]
 fn bottleneck_imagenet_stem_and_stock_candle_agree() {
-    use advlens::model::resnet::{BlockKind, StemKind};
+    use advlens::model::{BlockKind, StemKind};
     let mut cfg = common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage);
     cfg.image_size = [16, 16];
     cfg.block = BlockKind::Bottleneck;

@@ -20,10 +20,10 @@ use advlens::engine::cpu::CpuEngine;
 use advlens::engine::gpu::GpuEngine;
 use advlens::engine::gpu::kernels::Shader;
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
-use advlens::model::resnet::{BlockKind, StemKind};
 use advlens::model::{
     ArchConfig, DenoiseVariant, EfficientNetLiteConfig, Network, Placement, TorchResnetConfig,
 };
+use advlens::model::{BlockKind, StemKind};
 use common::{random_images, randomized, tiny_config};
 
 #[test]

@@ -90,7 +90,7 @@ fn every_denoise_variant_and_placement() {
 
 #[test]
 fn bottleneck_blocks_and_imagenet_stem() {
-    use advlens::model::resnet::{BlockKind, StemKind};
+    use advlens::model::{BlockKind, StemKind};
     let mut cfg = common::tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterEveryBlock);
     cfg.image_size = [16, 16];
     cfg.block = BlockKind::Bottleneck;

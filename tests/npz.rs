@@ -13,11 +13,11 @@ use advlens::array::Array;
 use advlens::engine::cpu::CpuEngine;
 use advlens::engine::{Engine, ForwardOptions};
 use advlens::model::npz::{read_npy, read_npz, write_npz};
-use advlens::model::resnet::{BlockKind, StemKind};
 use advlens::model::tensorpack::recognise;
 use advlens::model::{
     ArchConfig, DenoiseVariant, Network, Padding, Placement, ResnetDenoiseConfig,
 };
+use advlens::model::{BlockKind, StemKind};
 
 fn released(
     blocks: [usize; 4],

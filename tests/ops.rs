@@ -12,7 +12,7 @@ use advlens::engine::cpu::conv::{Conv2dOp, pad_nchw};
 use advlens::engine::cpu::conv_kernel::{self, ConvGeom};
 use advlens::engine::cpu::{CpuEngine, denoise};
 use advlens::engine::{Engine, ForwardOptions, TapSelection};
-use advlens::model::graph::Padding;
+use advlens::model::Padding;
 use advlens::model::{ArchConfig, DenoiseVariant, Network, Placement};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};

@@ -12,7 +12,7 @@ use advlens::array::Array;
 use advlens::cancel::Cancel;
 use advlens::data::{Labelled, bundled_test_images};
 use advlens::engine::cpu::{Kernels, ParamMode, RunOptions, run_graph_with_stats};
-use advlens::model::graph::Op;
+use advlens::model::Op;
 use advlens::model::{ArchConfig, Network, Placement, ResnetDenoiseConfig};
 use advlens::train::{
     AdvSettings, Hooks, Objective, Outcome, Progress, Schedule, SgdConfig, TrainConfig, TrainError,

@@ -4,7 +4,7 @@
 
 use super::colormap::diverging;
 use super::snapshot::{Snapshot, TapPair};
-use crate::model::graph::TapKind;
+use crate::model::TapKind;
 
 /// One row of the grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

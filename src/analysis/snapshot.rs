@@ -11,7 +11,7 @@ use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
 use crate::model::Network;
-use crate::model::graph::TapKind;
+use crate::model::TapKind;
 
 /// One attack-and-analyse request.
 #[derive(Clone)]

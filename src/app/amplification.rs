@@ -5,7 +5,7 @@ use eframe::egui;
 use egui_plot::{Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
 use crate::analysis::Snapshot;
-use crate::model::graph::TapKind;
+use crate::model::TapKind;
 
 /// Colour of the line through every tap.
 const LINE: egui::Color32 = egui::Color32::from_rgb(90, 140, 220);

@@ -7,7 +7,7 @@ use eframe::egui;
 use super::textures::{colour_bar, rgb_texture};
 use crate::analysis::Snapshot;
 use crate::analysis::{FeatureGrid, Row, feature_grid, map_rgb};
-use crate::model::graph::{Tap, TapKind};
+use crate::model::{Tap, TapKind};
 
 /// Textures of the grid for one (snapshot, tap, channel).
 struct GridTextures {

@@ -9,7 +9,7 @@ use super::project::{l1, l2, project, step};
 use super::{AttackError, Context, Norm, StepRecord, record, record_with};
 use crate::array::Array;
 use crate::engine::{Engine, FusedLoop, FusedOutcome};
-use crate::model::init::normal;
+use crate::model::normal;
 
 /// Settings of one run of the loop.
 #[derive(Clone, Copy, Debug)]

@@ -18,7 +18,7 @@ use crate::engine::cpu::conv_kernel::{self, ConvGeom};
 use crate::engine::cpu::{CpuEngine, Executor, Kernels};
 use crate::engine::gpu::{AdapterPolicy, GpuContext, GpuEngine};
 use crate::engine::{Engine, ForwardOptions, Loss};
-use crate::model::graph::Padding;
+use crate::model::Padding;
 
 /// Arguments of `bench`.
 #[derive(Args, Debug)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::model::resnet::{BlockKind, StemKind};
 use crate::model::{ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig};
+use crate::model::{BlockKind, StemKind};
 
 /// Arguments of `new-model`.
 #[derive(Args, Debug)]

@@ -299,7 +299,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 let mut net = Network::random(args.arch.config()?, args.seed)?;
                 match args.fresh_init.as_str() {
                     "pytorch" => {
-                        crate::model::init::pytorch_style(&net.graph, &mut net.weights, args.seed)
+                        crate::model::pytorch_style(&net.graph, &mut net.weights, args.seed)
                     }
                     "tensorpack" => {}
                     other => {

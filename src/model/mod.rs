@@ -1,19 +1,19 @@
 //! Networks: the architecture description ([`graph`]), the families built from it ([`resnet`]),
 //! the denoise variants ([`denoise`]) and weight files ([`weights`]).
 
-pub mod builder;
-pub mod denoise;
-pub mod efficientnet;
-pub mod graph;
-pub mod init;
-pub mod limits;
+mod builder;
+mod denoise;
+mod efficientnet;
+mod graph;
+mod init;
+mod limits;
 pub mod npz;
 pub mod pickle;
 pub mod pth;
 pub mod pytorch;
-pub mod resnet;
+mod resnet;
 pub mod tensorpack;
-pub mod torchvision;
+mod torchvision;
 pub mod weights;
 pub mod zip;
 
@@ -22,10 +22,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::array::Array;
+pub use builder::{ConvSpec, GraphBuilder};
 pub use denoise::{DenoiseVariant, Placement};
 pub use efficientnet::EfficientNetLiteConfig;
-pub use graph::{Graph, NodeId, Op, Padding, ParamNaming, Tap, TapKind};
-pub use resnet::ResnetDenoiseConfig;
+pub use graph::{Graph, Node, NodeId, Op, Padding, Pads, ParamNaming, Tap, TapKind};
+pub use init::{initialise, normal, pytorch_style};
+pub use limits::{MAX_BLOCKS_PER_STAGE, MAX_EVAL_RESIZE, MAX_FILE_BYTES, MAX_IMAGE_SIDE};
+pub use resnet::{BlockKind, ResnetDenoiseConfig, StemKind};
 pub use torchvision::TorchResnetConfig;
 
 /// Errors about architectures and weights.

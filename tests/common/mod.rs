@@ -5,9 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use advlens::array::Array;
-use advlens::model::{
-    ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig, init::normal,
-};
+use advlens::model::{ArchConfig, DenoiseVariant, Network, Placement, ResnetDenoiseConfig, normal};
 use advlens::train::{SgdConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -74,7 +72,7 @@ pub fn randomize_weights(net: &mut Network, seed: u64) {
 /// max and average pooling with SAME padding and stride 2, a grouped conv and a depthwise conv
 /// (`depthwise` = kernel, stride), on a `[3, H, W]` input with 4 classes, every weight random.
 pub fn pooling_graph(input: [usize; 3], depthwise: (usize, usize), seed: u64) -> Network {
-    use advlens::model::builder::{ConvSpec, GraphBuilder};
+    use advlens::model::{ConvSpec, GraphBuilder};
     let mut b = GraphBuilder::new(input, 4);
     let x = b
         .normalize(
@@ -99,7 +97,7 @@ pub fn pooling_graph(input: [usize; 3], depthwise: (usize, usize), seed: u64) ->
     let x = b.global_avg_pool("gap", x).unwrap();
     let x = b.linear("linear", x, 4).unwrap();
     let graph = b.finish(x).unwrap();
-    let weights = advlens::model::init::initialise(&graph, seed);
+    let weights = advlens::model::initialise(&graph, seed);
     let mut net = Network {
         config: advlens::zoo::default_config(),
         class_names: (0..4).map(|k| k.to_string()).collect(),

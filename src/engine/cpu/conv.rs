@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use super::conv_kernel::{self, ConvGeom};
 use super::custom_op::f32_slice;
 
-use crate::model::graph::Pads;
+use crate::model::Pads;
 
 /// A 2-D convolution with asymmetric padding and groups.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::gemm::{MatMut, MatRef, Threads, gemm};
 use super::workspace::{with_buffer, with_workspace};
-use crate::model::graph::Pads;
+use crate::model::Pads;
 
 /// The shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::engine::{
     Engine, EngineError, Forward, ForwardOptions, Gradient, Loss, check_input, resolve_taps,
 };
 use crate::model::Network;
-use crate::model::graph::NodeId;
+use crate::model::NodeId;
 
 /// How the cpu engine executes the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -16,7 +16,7 @@ use super::relu;
 use super::tensor::backend;
 use crate::array::Array;
 use crate::engine::EngineError;
-use crate::model::graph::{Graph, NodeId, Op};
+use crate::model::{Graph, NodeId, Op};
 
 type R<T> = candle_core::Result<T>;
 

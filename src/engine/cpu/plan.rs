@@ -11,8 +11,8 @@ use super::denoise;
 use super::gemm::{MatMut, MatRef, Threads, gemm};
 use super::nonlocal::NonLocal;
 use super::pool::PoolOp;
-use crate::model::graph::{Graph, NodeId, Op};
 use crate::model::{DenoiseVariant, Network};
+use crate::model::{Graph, NodeId, Op};
 
 type R<T> = candle_core::Result<T>;
 

@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::custom_op::f32_slice;
-use crate::model::graph::Pads;
+use crate::model::Pads;
 
 /// Which reduction a window computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use wgpu::util::DeviceExt as _;
 
 use super::error::gpu_err;
 use crate::engine::EngineError;
-use crate::model::graph::{Node, Op};
 use crate::model::{DenoiseVariant, Network};
+use crate::model::{Node, Op};
 
 type R<T> = Result<T, EngineError>;
 

@@ -11,7 +11,7 @@ use super::params::NodeParams;
 use super::recorder::Recorder;
 use super::uniforms::{MatmulParams, PoolParams};
 use crate::engine::EngineError;
-use crate::model::graph::{NodeId, Op};
+use crate::model::{NodeId, Op};
 
 type R<T> = Result<T, EngineError>;
 

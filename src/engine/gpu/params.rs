@@ -6,7 +6,7 @@ use super::buffers::upload;
 use super::error::gpu_err;
 use crate::engine::EngineError;
 use crate::model::Network;
-use crate::model::graph::Op;
+use crate::model::Op;
 
 type R<T> = Result<T, EngineError>;
 

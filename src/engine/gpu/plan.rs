@@ -12,7 +12,7 @@ use super::params::DeviceParams;
 use super::recorder::Recorder;
 use crate::engine::EngineError;
 use crate::model::Network;
-use crate::model::graph::{Graph, NodeId};
+use crate::model::{Graph, NodeId};
 
 type R<T> = Result<T, EngineError>;
 

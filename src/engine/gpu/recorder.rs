@@ -10,7 +10,7 @@ use super::kernels::Entry;
 use super::params::{DeviceParams, NodeParams};
 use super::uniforms::{ElementwiseParams, MatmulParams, SoftmaxParams, Uniform};
 use crate::engine::EngineError;
-use crate::model::graph::{Graph, Node, NodeId};
+use crate::model::{Graph, Node, NodeId};
 
 type R<T> = Result<T, EngineError>;
 

@@ -12,7 +12,7 @@ use super::recorder::Recorder;
 use super::uniforms::MatmulParams;
 use crate::engine::EngineError;
 use crate::model::DenoiseVariant;
-use crate::model::graph::NodeId;
+use crate::model::NodeId;
 use filters::{bilateral_backward, bilateral_forward, filter_backward, filter_forward};
 use nonlocal::{dot_product_backward, dot_product_forward, nonlocal_backward, nonlocal_forward};
 
