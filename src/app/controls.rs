@@ -200,6 +200,24 @@ fn kind_tooltip(k: AttackKind) -> &'static str {
         AttackKind::Deepfool => {
             "DeepFool: the smallest step to the nearest decision boundary (ignores ε)"
         }
+        AttackKind::ApgdCe => {
+            "Auto-PGD on the cross-entropy: step size starts at 2ε and halves where the loss stalls, momentum 0.75, 100 steps by default"
+        }
+        AttackKind::ApgdDlr => {
+            "Auto-PGD on the DLR loss, which ignores the scale of the logits (needs ≥ 3 classes)"
+        }
+        AttackKind::ApgdT => {
+            "Auto-PGD with the targeted DLR loss towards each of the 9 runner-up classes in turn; success is any misclassification"
+        }
+        AttackKind::Square => {
+            "Square attack: black-box random search over squares with forward passes only (5000 queries); sees through masked gradients"
+        }
+        AttackKind::AutoAttack => {
+            "AutoAttack standard without FAB-T: APGD-CE, then APGD-T, then Square, each on the images still robust; an image counts as robust only if it survives all three"
+        }
+        AttackKind::AutoAttackRand => {
+            "AutoAttack rand, for randomised models: APGD-CE and APGD-DLR with gradients averaged over 20 draws (EOT)"
+        }
     }
 }
 

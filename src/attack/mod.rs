@@ -1,21 +1,32 @@
-//! The attacks: FGSM, I-FGSM/BIM, PGD (L∞ and L2, random start, restarts), MI-FGSM, C&W L2 and
-//! DeepFool, untargeted or targeted. All work in pixel space ([0, 1]); a model's normalisation
+//! The attacks: FGSM, I-FGSM/BIM, PGD (L∞ and L2, random start, restarts), MI-FGSM, C&W L2,
+//! DeepFool, APGD (CE, DLR, targeted DLR), Square and AutoAttack, untargeted or targeted. All work in pixel space ([0, 1]); a model's normalisation
 //! lives inside the model. Every attack records a per-step history per example and can be
 //! cancelled between steps. Examples never interact: an image's result does not depend on the
 //! batch it is in, and every random choice comes from the seed and the image itself.
 
+mod apgd;
+mod autoattack;
 mod budget;
 mod cw;
 mod deepfool;
+mod diagnostics;
 mod fgsm;
 mod iterative;
 mod mifgsm;
 mod pgd;
 mod project;
 mod report;
+mod square;
 mod target;
 
+pub use apgd::{
+    Inputs as ApgdInputs, Objective as ApgdObjective, RunSettings as ApgdSettings,
+    SingleRun as ApgdRun, checkpoints as apgd_checkpoints, random_start as apgd_random_start,
+    single_run as apgd_single_run,
+};
+pub use autoattack::{STANDARD_NAME as AUTOATTACK_STANDARD_NAME, Stage};
 pub use budget::{Budget, parse_budget, parse_fraction};
+pub use diagnostics::{Diagnostic, Flag};
 pub use pgd::madry_step_size;
 pub use project::{distances, linf};
 pub use report::{ClassProb, ImageRecord, RunRecord, image_records, top5};
@@ -66,17 +77,37 @@ pub enum AttackKind {
     Cw,
     /// DeepFool (multi-class).
     Deepfool,
+    /// APGD on the cross-entropy (Croce & Hein 2020).
+    ApgdCe,
+    /// APGD on the DLR loss (invariant to shifting and scaling the logits).
+    ApgdDlr,
+    /// APGD on the targeted DLR loss towards the 9 classes ranked highest after the label, one
+    /// after the other on the images still robust; success is any misclassification.
+    ApgdT,
+    /// Square attack (Andriushchenko et al. 2020): random search with forward passes only.
+    Square,
+    /// AutoAttack `standard`: APGD-CE, APGD-T, (FAB-T: not implemented), Square, per-image worst
+    /// case.
+    AutoAttack,
+    /// AutoAttack `rand` for randomised models: APGD-CE and APGD-DLR with EOT over 20 draws.
+    AutoAttackRand,
 }
 
 impl AttackKind {
     /// Every attack, in display order.
-    pub const ALL: [AttackKind; 6] = [
+    pub const ALL: [AttackKind; 12] = [
         AttackKind::Fgsm,
         AttackKind::Bim,
         AttackKind::Pgd,
         AttackKind::MiFgsm,
         AttackKind::Cw,
         AttackKind::Deepfool,
+        AttackKind::ApgdCe,
+        AttackKind::ApgdDlr,
+        AttackKind::ApgdT,
+        AttackKind::Square,
+        AttackKind::AutoAttack,
+        AttackKind::AutoAttackRand,
     ];
 
     /// Identifier used on the command line and in records.
@@ -88,7 +119,30 @@ impl AttackKind {
             AttackKind::MiFgsm => "mifgsm",
             AttackKind::Cw => "cw",
             AttackKind::Deepfool => "deepfool",
+            AttackKind::ApgdCe => "apgd-ce",
+            AttackKind::ApgdDlr => "apgd-dlr",
+            AttackKind::ApgdT => "apgd-t",
+            AttackKind::Square => "square",
+            AttackKind::AutoAttack => "autoattack",
+            AttackKind::AutoAttackRand => "autoattack-rand",
         }
+    }
+
+    /// Whether the attack is one of the APGD variants.
+    pub fn is_apgd(self) -> bool {
+        matches!(
+            self,
+            AttackKind::ApgdCe | AttackKind::ApgdDlr | AttackKind::ApgdT
+        )
+    }
+
+    /// Whether the attack takes long enough (thousands of passes per image) that the app runs it
+    /// as a background job with progress instead of live on the ε slider.
+    pub fn is_slow(self) -> bool {
+        matches!(
+            self,
+            AttackKind::Square | AttackKind::AutoAttack | AttackKind::AutoAttackRand
+        )
     }
 
     /// Whether the attack minimises the perturbation instead of working inside a fixed ε ball.
@@ -106,19 +160,26 @@ impl fmt::Display for AttackKind {
 impl FromStr for AttackKind {
     type Err = AttackError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.to_ascii_lowercase().replace(['-', '_'], "");
+        let plain = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], "");
+        let s = plain(s);
         let alias = match s.as_str() {
             "ifgsm" => "bim",
             "mi" | "mim" => "mifgsm",
             "cwl2" | "carliniwagner" => "cw",
+            "apgd" => "apgdce",
+            "apgdtarget" | "apgdtargeted" => "apgdt",
+            "aa" | "autoattackstandard" => "autoattack",
+            "aarand" => "autoattackrand",
             other => other,
         };
         AttackKind::ALL
             .into_iter()
-            .find(|k| k.id() == alias)
+            .find(|k| plain(k.id()) == alias)
             .ok_or_else(|| {
+                let all: Vec<&str> = AttackKind::ALL.iter().map(|k| k.id()).collect();
                 AttackError::Config(format!(
-                    "unknown attack {s:?}; expected fgsm, bim, pgd, mifgsm, cw or deepfool"
+                    "unknown attack {s:?}; expected one of {}",
+                    all.join(", ")
                 ))
             })
     }
@@ -213,6 +274,49 @@ impl Default for DeepfoolConfig {
     }
 }
 
+/// APGD settings (AutoAttack's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApgdConfig {
+    /// Oscillation threshold ρ of the first halving condition.
+    pub rho: f32,
+    /// APGD-T: how many target classes (ranked 2nd, 3rd, … by the clean logits), at most the
+    /// number of classes − 1.
+    pub targets: usize,
+    /// Gradient samples averaged per step (expectation over transformation); the loss used by
+    /// the step-size checks is averaged over the same samples (AutoAttack keeps the last one).
+    pub eot: usize,
+}
+
+impl Default for ApgdConfig {
+    fn default() -> Self {
+        Self {
+            rho: 0.75,
+            targets: 9,
+            eot: 1,
+        }
+    }
+}
+
+/// Square attack settings (AutoAttack's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SquareConfig {
+    /// Forward passes per image, the initialisation included.
+    pub queries: usize,
+    /// The fraction of pixels the first squares cover; the schedule halves it.
+    pub p_init: f32,
+}
+
+impl Default for SquareConfig {
+    fn default() -> Self {
+        Self {
+            queries: 5000,
+            p_init: 0.8,
+        }
+    }
+}
+
 /// Everything that defines an attack run. `None` fields take the attack's documented default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -241,6 +345,10 @@ pub struct AttackConfig {
     pub cw: CwConfig,
     /// DeepFool settings.
     pub deepfool: DeepfoolConfig,
+    /// APGD settings (also used by AutoAttack).
+    pub apgd: ApgdConfig,
+    /// Square settings (also used by AutoAttack).
+    pub square: SquareConfig,
     /// Attack the network with its denoise blocks bypassed.
     pub bypass_denoise: bool,
 }
@@ -260,6 +368,8 @@ impl Default for AttackConfig {
             seed: 0,
             cw: CwConfig::default(),
             deepfool: DeepfoolConfig::default(),
+            apgd: ApgdConfig::default(),
+            square: SquareConfig::default(),
             bypass_denoise: false,
         }
     }
@@ -297,6 +407,24 @@ impl AttackConfig {
         }
         if self.kind == AttackKind::Cw && self.norm != Norm::L2 {
             return bad("C&W is an L2 attack: use --norm l2");
+        }
+        if !(self.apgd.rho.is_finite() && self.apgd.rho > 0.0 && self.apgd.rho <= 1.0) {
+            return bad("APGD's oscillation threshold ρ must be in (0, 1]");
+        }
+        if self.apgd.targets == 0 || self.apgd.targets > 1000 {
+            return bad("APGD-T needs between 1 and 1000 target classes");
+        }
+        if self.apgd.eot == 0 || self.apgd.eot > 1000 {
+            return bad("EOT samples must be between 1 and 1000");
+        }
+        if self.square.queries == 0 || self.square.queries > 1_000_000 {
+            return bad("Square needs between 1 and 1000000 queries");
+        }
+        if !(self.square.p_init.is_finite()
+            && self.square.p_init > 0.0
+            && self.square.p_init <= 1.0)
+        {
+            return bad("Square's p_init must be in (0, 1]");
         }
         Ok(())
     }
@@ -339,6 +467,10 @@ pub struct AttackResult {
     pub targets: Option<Vec<usize>>,
     /// Per-example history.
     pub history: Vec<Vec<StepRecord>>,
+    /// For AutoAttack: the robust count after each component, in order (empty otherwise).
+    pub stages: Vec<Stage>,
+    /// Signs that the attack, not the model, may have failed (see [`Flag`]).
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 impl AttackResult {
@@ -392,6 +524,15 @@ pub(crate) fn record_with(
     }
 }
 
+/// How far a running attack has got, reported between steps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    /// The attack (or AutoAttack's component) running now.
+    pub stage: &'static str,
+    /// The fraction of the whole run done, in [0, 1].
+    pub done: f32,
+}
+
 /// Runs the attack `cfg` on `x` (`[N, C, H, W]` in [0, 1]). `labels` are the true classes; when
 /// `None`, the clean predictions are used.
 pub fn run(
@@ -400,6 +541,18 @@ pub fn run(
     labels: Option<&[usize]>,
     cfg: &AttackConfig,
     cancel: &Cancel,
+) -> Result<AttackResult, AttackError> {
+    run_with_progress(engine, x, labels, cfg, cancel, &|_| {})
+}
+
+/// [`run`], calling `progress` between steps of the long attacks (APGD, Square, AutoAttack).
+pub fn run_with_progress(
+    engine: &mut dyn Engine,
+    x: &Array,
+    labels: Option<&[usize]>,
+    cfg: &AttackConfig,
+    cancel: &Cancel,
+    progress: &dyn Fn(Progress),
 ) -> Result<AttackResult, AttackError> {
     cfg.validate()?;
     let opts = cfg.forward_options();
@@ -434,19 +587,36 @@ pub fn run(
         cfg,
         opts: &opts,
         cancel,
+        progress,
     };
+    let mut stages = Vec::new();
+    let mut found = Vec::new();
     let (x_adv, history) = match cfg.kind {
         AttackKind::Fgsm => fgsm::run(engine, &ctx)?,
         AttackKind::Bim | AttackKind::Pgd => pgd::run(engine, &ctx, &mut rngs)?,
         AttackKind::MiFgsm => mifgsm::run(engine, &ctx, &mut rngs)?,
         AttackKind::Cw => cw::run(engine, &ctx)?,
         AttackKind::Deepfool => deepfool::run(engine, &ctx)?,
+        AttackKind::ApgdCe | AttackKind::ApgdDlr | AttackKind::ApgdT => {
+            let out = apgd::run(engine, &ctx, &clean.logits, &mut rngs)?;
+            found = out.diagnostics;
+            (out.x_adv, out.history)
+        }
+        AttackKind::Square => square::run(engine, &ctx, &mut rngs)?,
+        AttackKind::AutoAttack | AttackKind::AutoAttackRand => {
+            let out = autoattack::run(engine, &ctx, &clean.logits)?;
+            stages = out.stages;
+            found = out.diagnostics;
+            (out.x_adv, out.history)
+        }
     };
     Ok(AttackResult {
         x_adv,
         labels,
         targets,
         history,
+        stages,
+        diagnostics: found,
     })
 }
 
@@ -464,6 +634,8 @@ pub struct Context<'a> {
     pub opts: &'a ForwardOptions,
     /// Cancellation flag.
     pub cancel: &'a Cancel,
+    /// Called between steps of the long attacks.
+    pub progress: &'a dyn Fn(Progress),
 }
 
 impl Context<'_> {

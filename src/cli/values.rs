@@ -19,6 +19,16 @@ impl clap::ValueEnum for AttackKind {
             AttackKind::MiFgsm => v.aliases(["mi", "mim"]).help("momentum iterative FGSM"),
             AttackKind::Cw => v.alias("cwl2").help("Carlini-Wagner L2 (minimum norm)"),
             AttackKind::Deepfool => v.help("DeepFool (minimum norm)"),
+            AttackKind::ApgdCe => v
+                .alias("apgd")
+                .help("auto-PGD on the cross-entropy, 100 steps (Croce & Hein 2020)"),
+            AttackKind::ApgdDlr => v.help("auto-PGD on the DLR loss (needs ≥ 3 classes)"),
+            AttackKind::ApgdT => v.help("auto-PGD, targeted DLR towards the 9 runner-up classes"),
+            AttackKind::Square => v.help("Square attack: black-box random search, 5000 queries"),
+            AttackKind::AutoAttack => v
+                .alias("aa")
+                .help("AutoAttack standard (APGD-CE, APGD-T, Square; no FAB-T yet)"),
+            AttackKind::AutoAttackRand => v.help("AutoAttack rand: APGD-CE, APGD-DLR with EOT 20"),
         })
     }
 }

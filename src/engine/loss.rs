@@ -25,6 +25,21 @@ pub enum Loss {
         /// Confidence κ ≥ 0.
         kappa: f32,
     },
+    /// The difference-of-logits-ratio loss of Croce & Hein (2020), to be maximised:
+    /// `−(Z_y − max_{i≠y} Z_i) / (Z_π1 − Z_π3 + 10⁻¹²)` with `Z_π1 ≥ Z_π2 ≥ …` the sorted
+    /// logits. Unchanged when the logits are shifted or scaled; needs at least 3 classes.
+    Dlr {
+        /// True labels.
+        classes: Vec<usize>,
+    },
+    /// The targeted DLR loss, to be maximised:
+    /// `−(Z_y − Z_t) / (Z_π1 − (Z_π3 + Z_π4)/2 + 10⁻¹²)`; needs at least 4 classes.
+    DlrTargeted {
+        /// True labels.
+        classes: Vec<usize>,
+        /// Target classes.
+        targets: Vec<usize>,
+    },
     /// A linear function of the logits, `Σ_k w_nk Z_nk` (DeepFool uses `Z_k − Z_k̂`).
     LogitWeights {
         /// Weights `[N, K]`, row-major.
@@ -47,6 +62,13 @@ impl Loss {
                 classes: classes.get(range).unwrap_or_default().to_vec(),
                 targeted: *targeted,
                 kappa: *kappa,
+            },
+            Loss::Dlr { classes } => Loss::Dlr {
+                classes: classes.get(range).unwrap_or_default().to_vec(),
+            },
+            Loss::DlrTargeted { classes, targets } => Loss::DlrTargeted {
+                classes: classes.get(range.clone()).unwrap_or_default().to_vec(),
+                targets: targets.get(range).unwrap_or_default().to_vec(),
             },
             Loss::LogitWeights { weights } => Loss::LogitWeights {
                 weights: weights
@@ -113,6 +135,31 @@ impl Loss {
                     }
                 }
             }
+            Loss::Dlr { classes } => {
+                check_classes(classes)?;
+                if k < 3 {
+                    return Err(EngineError::Loss(format!(
+                        "the DLR loss needs at least 3 classes; this model has {k} (use a \
+                         cross-entropy attack such as apgd-ce)"
+                    )));
+                }
+                for (i, &y) in classes.iter().enumerate() {
+                    values.push(dlr(logits.example(i), y, None, dz.example_mut(i)));
+                }
+            }
+            Loss::DlrTargeted { classes, targets } => {
+                check_classes(classes)?;
+                check_classes(targets)?;
+                if k < 4 {
+                    return Err(EngineError::Loss(format!(
+                        "the targeted DLR loss needs at least 4 classes; this model has {k} \
+                         (use a cross-entropy attack such as apgd-ce)"
+                    )));
+                }
+                for (i, (&y, &t)) in classes.iter().zip(targets).enumerate() {
+                    values.push(dlr(logits.example(i), y, Some(t), dz.example_mut(i)));
+                }
+            }
             Loss::LogitWeights { weights } => {
                 if weights.len() != n * k {
                     return Err(EngineError::Loss(format!(
@@ -130,6 +177,29 @@ impl Loss {
         }
         Ok((values, dz))
     }
+}
+
+/// The (targeted, when `target` is given) DLR loss of one logits row `z` with label `y`; writes
+/// its gradient with respect to `z` into `dz` (zeroed by the caller) and returns its value.
+/// Needs `z.len() ≥ 3` (untargeted) or `≥ 4` (targeted).
+pub fn dlr(z: &[f32], y: usize, target: Option<usize>, dz: &mut [f32]) -> f32 {
+    let mut order: Vec<usize> = (0..z.len()).collect();
+    order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+    let other = target.unwrap_or_else(|| best_other(z, y));
+    let numerator = z[y] - z[other];
+    // The denominator and the classes it is built from, with their weights.
+    let parts: &[(usize, f32)] = match target {
+        None => &[(order[0], 1.0), (order[2], -1.0)],
+        Some(_) => &[(order[0], 1.0), (order[2], -0.5), (order[3], -0.5)],
+    };
+    let denominator = parts.iter().map(|&(c, w)| w * z[c]).sum::<f32>() + 1e-12;
+    // f = −N/D: ∂f/∂N = −1/D, ∂f/∂D = N/D².
+    dz[y] -= 1.0 / denominator;
+    dz[other] += 1.0 / denominator;
+    for &(c, w) in parts {
+        dz[c] += w * numerator / (denominator * denominator);
+    }
+    -numerator / denominator
 }
 
 /// The index of the largest logit other than `c` (first on ties).
