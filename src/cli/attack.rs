@@ -72,6 +72,9 @@ pub struct AttackSpecArgs {
     /// Attack with the denoise blocks bypassed.
     #[arg(long)]
     pub bypass_denoise: bool,
+    /// APGD, Square and AutoAttack settings.
+    #[command(flatten)]
+    pub tuning: super::tuning::TuningArgs,
 }
 
 impl AttackArgs {
@@ -90,7 +93,7 @@ impl AttackSpecArgs {
         } else {
             self.norm
         };
-        Ok(AttackConfig {
+        let mut cfg = AttackConfig {
             kind,
             norm,
             eps: self.eps,
@@ -101,7 +104,9 @@ impl AttackSpecArgs {
             seed: self.seed,
             bypass_denoise: self.bypass_denoise,
             ..AttackConfig::default()
-        })
+        };
+        self.tuning.apply(&mut cfg);
+        Ok(cfg)
     }
 }
 

@@ -54,6 +54,12 @@ pub struct EvalArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Restarts of PGD and APGD (AutoAttack's standard version uses 1).
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// APGD, Square and AutoAttack settings.
+    #[command(flatten)]
+    pub tuning: super::tuning::TuningArgs,
 }
 
 /// Parses `pgd50` into (pgd, Some(50)).
@@ -104,7 +110,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     for a in &args.attacks {
         let (kind, steps) = parse_attack(a)?;
         for &eps in &args.eps {
-            let cfg = AttackConfig {
+            let mut cfg = AttackConfig {
                 kind,
                 norm: if kind == AttackKind::Cw {
                     Norm::L2
@@ -115,8 +121,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 steps,
                 target: target.clone(),
                 seed: args.seed,
+                restarts: args.restarts,
                 ..AttackConfig::default()
             };
+            args.tuning.apply(&mut cfg);
             cfg.validate()?;
             attacks.push(cfg);
         }

@@ -7,6 +7,7 @@ mod inspect;
 mod maps;
 mod new_model;
 mod train;
+mod tuning;
 mod values;
 
 use std::process::ExitCode;
