@@ -40,9 +40,11 @@ pub const STANDARD_NAME: &str = "AutoAttack standard without FAB-T";
 
 /// What AutoAttack produced.
 pub struct Outcome {
-    /// Adversarial images: the first fooling point found, else the clean image.
+    /// Adversarial images: the first fooling point found; for images nothing fooled, the first
+    /// component's highest-loss point (the clean image where the model was wrong to begin with).
     pub x_adv: Array,
-    /// Per image: the history of the component that fooled it (empty when none did).
+    /// Per image: the history of the component whose point is returned (empty for images the
+    /// model got wrong without attack).
     pub history: Vec<Vec<StepRecord>>,
     /// One entry per component, in order.
     pub stages: Vec<Stage>,
@@ -159,12 +161,18 @@ pub fn run(
                 }
             };
             let pred = predictions(&engine.forward(&out_x, ctx.opts)?.logits);
+            let first = stages.is_empty();
             for (j, &i) in active.iter().enumerate() {
-                if pred[j] != labels[j] {
-                    robust[i] = false;
-                    fooled += 1;
+                let now_fooled = pred[j] != labels[j];
+                // The first component's point stays for images nothing fools: its highest-loss
+                // point shows the perturbation that came closest.
+                if now_fooled || first {
                     x_adv.example_mut(i).copy_from_slice(out_x.example(j));
                     history[i] = out_history[j].clone();
+                }
+                if now_fooled {
+                    robust[i] = false;
+                    fooled += 1;
                 }
             }
         }

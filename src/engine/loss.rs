@@ -302,4 +302,58 @@ mod tests {
             .is_err()
         );
     }
+
+    #[test]
+    fn dlr_matches_its_formula_and_ignores_shift_and_scale() {
+        // Sorted: 3 (class 0), 2 (class 2), 1 (class 1), 0.5 (class 3).
+        let z = [3.0f32, 1.0, 2.0, 0.5];
+        let mut dz = [0.0f32; 4];
+        // Untargeted, label 0: −(3 − 2)/(3 − 1).
+        assert!((dlr(&z, 0, None, &mut dz) + 0.5).abs() < 1e-6);
+        // Label 1 (not the top): −(1 − 3)/(3 − 1) = 1.
+        assert!((dlr(&z, 1, None, &mut [0.0; 4]) - 1.0).abs() < 1e-6);
+        // Targeted, label 0 to 3: −(3 − 0.5)/(3 − (1 + 0.5)/2).
+        assert!((dlr(&z, 0, Some(3), &mut [0.0; 4]) + 2.5 / 2.25).abs() < 1e-6);
+        for target in [None, Some(3)] {
+            let base = dlr(&z, 0, target, &mut [0.0; 4]);
+            let moved: Vec<f32> = z.iter().map(|v| 2.5 * v - 7.0).collect();
+            let after = dlr(&moved, 0, target, &mut [0.0; 4]);
+            assert!((base - after).abs() < 1e-5, "{target:?}: {base} vs {after}");
+        }
+        // The gradient against central differences.
+        for (y, target) in [(0, None), (1, None), (0, Some(3)), (2, Some(1))] {
+            let mut g = [0.0f32; 4];
+            dlr(&z, y, target, &mut g);
+            for k in 0..4 {
+                let h = 1e-3;
+                let (mut up, mut down) = (z, z);
+                up[k] += h;
+                down[k] -= h;
+                let fd = (dlr(&up, y, target, &mut [0.0; 4])
+                    - dlr(&down, y, target, &mut [0.0; 4]))
+                    / (2.0 * h);
+                assert!(
+                    (fd - g[k]).abs() < 2e-3,
+                    "y {y} t {target:?} k {k}: {fd} vs {}",
+                    g[k]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dlr_needs_three_classes_and_targeted_four() {
+        let z = Array::new(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap();
+        assert!(Loss::Dlr { classes: vec![0] }.evaluate(&z).is_ok());
+        let err = Loss::DlrTargeted {
+            classes: vec![0],
+            targets: vec![1],
+        }
+        .evaluate(&z)
+        .unwrap_err();
+        assert!(err.to_string().contains("at least 4 classes"), "{err}");
+        let two = Array::new(vec![1, 2], vec![1.0, 2.0]).unwrap();
+        let err = Loss::Dlr { classes: vec![0] }.evaluate(&two).unwrap_err();
+        assert!(err.to_string().contains("at least 3 classes"), "{err}");
+    }
 }
