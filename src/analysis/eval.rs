@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::amplification;
-use crate::attack::{self, AttackConfig, AttackError, TargetMode};
+use crate::attack::{self, AttackConfig, AttackError, Stage, TargetMode};
 use crate::cancel::Cancel;
 use crate::data::Labelled;
 use crate::engine::{Engine, ForwardOptions, TapSelection, predictions};
@@ -22,6 +22,9 @@ pub struct EvalRow {
     pub correct: usize,
     /// For targeted attacks: images classified as their target.
     pub target_hits: Option<usize>,
+    /// For AutoAttack: each component's counts, summed over the batches.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
 }
 
 impl EvalRow {
@@ -105,6 +108,17 @@ impl EvalReport {
                 r.images,
                 r.accuracy()
             );
+            for st in &r.stages {
+                let _ = writeln!(
+                    s,
+                    "| ↳ after {} | | | | | {} attacked, {} fooled | {:.2} | {:.0} s |",
+                    st.attack,
+                    st.attacked,
+                    st.fooled,
+                    percent(st.robust_after, r.images),
+                    st.seconds
+                );
+            }
         }
         if !self.amplification.is_empty() {
             let _ = writeln!(s, "\n| tap | mean ‖ΔA‖/‖A‖ |");
@@ -117,6 +131,20 @@ impl EvalReport {
             let _ = writeln!(s, "\n(partial: cancelled after {} images)", self.images);
         }
         s
+    }
+}
+
+/// Adds one batch's AutoAttack stages to the running totals.
+fn add_stages(total: &mut Vec<Stage>, batch: Vec<Stage>) {
+    if total.is_empty() {
+        *total = batch;
+        return;
+    }
+    for (t, b) in total.iter_mut().zip(batch) {
+        t.attacked += b.attacked;
+        t.fooled += b.fooled;
+        t.robust_after += b.robust_after;
+        t.seconds += b.seconds;
     }
 }
 
@@ -142,6 +170,7 @@ pub fn evaluate(
                 images: 0,
                 correct: 0,
                 target_hits: (a.target != TargetMode::Untargeted).then_some(0),
+                stages: vec![],
             })
             .collect(),
         amplification: vec![],
@@ -197,7 +226,7 @@ pub fn evaluate(
                     })
                     .collect();
             }
-            rows_done.push((correct, hits));
+            rows_done.push((correct, hits, result.stages));
         }
         if rows_done.len() < attacks.len() {
             break; // cancelled mid-batch: count only complete batches
@@ -215,9 +244,10 @@ pub fn evaluate(
             .zip(&part.labels)
             .filter(|(p, y)| p == y)
             .count();
-        for (row, (correct, hits)) in report.rows.iter_mut().zip(rows_done) {
+        for (row, (correct, hits, stages)) in report.rows.iter_mut().zip(rows_done) {
             row.images += n;
             row.correct += correct;
+            add_stages(&mut row.stages, stages);
             if let (Some(h), Some(add)) = (row.target_hits.as_mut(), hits) {
                 *h += add;
             }

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Also time `advlens eval` (images/s): clean accuracy, with PGD-10, and with amplification.
     #[arg(long)]
     pub eval: bool,
+    /// Time the reliable-evaluation attacks instead (images/s): APGD-CE-100, Square-5000 and
+    /// AutoAttack on the first N bundled test images with the shipped default model.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100")]
+    pub robust: Option<usize>,
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
@@ -148,6 +152,9 @@ pub fn run(
     }
     if args.app {
         return bench_app(args.reps, args.gpu);
+    }
+    if let Some(n) = args.robust {
+        return super::bench_robust::robust_table(n, args.gpu);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     println!("model: {}", net.config.summary());

@@ -2,6 +2,7 @@
 
 mod attack;
 mod bench;
+mod bench_robust;
 mod eval;
 mod inspect;
 mod maps;
