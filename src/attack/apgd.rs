@@ -266,9 +266,9 @@ pub fn single_run(
     for it in 0..s.steps {
         cancel.check()?;
         let a = if it == 0 { 1.0 } else { 0.75 };
-        for i in 0..n {
+        for (i, &eta_i) in eta.iter().enumerate() {
             let (c, p) = (cur.example_mut(i), prev.example_mut(i));
-            step_image(c, p, g.grad.example(i), x.example(i), eta[i], a, s);
+            step_image(c, p, g.grad.example(i), x.example(i), eta_i, a, s);
         }
         g = signed_grad(engine, &cur, obj, s.eot, opts)?;
         for i in 0..n {
