@@ -13,7 +13,7 @@
 //! depends on its batch. An image that was fooled returns the latest fooling iterate; one that
 //! was not returns its highest-loss point. Where AutoAttack differs from the paper, this follows
 //! AutoAttack's code: the oscillation count uses `≤ ρ·k`, and the first step of the first window
-//! is compared with an empty (zero) slot. One deliberate deviation: with EOT the loss used by the
+//! is compared with AutoAttack's `loss_steps[-1]`, an empty (zero) slot unless the run has one step. One deliberate deviation: with EOT the loss used by the
 //! checks is the mean over the samples, not the last sample's.
 
 use rand::Rng as _;
@@ -266,9 +266,9 @@ pub fn single_run(
     for it in 0..s.steps {
         cancel.check()?;
         let a = if it == 0 { 1.0 } else { 0.75 };
-        for i in 0..n {
+        for (i, &eta_i) in eta.iter().enumerate() {
             let (c, p) = (cur.example_mut(i), prev.example_mut(i));
-            step_image(c, p, g.grad.example(i), x.example(i), eta[i], a, s);
+            step_image(c, p, g.grad.example(i), x.example(i), eta_i, a, s);
         }
         g = signed_grad(engine, &cur, obj, s.eot, opts)?;
         for i in 0..n {
@@ -297,9 +297,13 @@ pub fn single_run(
         if since_check == window {
             for i in 0..n {
                 let t = &trace[i];
-                let increases = (it + 1 - window..=it)
-                    .filter(|&j| t[j] > if j == 0 { 0.0 } else { t[j - 1] })
-                    .count();
+                // AutoAttack reads `loss_steps[j - 1]`, which for j = 0 wraps to the last slot:
+                // still zero, unless this is the last step (a one-step run).
+                let before = |j: usize| match j {
+                    0 => t.get(s.steps - 1).copied().unwrap_or(0.0),
+                    _ => t[j - 1],
+                };
+                let increases = (it + 1 - window..=it).filter(|&j| t[j] > before(j)).count();
                 let oscillates = increases as f32 <= s.rho * window as f32;
                 let stalled = !halved_at_last_check[i] && best_at_last_check[i] >= best_loss[i];
                 let halve = oscillates || stalled;
