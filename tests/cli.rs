@@ -330,3 +330,46 @@ fn a_released_layout_npz_is_recognised_and_attacked_on_a_shipped_photo() {
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("photo:coffee"));
 }
+
+/// `attack` runs the diagnostics: a two-step PGD leaves the loss still rising, which is printed
+/// as a warning on stderr and written in the record; records without diagnostics still parse.
+#[test]
+fn attack_prints_and_records_its_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = advlens(&[
+        "attack",
+        "--engine",
+        "cpu",
+        "--image",
+        "fashion:0",
+        "--image",
+        "fashion:1",
+        "--attack",
+        "pgd",
+        "--steps",
+        "2",
+        "--eps",
+        "0.02",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: not_converged: the rescaled loss still rose")
+            && stderr.contains(" — the attack's loss was still rising"),
+        "{stderr}"
+    );
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("record.json")).unwrap()).unwrap();
+    let flags = rec["diagnostics"].as_array().unwrap();
+    assert!(
+        flags
+            .iter()
+            .any(|d| d["flag"] == "not_converged" && d["images"].as_u64().unwrap() > 0),
+        "{flags:?}"
+    );
+    rec.as_object_mut().unwrap().remove("diagnostics");
+    let old: advlens::attack::RunRecord = serde_json::from_value(rec).unwrap();
+    assert!(old.diagnostics.is_empty());
+}

@@ -158,13 +158,32 @@ fn a_batch_cancelled_in_its_last_attack_leaves_no_trace() {
         },
     ];
     let data = data().select(&(0..16).collect::<Vec<_>>());
+    let first = data.select(&(0..8).collect::<Vec<_>>());
+    // The first batch's gradients: the attacks, the diagnostics' zero-gradient checks and their
+    // unbounded re-attacks (first batch only). The second batch then asks for FGSM's gradient,
+    // its zero-gradient check and PGD's first step: cancel there.
+    let mut count = CancelAt {
+        inner: CpuEngine::new(common::trained()).unwrap(),
+        calls: 0,
+        at: usize::MAX,
+        cancel: Cancel::new(),
+    };
+    evaluate(
+        &mut count,
+        &first,
+        &attacks,
+        8,
+        true,
+        &Cancel::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let first_batch = count.calls;
     let cancel = Cancel::new();
-    // Gradients 1-4 are the first batch (FGSM, then three PGD steps); 5 is the second batch's
-    // FGSM, 6 its first PGD step.
     let mut e = CancelAt {
         inner: CpuEngine::new(common::trained()).unwrap(),
         calls: 0,
-        at: 6,
+        at: first_batch + 3,
         cancel: cancel.clone(),
     };
     let partial = evaluate(&mut e, &data, &attacks, 8, true, &cancel, &mut |_, _| {}).unwrap();
@@ -172,7 +191,6 @@ fn a_batch_cancelled_in_its_last_attack_leaves_no_trace() {
     assert_eq!(partial.images, 8);
     assert!(partial.rows.iter().all(|r| r.images == 8));
     let mut e = CpuEngine::new(common::trained()).unwrap();
-    let first = data.select(&(0..8).collect::<Vec<_>>());
     let whole = evaluate(
         &mut e,
         &first,
@@ -233,4 +251,155 @@ fn cli_eval_on_bundled_images() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fetch-data.sh"));
+}
+
+/// AutoAttack's per-component counts are summed over the batches (`rand`: APGD-CE then APGD-DLR
+/// with EOT; `standard` needs Square), the last component's robust count is the row's robust
+/// count, and the table shows one sub-row per component.
+#[test]
+fn autoattack_stages_are_summed_over_batches() {
+    let mut e = CpuEngine::new(common::trained()).unwrap();
+    let cfg = AttackConfig {
+        kind: AttackKind::AutoAttackRand,
+        eps: 0.1,
+        steps: Some(5),
+        apgd: advlens::attack::ApgdConfig {
+            eot: 2,
+            ..Default::default()
+        },
+        ..AttackConfig::default()
+    };
+    let r = evaluate(
+        &mut e,
+        &data(),
+        std::slice::from_ref(&cfg),
+        10,
+        false,
+        &Cancel::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let row = &r.rows[0];
+    let ids: Vec<&str> = row.stages.iter().map(|s| s.attack.as_str()).collect();
+    assert_eq!(ids, ["apgd-ce", "apgd-dlr"]);
+    assert_eq!(row.stages[0].attacked, r.clean_correct);
+    assert_eq!(
+        row.stages[1].attacked,
+        row.stages[0].attacked - row.stages[0].fooled
+    );
+    assert_eq!(row.stages[1].robust_after, row.correct);
+    assert!(row.stages[0].fooled > 0, "{:?}", row.stages);
+    let md = r.markdown();
+    assert!(md.contains("| ↳ after apgd-ce (fooled"), "{md}");
+    let after_dlr = format!(
+        "| {} | {:.2} | – |",
+        r.images,
+        100.0 * row.correct as f64 / r.images as f64
+    );
+    assert!(md.contains(&after_dlr), "{md}");
+}
+
+/// A hand-made AutoAttack row: the table names it "AutoAttack standard without FAB-T", prints
+/// the cumulative robust accuracy after each component, and lists the flags under the table.
+#[test]
+fn the_table_names_autoattack_and_lists_warnings() {
+    use advlens::analysis::{EvalReport, EvalRow};
+    use advlens::attack::{AUTOATTACK_STANDARD_NAME, Diagnostic, Flag, Stage};
+    let stage = |attack: &str, attacked, fooled, robust_after| Stage {
+        attack: attack.into(),
+        attacked,
+        fooled,
+        robust_after,
+        seconds: 1.0,
+    };
+    let report = EvalReport {
+        images: 100,
+        clean_correct: 90,
+        rows: vec![EvalRow {
+            attack: AttackConfig {
+                kind: AttackKind::AutoAttack,
+                eps: 0.1,
+                ..AttackConfig::default()
+            },
+            images: 100,
+            correct: 40,
+            target_hits: None,
+            diagnostics: vec![Diagnostic {
+                flag: Flag::SquareBeatsWhiteBox,
+                images: 5,
+                of: 45,
+                detail: "Square fooled 5".into(),
+            }],
+            stages: vec![
+                stage("apgd-ce", 90, 40, 50),
+                stage("apgd-t", 50, 5, 45),
+                stage("square", 45, 5, 40),
+            ],
+        }],
+        amplification: vec![],
+        complete: true,
+    };
+    let md = report.markdown();
+    assert!(
+        md.contains(&format!("| {AUTOATTACK_STANDARD_NAME} | Linf |")),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ↳ after apgd-t (fooled 5 of 50, 1.0 s) | | | | | 100 | 45.00 | – |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ↳ after square (fooled 5 of 45, 1.0 s) | | | | | 100 | 40.00 | – |"),
+        "{md}"
+    );
+    assert!(md.contains("warnings:\n- AutoAttack standard without FAB-T ε=0.1000: square_beats_white_box: 5/45 images: Square fooled 5 — "), "{md}");
+}
+
+/// A model whose gradient is zero everywhere: the eval row carries the zero-gradient flag summed
+/// over both batches and the unbounded failure measured on the first batch only, and says so.
+#[test]
+fn eval_rows_carry_the_flags_of_every_batch() {
+    let mut net = (*common::trained()).clone();
+    for (name, w) in net.weights.iter_mut() {
+        if name.contains("linear") && w.shape().len() == 2 {
+            w.data_mut().iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+    let mut e = CpuEngine::new(std::sync::Arc::new(net)).unwrap();
+    let cfg = AttackConfig {
+        kind: AttackKind::Pgd,
+        eps: 0.1,
+        steps: Some(3),
+        ..AttackConfig::default()
+    };
+    let data = data().select(&(0..16).collect::<Vec<_>>());
+    let r = evaluate(
+        &mut e,
+        &data,
+        &[cfg],
+        8,
+        false,
+        &Cancel::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let flags = &r.rows[0].diagnostics;
+    let zero = flags
+        .iter()
+        .find(|d| d.flag == advlens::attack::Flag::ZeroGradient)
+        .expect("zero gradient");
+    assert_eq!((zero.images, zero.of), (16, 16));
+    let unbounded = flags
+        .iter()
+        .find(|d| d.flag == advlens::attack::Flag::UnboundedFailure)
+        .expect("unbounded failure");
+    assert!(unbounded.of > 0 && unbounded.of <= 8, "{unbounded:?}");
+    assert_eq!(unbounded.images, unbounded.of);
+    assert!(
+        unbounded.detail.contains("first batch only"),
+        "{}",
+        unbounded.detail
+    );
+    assert!(r.markdown().contains("zero_gradient: 16/16 images"));
+    assert!(!flags.iter().any(|d| d.images == 0));
 }

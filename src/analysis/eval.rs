@@ -6,7 +6,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::amplification;
-use crate::attack::{self, AttackConfig, AttackError, Stage, TargetMode};
+use crate::array::Array;
+use crate::attack::{
+    self, AttackConfig, AttackError, AttackKind, DiagnoseOptions, Diagnostic, Flag, Stage,
+    TargetMode, diagnose, merge_batches, square_beats_white_box,
+};
 use crate::cancel::Cancel;
 use crate::data::Labelled;
 use crate::engine::{Engine, ForwardOptions, TapSelection, predictions};
@@ -22,7 +26,11 @@ pub struct EvalRow {
     pub correct: usize,
     /// For targeted attacks: images classified as their target.
     pub target_hits: Option<usize>,
-    /// For AutoAttack: each component's counts, summed over the batches.
+    /// Flags raised on any batch, counts summed over the batches (the detail is the first
+    /// batch's that raised it).
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+    /// For AutoAttack: each component's counts and seconds summed over the batches.
     #[serde(default)]
     pub stages: Vec<Stage>,
 }
@@ -32,7 +40,77 @@ impl EvalRow {
     pub fn accuracy(&self) -> f64 {
         percent(self.correct, self.images)
     }
+
+    /// The attack's name in tables: AutoAttack's says which components it lacks.
+    pub fn name(&self) -> String {
+        match self.attack.kind {
+            AttackKind::AutoAttack => attack::AUTOATTACK_STANDARD_NAME.to_string(),
+            k => k.id().to_string(),
+        }
+    }
+
+    /// One warning line per flag raised: `warning: <attack> ε=<ε>: <flag id>: <n>/<of> images:
+    /// <detail> — <explanation>`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "warning: {} ε={:.4}: {}: {}/{} images: {} — {}",
+                    self.name(),
+                    self.attack.eps,
+                    d.flag.id(),
+                    d.images,
+                    d.of,
+                    d.detail,
+                    d.flag.explanation()
+                )
+            })
+            .collect()
+    }
+
+    /// Adds one batch's outcome.
+    fn absorb(&mut self, n: usize, b: BatchRow) {
+        self.images += n;
+        self.correct += b.correct;
+        if let (Some(h), Some(add)) = (self.target_hits.as_mut(), b.hits) {
+            *h += add;
+        }
+        merge_batches(&mut self.diagnostics, b.diagnostics);
+        if self.stages.is_empty() {
+            self.stages = b.stages;
+        } else {
+            for (s, add) in self.stages.iter_mut().zip(b.stages) {
+                s.attacked += add.attacked;
+                s.fooled += add.fooled;
+                s.robust_after += add.robust_after;
+                s.seconds += add.seconds;
+            }
+        }
+    }
+
+    /// Drops the checks that passed on every batch and judges Square against the white-box
+    /// attacks on the whole set rather than per batch.
+    fn finish(&mut self) {
+        self.diagnostics
+            .retain(|d| d.images > 0 && d.flag != Flag::SquareBeatsWhiteBox);
+        if let Some(d) = square_beats_white_box(&self.stages, self.images) {
+            self.diagnostics.push(d);
+        }
+    }
 }
+
+/// One attack's outcome on one batch.
+struct BatchRow {
+    correct: usize,
+    hits: Option<usize>,
+    diagnostics: Vec<Diagnostic>,
+    stages: Vec<Stage>,
+}
+
+/// Images re-attacked without a budget by the unbounded check, on the first batch only (the check
+/// costs a second attack).
+pub const EVAL_UNBOUNDED_IMAGES: usize = 16;
 
 /// Mean amplification at one tap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,7 +180,7 @@ impl EvalReport {
             let _ = writeln!(
                 s,
                 "| {} | {:?} | {:.4} | {steps} | {target} | {} | {:.2} | {hits} |",
-                a.kind,
+                r.name(),
                 a.norm,
                 a.eps,
                 r.images,
@@ -111,13 +189,21 @@ impl EvalReport {
             for st in &r.stages {
                 let _ = writeln!(
                     s,
-                    "| ↳ after {} | | | | | {} attacked, {} fooled | {:.2} | {:.0} s |",
+                    "| ↳ after {} (fooled {} of {}, {:.1} s) | | | | | {} | {:.2} | – |",
                     st.attack,
-                    st.attacked,
                     st.fooled,
-                    percent(st.robust_after, r.images),
-                    st.seconds
+                    st.attacked,
+                    st.seconds,
+                    r.images,
+                    percent(st.robust_after, r.images)
                 );
+            }
+        }
+        let warnings: Vec<String> = self.rows.iter().flat_map(EvalRow::warnings).collect();
+        if !warnings.is_empty() {
+            let _ = writeln!(s, "\nwarnings:");
+            for w in &warnings {
+                let _ = writeln!(s, "- {}", w.trim_start_matches("warning: "));
             }
         }
         if !self.amplification.is_empty() {
@@ -131,20 +217,6 @@ impl EvalReport {
             let _ = writeln!(s, "\n(partial: cancelled after {} images)", self.images);
         }
         s
-    }
-}
-
-/// Adds one batch's AutoAttack stages to the running totals.
-fn add_stages(total: &mut Vec<Stage>, batch: Vec<Stage>) {
-    if total.is_empty() {
-        *total = batch;
-        return;
-    }
-    for (t, b) in total.iter_mut().zip(batch) {
-        t.attacked += b.attacked;
-        t.fooled += b.fooled;
-        t.robust_after += b.robust_after;
-        t.seconds += b.seconds;
     }
 }
 
@@ -170,6 +242,7 @@ pub fn evaluate(
                 images: 0,
                 correct: 0,
                 target_hits: (a.target != TargetMode::Untargeted).then_some(0),
+                diagnostics: vec![],
                 stages: vec![],
             })
             .collect(),
@@ -193,29 +266,18 @@ pub fn evaluate(
         // This batch's amplification sums, added to the report only once the batch is complete.
         let mut batch_amp: Vec<(String, f64)> = Vec::new();
         for (k, cfg) in attacks.iter().enumerate() {
-            let result = match attack::run(engine, &part.images, Some(&part.labels), cfg, cancel) {
+            let unbounded = (start == 0).then_some(EVAL_UNBOUNDED_IMAGES);
+            let (row, x_adv) = match attack_batch(engine, &part, cfg, unbounded, cancel) {
                 Err(AttackError::Cancelled) => break,
                 other => other?,
             };
-            let adv_opts = cfg.forward_options();
-            let adv = engine.forward(&result.x_adv, &adv_opts)?;
-            let pred = predictions(&adv.logits);
-            let correct = pred
-                .iter()
-                .zip(&part.labels)
-                .filter(|(p, y)| p == y)
-                .count();
-            let hits = result
-                .targets
-                .as_ref()
-                .map(|t| pred.iter().zip(t).filter(|(p, t)| p == t).count());
             if with_amplification && k == 0 {
                 let all = ForwardOptions {
                     taps: TapSelection::All,
-                    ..adv_opts.clone()
+                    ..cfg.forward_options()
                 };
                 let c = engine.forward(&part.images, &all)?;
-                let a = engine.forward(&result.x_adv, &all)?;
+                let a = engine.forward(&x_adv, &all)?;
                 batch_amp = c
                     .taps
                     .iter()
@@ -226,7 +288,7 @@ pub fn evaluate(
                     })
                     .collect();
             }
-            rows_done.push((correct, hits, result.stages));
+            rows_done.push(row);
         }
         if rows_done.len() < attacks.len() {
             break; // cancelled mid-batch: count only complete batches
@@ -244,18 +306,16 @@ pub fn evaluate(
             .zip(&part.labels)
             .filter(|(p, y)| p == y)
             .count();
-        for (row, (correct, hits, stages)) in report.rows.iter_mut().zip(rows_done) {
-            row.images += n;
-            row.correct += correct;
-            add_stages(&mut row.stages, stages);
-            if let (Some(h), Some(add)) = (row.target_hits.as_mut(), hits) {
-                *h += add;
-            }
+        for (row, done) in report.rows.iter_mut().zip(rows_done) {
+            row.absorb(n, done);
         }
         start += n;
         progress(report.images, total);
     }
     report.complete = report.images == total;
+    for row in &mut report.rows {
+        row.finish();
+    }
     report.amplification = amp_sums
         .into_iter()
         .map(|(tap, sum)| TapAmplification {
@@ -268,4 +328,46 @@ pub fn evaluate(
         })
         .collect();
     Ok(report)
+}
+
+/// Runs one attack on one batch, re-predicts its images and runs the diagnostics on it (the
+/// unbounded re-attack on up to `unbounded` images, when given). Returns the batch's row and the
+/// adversarial images.
+fn attack_batch(
+    engine: &mut dyn Engine,
+    part: &Labelled,
+    cfg: &AttackConfig,
+    unbounded: Option<usize>,
+    cancel: &Cancel,
+) -> Result<(BatchRow, Array), AttackError> {
+    let result = attack::run(engine, &part.images, Some(&part.labels), cfg, cancel)?;
+    let adv = engine.forward(&result.x_adv, &cfg.forward_options())?;
+    let pred = predictions(&adv.logits);
+    let correct = pred
+        .iter()
+        .zip(&part.labels)
+        .filter(|(p, y)| p == y)
+        .count();
+    let hits = result
+        .targets
+        .as_ref()
+        .map(|t| pred.iter().zip(t).filter(|(p, t)| p == t).count());
+    let opts = DiagnoseOptions {
+        unbounded,
+        keep_passed: true,
+        cancel: cancel.clone(),
+    };
+    let mut diagnostics = diagnose(engine, &part.images, &result, cfg, &opts)?;
+    for d in &mut diagnostics {
+        if d.flag == Flag::UnboundedFailure {
+            d.detail.push_str(" (checked on the first batch only)");
+        }
+    }
+    let row = BatchRow {
+        correct,
+        hits,
+        diagnostics,
+        stages: result.stages,
+    };
+    Ok((row, result.x_adv))
 }

@@ -141,6 +141,7 @@ pub fn analyse(engine: &mut dyn Engine, job: &AnalyseJob) -> Result<Snapshot, At
         architecture: net.config.summary(),
         attack: job.cfg.clone(),
         images,
+        diagnostics: result.diagnostics.clone(),
     };
     Ok(Snapshot {
         id: job.id,

@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{AttackConfig, AttackError, AttackKind, AttackResult, Norm, StepRecord};
+use crate::array::Array;
+use crate::cancel::Cancel;
+use crate::engine::{Engine, Loss};
+
 /// One kind of warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,4 +97,488 @@ pub struct Diagnostic {
     pub of: usize,
     /// The measurement, in words and numbers.
     pub detail: String,
+}
+
+impl Diagnostic {
+    /// The CLI's one-line warning: `warning: <flag id>: <detail> — <explanation>`.
+    pub fn warning_line(&self) -> String {
+        format!(
+            "warning: {}: {} — {}",
+            self.flag.id(),
+            self.detail,
+            self.flag.explanation()
+        )
+    }
+}
+
+/// Adds the flags of one batch to those of earlier batches: counts are summed, the first
+/// non-empty detail is kept (it describes the batch it was measured on). Checks that passed
+/// (`images == 0`, kept with [`DiagnoseOptions::keep_passed`]) count towards `of` only.
+pub fn merge_batches(into: &mut Vec<Diagnostic>, more: Vec<Diagnostic>) {
+    for d in more {
+        match into.iter_mut().find(|e| e.flag == d.flag) {
+            Some(e) => {
+                if e.images == 0 && d.images > 0 {
+                    e.detail = d.detail;
+                }
+                e.images += d.images;
+                e.of += d.of;
+            }
+            None => into.push(d),
+        }
+    }
+}
+
+/// What [`diagnose`] checks beyond the cheap tests.
+#[derive(Clone, Debug)]
+pub struct DiagnoseOptions {
+    /// Re-attack up to this many images that survived the attack at an unlimited budget
+    /// (Pintor et al.'s unconstrained attack); `None` skips the check, which costs a second run.
+    pub unbounded: Option<usize>,
+    /// Also return the checks that found nothing, with `images == 0` and `of` the images they
+    /// looked at, so that counts can be summed over batches ([`merge_batches`]).
+    pub keep_passed: bool,
+    /// Cancels the unbounded re-run.
+    pub cancel: Cancel,
+}
+
+impl Default for DiagnoseOptions {
+    fn default() -> Self {
+        Self {
+            unbounded: Some(16),
+            keep_passed: false,
+            cancel: Cancel::new(),
+        }
+    }
+}
+
+/// The tolerance AutoAttack's checks use for probabilities (in [0, 1], rows summing to 1).
+const PROB_TOL: f32 = 1e-5;
+/// Repeated forward passes of the randomness check.
+const PASSES: usize = 5;
+/// The largest distance between L2-normalised logits of two passes that still counts as equal.
+const SAME_LOGITS: f32 = 1e-4;
+/// Pintor et al.'s window (last steps looked at) and tolerance for incomplete optimisation.
+const CONVERGE_WINDOW: usize = 10;
+const CONVERGE_TOL: f32 = 0.05;
+
+/// Runs every check on the attack `result` of `cfg` on the clean images `x` and returns the
+/// flags raised: those the attack recorded itself (`result.diagnostics`) followed by softmax
+/// output, randomness, non-finite logits, zero gradient (gradient attacks that do not check it
+/// themselves), silent success, incomplete optimisation and, with `opts.unbounded`, failure at an
+/// unlimited budget. Every flag says how many images it affects out of how many it looked at.
+pub fn diagnose(
+    engine: &mut dyn Engine,
+    x: &Array,
+    result: &AttackResult,
+    cfg: &AttackConfig,
+    opts: &DiagnoseOptions,
+) -> Result<Vec<Diagnostic>, AttackError> {
+    let fwd = cfg.forward_options();
+    let n = x.batch();
+    let clean = engine.forward(x, &fwd)?;
+    let adv = engine.forward(&result.x_adv, &fwd)?;
+    let success: Vec<bool> = (0..n)
+        .map(|i| succeeded(result, i, adv.logits.example(i)))
+        .collect();
+    let mut out = result.diagnostics.clone();
+    let mut checks = vec![softmax_output(&clean.logits)];
+    checks.push(randomised(engine, x, &clean.logits, &result.labels, cfg)?);
+    checks.push(non_finite(&clean.logits, &adv.logits));
+    if needs_gradient_check(cfg.kind) {
+        let (zero, bad) = zero_gradient(engine, x, &result.labels, &fwd)?;
+        checks.push(zero);
+        checks.push(bad);
+    }
+    checks.push(silent_success(result, &success));
+    if let Some(dir) = ascent_direction(cfg, result) {
+        checks.push(not_converged(&result.history, &success, dir));
+    }
+    if let Some(m) = opts.unbounded
+        && let Some(d) = unbounded(engine, x, result, cfg, &success, m, &opts.cancel)?
+    {
+        checks.push(d);
+    }
+    for d in checks {
+        if d.images == 0 && !opts.keep_passed {
+            continue;
+        }
+        match out.iter_mut().find(|e| e.flag == d.flag) {
+            // The attack's own measurement and ours look at the same images: keep the larger
+            // count and both details.
+            Some(e) => {
+                if d.images > 0 {
+                    e.images = e.images.max(d.images);
+                    e.of = e.of.max(d.of);
+                    e.detail = format!("{}; {}", e.detail, d.detail);
+                }
+            }
+            None => out.push(d),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether re-predicted logits of image `i` count as the attack's success.
+fn succeeded(result: &AttackResult, i: usize, logits: &[f32]) -> bool {
+    let pred = crate::array::argmax(logits).unwrap_or(0);
+    match &result.targets {
+        Some(t) => pred == t[i],
+        None => pred != result.labels[i],
+    }
+}
+
+fn diagnostic(flag: Flag, images: usize, of: usize, detail: String) -> Diagnostic {
+    Diagnostic {
+        flag,
+        images,
+        of,
+        detail,
+    }
+}
+
+/// AutoAttack's softmax check: every output in [0, 1] and every row summing to 1.
+fn softmax_output(logits: &Array) -> Diagnostic {
+    let n = logits.batch();
+    let (lo, hi) = logits
+        .data()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let max_dev = (0..n)
+        .map(|i| (logits.example(i).iter().sum::<f32>() - 1.0).abs())
+        .fold(
+            0.0f32,
+            |a, d| if d.is_nan() { f32::INFINITY } else { a.max(d) },
+        );
+    let probs = n > 0 && lo > -PROB_TOL && hi < 1.0 + PROB_TOL && max_dev <= PROB_TOL;
+    diagnostic(
+        Flag::SoftmaxOutput,
+        if probs { n } else { 0 },
+        n,
+        format!(
+            "outputs in [{lo:.3e}, {hi:.6}], rows sum to 1 within {max_dev:.1e} for all {n} images"
+        ),
+    )
+}
+
+/// AutoAttack's randomness check: five forward passes of the clean images; the number of correct
+/// predictions differs, or two passes' L2-normalised logits are further apart than 1e−4.
+fn randomised(
+    engine: &mut dyn Engine,
+    x: &Array,
+    first: &Array,
+    labels: &[usize],
+    cfg: &AttackConfig,
+) -> Result<Diagnostic, AttackError> {
+    let n = x.batch();
+    let mut passes = vec![normalised(first)];
+    for _ in 1..PASSES {
+        passes.push(normalised(
+            &engine.forward(x, &cfg.forward_options())?.logits,
+        ));
+    }
+    let correct: Vec<usize> = passes
+        .iter()
+        .map(|z| {
+            (0..n)
+                .filter(|&i| crate::array::argmax(&z[i]) == Some(labels[i]))
+                .count()
+        })
+        .collect();
+    // Per image, the largest distance between two passes' normalised logits. NaN (non-finite
+    // logits) is the non-finite check's business, not randomness.
+    let spread: Vec<f32> = (0..n)
+        .map(|i| {
+            let rows: Vec<&[f32]> = passes.iter().map(|p| p[i].as_slice()).collect();
+            let mut d_i = 0.0f32;
+            for (a, ra) in rows.iter().enumerate() {
+                for rb in &rows[a + 1..] {
+                    let d = ra
+                        .iter()
+                        .zip(*rb)
+                        .map(|(p, q)| (p - q) * (p - q))
+                        .sum::<f32>()
+                        .sqrt();
+                    if !d.is_nan() {
+                        d_i = d_i.max(d);
+                    }
+                }
+            }
+            d_i
+        })
+        .collect();
+    let worst = spread.iter().copied().fold(0.0f32, f32::max);
+    let affected = spread.iter().filter(|&&d| d > SAME_LOGITS).count();
+    let counts_differ = correct.iter().any(|&c| c != correct[0]);
+    let raised = counts_differ || worst > SAME_LOGITS;
+    let counts: Vec<String> = correct.iter().map(ToString::to_string).collect();
+    Ok(diagnostic(
+        Flag::Randomised,
+        if raised { affected.max(1) } else { 0 },
+        n,
+        format!(
+            "{PASSES} forward passes of the clean images: correct {} of {n}; largest distance \
+             between L2-normalised logits {worst:.2e} (threshold {SAME_LOGITS:.0e})",
+            counts.join("/")
+        ),
+    ))
+}
+
+/// Each row of `logits` divided by its L2 norm.
+fn normalised(logits: &Array) -> Vec<Vec<f32>> {
+    (0..logits.batch())
+        .map(|i| {
+            let z = logits.example(i);
+            let norm = z.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            z.iter().map(|v| v / norm).collect()
+        })
+        .collect()
+}
+
+/// Images with NaN or infinite logits, clean or adversarial.
+fn non_finite(clean: &Array, adv: &Array) -> Diagnostic {
+    let n = clean.batch();
+    let bad = |a: &Array, i: usize| a.example(i).iter().any(|v| !v.is_finite());
+    let (c, a) = (
+        (0..n).filter(|&i| bad(clean, i)).count(),
+        (0..n).filter(|&i| bad(adv, i)).count(),
+    );
+    let images = (0..n).filter(|&i| bad(clean, i) || bad(adv, i)).count();
+    diagnostic(
+        Flag::NonFinite,
+        images,
+        n,
+        format!("non-finite logits for {c} clean and {a} adversarial images of {n}"),
+    )
+}
+
+/// Whether the attack follows gradients and does not check them at its start itself (APGD and
+/// AutoAttack do; Square uses none).
+fn needs_gradient_check(kind: AttackKind) -> bool {
+    !(kind.is_apgd()
+        || matches!(
+            kind,
+            AttackKind::Square | AttackKind::AutoAttack | AttackKind::AutoAttackRand
+        ))
+}
+
+/// One gradient of the cross-entropy on the labels at the clean images: images whose gradient is
+/// exactly zero (‖g‖₁ = 0), and those whose gradient is not finite.
+fn zero_gradient(
+    engine: &mut dyn Engine,
+    x: &Array,
+    labels: &[usize],
+    fwd: &crate::engine::ForwardOptions,
+) -> Result<(Diagnostic, Diagnostic), AttackError> {
+    let n = x.batch();
+    let loss = Loss::CrossEntropy {
+        classes: labels.to_vec(),
+    };
+    let g = engine.input_grad(x, &loss, fwd)?;
+    let l1: Vec<f32> = (0..n)
+        .map(|i| g.grad.example(i).iter().map(|v| v.abs()).sum())
+        .collect();
+    let bad = l1.iter().filter(|v| !v.is_finite()).count();
+    let zero = l1.iter().filter(|&&v| v == 0.0).count();
+    Ok((
+        diagnostic(
+            Flag::ZeroGradient,
+            zero,
+            n,
+            format!("‖∇CE‖₁ = 0 at the clean image for {zero} of {n} images"),
+        ),
+        diagnostic(
+            Flag::NonFinite,
+            bad,
+            n,
+            format!("non-finite cross-entropy gradient at the clean image for {bad} of {n} images"),
+        ),
+    ))
+}
+
+/// Images whose history passed through an adversarial point (margin < 0) although the returned
+/// image, re-predicted, is not adversarial.
+fn silent_success(result: &AttackResult, success: &[bool]) -> Diagnostic {
+    let n = success.len();
+    let silent: Vec<usize> = (0..n)
+        .filter(|&i| !success[i])
+        .filter(|&i| result.history[i].iter().any(|s| s.margin < 0.0))
+        .collect();
+    let steps: Vec<String> = silent
+        .iter()
+        .take(5)
+        .filter_map(|&i| {
+            let s = result.history[i].iter().find(|s| s.margin < 0.0)?;
+            Some(format!(
+                "image {i} at step {}, margin {:.3}",
+                s.step, s.margin
+            ))
+        })
+        .collect();
+    diagnostic(
+        Flag::SilentSuccess,
+        silent.len(),
+        n,
+        format!(
+            "{} of {n} images were adversarial on the attack's path but not at the returned \
+             point{}{}",
+            silent.len(),
+            if steps.is_empty() { "" } else { " (" },
+            if steps.is_empty() {
+                String::new()
+            } else {
+                format!("{})", steps.join(", "))
+            }
+        ),
+    )
+}
+
+/// The sign that turns the recorded loss into the value the attack maximises, for iterative
+/// attacks whose history is a loss trace to judge; `None` for the others (FGSM has one step;
+/// C&W and DeepFool minimise a norm; Square's loss is a margin it minimises by random search).
+fn ascent_direction(cfg: &AttackConfig, result: &AttackResult) -> Option<f32> {
+    match cfg.kind {
+        AttackKind::Bim | AttackKind::Pgd | AttackKind::MiFgsm => {
+            // Targeted runs descend the cross-entropy towards the target (`Context::ce_loss`).
+            Some(if result.targets.is_some() { -1.0 } else { 1.0 })
+        }
+        // APGD records the value it maximises; AutoAttack keeps APGD's histories (only of the
+        // images it fooled, so nothing is judged for the survivors).
+        AttackKind::ApgdCe
+        | AttackKind::ApgdDlr
+        | AttackKind::ApgdT
+        | AttackKind::AutoAttack
+        | AttackKind::AutoAttackRand => Some(1.0),
+        AttackKind::Fgsm | AttackKind::Cw | AttackKind::Deepfool | AttackKind::Square => None,
+    }
+}
+
+/// Pintor et al.'s incomplete optimisation for one loss trace (already signed so that the
+/// attack maximises it): rescaled to [0, 1] over the trace and made monotone (running best),
+/// how much it still rose over the last `min(10, T)` values.
+pub fn still_rising(trace: &[f32]) -> f32 {
+    let finite: Vec<f32> = trace.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < 2 {
+        return 0.0;
+    }
+    let lo = finite.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if hi <= lo {
+        return 0.0;
+    }
+    let mut best = f32::NEG_INFINITY;
+    let monotone: Vec<f32> = finite
+        .iter()
+        .map(|&v| {
+            best = best.max((v - lo) / (hi - lo));
+            best
+        })
+        .collect();
+    let t = monotone.len();
+    let window = &monotone[t - CONVERGE_WINDOW.min(t)..];
+    window[window.len() - 1] - window[0]
+}
+
+/// Images the attack did not fool whose loss was still rising over its last steps.
+fn not_converged(history: &[Vec<StepRecord>], success: &[bool], dir: f32) -> Diagnostic {
+    let judged: Vec<f32> = (0..success.len())
+        .filter(|&i| !success[i] && history[i].len() >= 2)
+        .map(|i| {
+            let trace: Vec<f32> = history[i].iter().map(|s| dir * s.loss).collect();
+            still_rising(&trace)
+        })
+        .collect();
+    let rising: Vec<f32> = judged
+        .iter()
+        .copied()
+        .filter(|&r| r > CONVERGE_TOL)
+        .collect();
+    let worst = rising.iter().copied().fold(0.0f32, f32::max);
+    let steps = history.iter().map(Vec::len).max().unwrap_or(0);
+    diagnostic(
+        Flag::NotConverged,
+        rising.len(),
+        judged.len(),
+        format!(
+            "the rescaled loss still rose by more than {CONVERGE_TOL} over the last \
+             {} of {steps} recorded steps for {} of the {} images not fooled (largest rise {worst:.3})",
+            CONVERGE_WINDOW.min(steps),
+            rising.len(),
+            judged.len()
+        ),
+    )
+}
+
+/// The attack to re-run without a budget: the same one (APGD-CE in place of AutoAttack and
+/// Square, to keep it cheap) at ε = 1 (L∞) or √(values per image) (L2), which covers all of
+/// [0, 1]ⁿ; `None` for the minimum-norm attacks, which have no budget.
+fn unbounded_config(cfg: &AttackConfig, values: usize) -> Option<AttackConfig> {
+    if cfg.kind.is_minimum_norm() {
+        return None;
+    }
+    let kind = match cfg.kind {
+        AttackKind::AutoAttack | AttackKind::AutoAttackRand | AttackKind::Square => {
+            AttackKind::ApgdCe
+        }
+        k => k,
+    };
+    let eps = match cfg.norm {
+        Norm::Linf => 1.0,
+        Norm::L2 => (values as f32).sqrt(),
+    };
+    Some(AttackConfig {
+        kind,
+        eps,
+        ..cfg.clone()
+    })
+}
+
+/// Pintor et al.'s unconstrained attack: up to `m` images the attack did not fool are attacked
+/// again without a budget; those that still survive are flagged.
+fn unbounded(
+    engine: &mut dyn Engine,
+    x: &Array,
+    result: &AttackResult,
+    cfg: &AttackConfig,
+    success: &[bool],
+    m: usize,
+    cancel: &Cancel,
+) -> Result<Option<Diagnostic>, AttackError> {
+    let Some(free) = unbounded_config(cfg, x.example_len()) else {
+        return Ok(None);
+    };
+    let survivors: Vec<usize> = (0..x.batch()).filter(|&i| !success[i]).take(m).collect();
+    if survivors.is_empty() {
+        return Ok(Some(diagnostic(
+            Flag::UnboundedFailure,
+            0,
+            0,
+            "no image survived the attack, so none was re-attacked".into(),
+        )));
+    }
+    let xs = x.select(&survivors);
+    let labels: Vec<usize> = survivors.iter().map(|&i| result.labels[i]).collect();
+    let again = super::run_with_progress(engine, &xs, Some(&labels), &free, cancel, &|_| {})?;
+    let logits = engine
+        .forward(&again.x_adv, &free.forward_options())?
+        .logits;
+    let still = (0..xs.batch())
+        .filter(|&j| !succeeded(&again, j, logits.example(j)))
+        .count();
+    let checked = survivors.len();
+    Ok(Some(diagnostic(
+        Flag::UnboundedFailure,
+        still,
+        checked,
+        format!(
+            "{still} of {checked} images checked (of {} the attack did not fool) survive {} at \
+             ε = {} ({:?}, unlimited)",
+            success.iter().filter(|&&s| !s).count(),
+            free.kind,
+            free.eps,
+            free.norm
+        ),
+    )))
 }

@@ -24,9 +24,9 @@ pub use apgd::{
     SingleRun as ApgdRun, checkpoints as apgd_checkpoints, random_start as apgd_random_start,
     single_run as apgd_single_run,
 };
-pub use autoattack::{STANDARD_NAME as AUTOATTACK_STANDARD_NAME, Stage};
+pub use autoattack::{STANDARD_NAME as AUTOATTACK_STANDARD_NAME, Stage, square_beats_white_box};
 pub use budget::{Budget, parse_budget, parse_fraction};
-pub use diagnostics::{Diagnostic, Flag};
+pub use diagnostics::{DiagnoseOptions, Diagnostic, Flag, diagnose, merge_batches, still_rising};
 pub use pgd::madry_step_size;
 pub use project::{distances, linf};
 pub use report::{ClassProb, ImageRecord, RunRecord, image_records, top5};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttackConfig, AttackResult, StepRecord};
+use super::{AttackConfig, AttackResult, Diagnostic, StepRecord};
 use crate::array::{Array, softmax, top_k};
 use crate::model::Network;
 
@@ -61,6 +61,10 @@ pub struct RunRecord {
     pub attack: AttackConfig,
     /// One entry per image.
     pub images: Vec<ImageRecord>,
+    /// Signs that the attack, not the model, failed (empty in records written before these
+    /// checks existed).
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// Top-5 of a logits row.

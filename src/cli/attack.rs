@@ -10,7 +10,7 @@ use clap::Args;
 use crate::analysis::perturbation_image;
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
-use crate::attack::{RunRecord, image_records};
+use crate::attack::{DiagnoseOptions, RunRecord, diagnose, image_records};
 use crate::cancel::Cancel;
 use crate::data;
 use crate::engine::ForwardOptions;
@@ -231,6 +231,16 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         Some(args.labels.as_slice())
     };
     let result = crate::attack::run(engine.as_mut(), &x, labels, &cfg, &Cancel::new())?;
+    let diagnostics = diagnose(
+        engine.as_mut(),
+        &x,
+        &result,
+        &cfg,
+        &DiagnoseOptions::default(),
+    )?;
+    for d in &diagnostics {
+        eprintln!("{}", d.warning_line());
+    }
     let opts = ForwardOptions {
         bypass_denoise: cfg.bypass_denoise,
         ..ForwardOptions::default()
@@ -276,6 +286,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         architecture: net.config.summary(),
         attack: cfg,
         images,
+        diagnostics,
     };
     let json = serde_json::to_vec_pretty(&record)?;
     let rec_path = args.out.join("record.json");

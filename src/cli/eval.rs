@@ -154,6 +154,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     println!("model: {} ({})", args.model, net.config.summary());
     println!("engine: {}\n", engine.describe());
     print!("{}", report.markdown());
+    for row in &report.rows {
+        for w in row.warnings() {
+            eprintln!("{w}");
+        }
+    }
     if let Some(path) = &args.json {
         write_json(&report, path)?;
         println!("wrote {}", path.display());
