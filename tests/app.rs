@@ -13,10 +13,10 @@ use advlens::analysis::feature_grid;
 use advlens::analysis::{AnalyseJob, Snapshot, analyse};
 use advlens::analysis::{Export, save_feature_maps};
 use advlens::app::{
-    AdvlensApp, DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, ImageSource,
-    Reply, Settings, Worker,
+    AdvlensApp, CURVE_APGD_STEPS, CurveAttack, DIALOG_THREAD, DialogAnswer, DialogBackend,
+    DialogPurpose, Dialogs, ImageSource, Reply, Settings, SlowState, Worker,
 };
-use advlens::attack::{AttackConfig, AttackKind};
+use advlens::attack::{AttackConfig, AttackKind, Flag};
 use advlens::cancel::Cancel;
 use advlens::engine::EngineChoice;
 use advlens::engine::cpu::CpuEngine;
@@ -24,7 +24,7 @@ use advlens::model::TapKind;
 use advlens::model::{DenoiseVariant, Placement};
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable as _;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
 
 mod common;
 
@@ -1046,5 +1046,215 @@ fn the_ui_keeps_running_while_an_image_is_still_being_read() {
     writer.join().unwrap();
     assert!(harness.query_by_label_contains("decoding").is_none());
     assert_ne!(harness.state().input(), &before);
+    assert!(harness.state().errors.list.is_empty());
+}
+
+/// The app on the cpu engine (so timings and the status bar do not depend on a GPU), with its
+/// first result in.
+fn cpu_app_harness() -> Harness<'static, AdvlensApp> {
+    let settings = Settings {
+        engine: EngineChoice::Cpu,
+        ..Settings::default()
+    };
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(move |cc| {
+            AdvlensApp::with_settings(&cc.egui_ctx, settings.clone(), None, None).unwrap()
+        });
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    harness
+}
+
+#[test]
+fn autoattack_runs_in_the_background_with_progress_and_a_cancel_that_stops_the_worker() {
+    let mut harness = cpu_app_harness();
+    let shown = harness.state().snapshot().unwrap().id;
+    assert!(harness.query_by_label("Cancel attack").is_none());
+    // Long enough that the test sees it run: a tiny ε keeps the image robust through APGD-CE,
+    // which gets 5000 steps.
+    {
+        let a = &mut harness.state_mut().settings.attack;
+        a.kind = AttackKind::AutoAttack;
+        a.eps = 1.0 / 255.0;
+        a.steps = Some(5000);
+    }
+    harness.step();
+    let job = harness
+        .state()
+        .slow_run()
+        .expect("AutoAttack runs as a slow job")
+        .id;
+    // Progress arrives from the worker with the component's name; each frame stays quick.
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !harness
+        .state()
+        .slow_run()
+        .is_some_and(|r| r.stage == Some("apgd-ce") && r.done > 0.0)
+    {
+        assert!(Instant::now() < deadline, "no progress arrived");
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        harness.step();
+        slowest = slowest.max(t.elapsed());
+    }
+    harness.step();
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a frame took {slowest:?}"
+    );
+    harness.get_by_label_contains("autoattack ε 1.0/255 · apgd-ce");
+    // The views keep the last finished (PGD) result, marked stale.
+    assert_eq!(harness.state().snapshot().unwrap().id, shown);
+    harness.get_by_label_contains("stale: showing the last finished result (pgd");
+    // Cancel: the worker stops at its next step and says so; the old result stays.
+    harness.get_by_label("Cancel attack").click();
+    harness.step();
+    let t = Instant::now();
+    step_until(&mut harness, |a| {
+        a.slow_run()
+            .is_some_and(|r| r.state == SlowState::Cancelled)
+            && !a.is_busy()
+    });
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let run = harness.state().slow_run().unwrap();
+    assert_eq!(run.id, job);
+    assert!(run.done < 1.0);
+    assert_eq!(harness.state().snapshot().unwrap().id, shown);
+    harness.get_by_label_contains("cancelled at");
+    harness.get_by_label("Run attack");
+    // Not re-run by itself: the worker is idle until asked.
+    harness.run_steps(5);
+    assert!(!harness.state().is_busy());
+    // "Run attack" starts it again; switching to a fast attack supersedes it.
+    harness.get_by_label("Run attack").click();
+    harness.step();
+    assert!(
+        harness
+            .state()
+            .slow_run()
+            .is_some_and(|r| r.id > job && r.in_flight())
+    );
+    assert!(harness.state().is_busy());
+    // The worker is free: a fast attack answers at once.
+    harness.state_mut().settings.attack.kind = AttackKind::Fgsm;
+    harness.step();
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| s.cfg.kind == AttackKind::Fgsm) && !a.is_busy()
+    });
+    assert!(harness.state().slow_run().is_none());
+    assert!(harness.query_by_label("Cancel attack").is_none());
+    assert!(harness.state().errors.list.is_empty());
+}
+
+#[test]
+fn apgd_runs_live_on_the_slider_and_ignores_the_step_size() {
+    let mut harness = cpu_app_harness();
+    harness.state_mut().settings.attack.kind = AttackKind::ApgdCe;
+    harness.step();
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| s.cfg.kind == AttackKind::ApgdCe)
+            && !a.is_busy()
+    });
+    assert!(
+        harness.state().slow_run().is_none(),
+        "APGD is not a slow job"
+    );
+    // Step size: APGD picks its own, so the control is disabled; steps still apply.
+    let autos = harness.get_all_by_label("auto").collect::<Vec<_>>();
+    assert_eq!(autos.len(), 2);
+    assert!(autos[0].accesskit_node().is_disabled());
+    assert!(!autos[1].accesskit_node().is_disabled());
+    harness.get_by_label("no warnings");
+    let before = harness.state().snapshot().unwrap().clone();
+    harness.get_by_role(egui::accesskit::Role::Slider).focus();
+    harness.step();
+    for _ in 0..8 {
+        harness.key_press(egui::Key::ArrowRight);
+        harness.step();
+    }
+    let moved = harness.state().settings.attack.eps;
+    assert!(moved > before.cfg.eps);
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| s.cfg.eps == moved) && !a.is_busy()
+    });
+    let after = harness.state().snapshot().unwrap();
+    assert_eq!(after.cfg.kind, AttackKind::ApgdCe);
+    assert_ne!(after.x_adv, before.x_adv);
+    // Square: no step size, no steps, no restarts.
+    harness.state_mut().settings.attack.kind = AttackKind::Square;
+    harness.step();
+    harness.step();
+    for n in harness.get_all_by_label("auto") {
+        assert!(n.accesskit_node().is_disabled());
+    }
+    // Back on PGD every control is live again.
+    harness.state_mut().settings.attack.kind = AttackKind::Pgd;
+    harness.step();
+    harness.step();
+    for n in harness.get_all_by_label("auto") {
+        assert!(!n.accesskit_node().is_disabled());
+    }
+}
+
+#[test]
+fn a_raised_flag_shows_as_a_chip_with_its_explanation() {
+    // A model whose gradient is exactly zero everywhere: every weight zero.
+    let mut net = advlens::zoo::default_network().unwrap();
+    for (_, a) in net.weights.iter_mut() {
+        a.data_mut().fill(0.0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zero.safetensors");
+    advlens::model::weights::save(&net, &path).unwrap();
+    let mut harness = cpu_app_harness();
+    harness.get_by_label("no warnings");
+    harness.state_mut().settings.attack.kind = AttackKind::ApgdCe;
+    harness.state_mut().open_model(path.clone());
+    step_until(&mut harness, |a| {
+        a.model_name().ends_with("zero.safetensors")
+            && a.snapshot().is_some_and(|s| {
+                s.cfg.kind == AttackKind::ApgdCe && s.record.model.ends_with("zero.safetensors")
+            })
+            && !a.is_busy()
+    });
+    let snap = harness.state().snapshot().unwrap();
+    let flags: Vec<_> = snap.diagnostics.iter().map(|d| d.flag).collect();
+    assert_eq!(flags, vec![Flag::ZeroGradient]);
+    assert!(harness.query_by_label("no warnings").is_none());
+    let chip = harness.get_by_label_contains("zero_gradient 1/1");
+    chip.hover();
+    // Tooltips wait half a second of stillness; the harness steps 1/60 s per frame.
+    harness.run_steps(60);
+    // The tooltip: what it means and what to try, then the numbers.
+    harness.get_by_label_contains(Flag::ZeroGradient.explanation());
+    harness.get_by_label_contains("1 of 1 images");
+}
+
+#[test]
+fn the_robustness_curve_offers_apgd_ce_with_its_own_steps() {
+    let mut harness = cpu_app_harness();
+    {
+        let r = &mut harness.state_mut().settings.robustness;
+        r.attack = CurveAttack::ApgdCe;
+        r.images = 4;
+        r.points = 3;
+    }
+    harness.step();
+    let steps = harness.get_by_role_and_label(egui::accesskit::Role::SpinButton, "steps");
+    assert_eq!(
+        steps.accesskit_node().numeric_value(),
+        Some(CURVE_APGD_STEPS as f64)
+    );
+    harness.get_by_label("Run").click();
+    harness.step();
+    let name = format!("apgd-ce {CURVE_APGD_STEPS} steps accuracy");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while harness.query_by_label(&name).is_none() || harness.query_by_label("Run").is_none() {
+        assert!(Instant::now() < deadline, "the curve never finished");
+        std::thread::sleep(Duration::from_millis(50));
+        harness.step();
+    }
     assert!(harness.state().errors.list.is_empty());
 }

@@ -369,14 +369,27 @@ const EVENTS: [(Event, u32); 20] = [
 
 /// The attacks the events choose, with their weights: C&W (6 × 100 Adam steps) and DeepFool (up
 /// to 50 × 9 gradients) ignore the steps setting and take seconds, so they come up less often.
-const ATTACKS: [(AttackKind, u32); 6] = [
+/// APGD runs live on the slider like PGD (APGD-T: 9 targets × the steps). Square and AutoAttack
+/// (background jobs of thousands of passes) are tested in tests/app.rs.
+const ATTACKS: [(AttackKind, u32); 9] = [
     (AttackKind::Fgsm, 4),
     (AttackKind::Bim, 4),
     (AttackKind::Pgd, 4),
     (AttackKind::MiFgsm, 4),
     (AttackKind::Cw, 1),
     (AttackKind::Deepfool, 1),
+    (AttackKind::ApgdCe, 2),
+    (AttackKind::ApgdDlr, 1),
+    (AttackKind::ApgdT, 1),
 ];
+
+/// Whether the attack ignores the steps setting (the control is disabled for it).
+fn ignores_steps(kind: AttackKind) -> bool {
+    matches!(
+        kind,
+        AttackKind::Fgsm | AttackKind::Cw | AttackKind::Deepfool
+    )
+}
 
 fn expensive(kind: AttackKind) -> bool {
     matches!(kind, AttackKind::Cw | AttackKind::Deepfool)
@@ -684,7 +697,9 @@ impl Soak {
             Event::Attack => self.attack(),
             Event::Steps => {
                 let n = self.rng.random_range(1..=6);
-                self.set_steps(n);
+                if !ignores_steps(self.app().settings.attack.kind) {
+                    self.set_steps(n);
+                }
             }
             Event::Norm => self.norm(),
             Event::Target => self.target(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::array::Array;
-use crate::attack::{AttackConfig, AttackError};
+use crate::attack::{AttackConfig, AttackError, AttackResult, Diagnostic, Progress, Stage};
 use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
 use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
@@ -76,6 +76,10 @@ pub struct Snapshot {
     pub taps: Vec<TapPair>,
     /// The record, in the format `advlens attack` writes.
     pub record: RunRecord,
+    /// For AutoAttack: the robust count after each component (empty otherwise).
+    pub stages: Vec<Stage>,
+    /// The attack's warnings (signs that the attack, not the model, failed).
+    pub diagnostics: Vec<Diagnostic>,
     /// Wall time of the job, milliseconds.
     pub elapsed_ms: f64,
 }
@@ -99,9 +103,38 @@ impl Snapshot {
 
 /// Runs the attack of `job` and the clean and adversarial forward passes with every tap.
 pub fn analyse(engine: &mut dyn Engine, job: &AnalyseJob) -> Result<Snapshot, AttackError> {
-    let t0 = Instant::now();
+    let started = Instant::now();
+    let result = attack_job(engine, job, &|_| {})?;
+    analyse_result(engine, job, result, started)
+}
+
+/// The first half of [`analyse`]: the attack of `job`, calling `progress` between the steps of
+/// the long attacks (the app's progress bar). The app's worker checks the result between the
+/// halves.
+pub fn attack_job(
+    engine: &mut dyn Engine,
+    job: &AnalyseJob,
+    progress: &dyn Fn(Progress),
+) -> Result<AttackResult, AttackError> {
     let labels = job.label.map(|l| vec![l]);
-    let result = crate::attack::run(engine, &job.x, labels.as_deref(), &job.cfg, &job.cancel)?;
+    crate::attack::run_with_progress(
+        engine,
+        &job.x,
+        labels.as_deref(),
+        &job.cfg,
+        &job.cancel,
+        progress,
+    )
+}
+
+/// The second half of [`analyse`]: the clean and adversarial forward passes of `job` and
+/// `result` with every tap. `started` is when the job began (for [`Snapshot::elapsed_ms`]).
+pub fn analyse_result(
+    engine: &mut dyn Engine,
+    job: &AnalyseJob,
+    result: AttackResult,
+    started: Instant,
+) -> Result<Snapshot, AttackError> {
     job.cancel.check()?;
     let opts = ForwardOptions {
         taps: TapSelection::All,
@@ -150,6 +183,8 @@ pub fn analyse(engine: &mut dyn Engine, job: &AnalyseJob) -> Result<Snapshot, At
         x_adv: result.x_adv,
         taps,
         record,
-        elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
+        stages: result.stages,
+        diagnostics: result.diagnostics,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }

@@ -244,54 +244,29 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
             eps_ui(ui, &mut a.eps);
             ui.end_row();
 
+            let reason = unused(a.kind, Setting::StepSize);
             ui.label("step size");
-            ui.horizontal(|ui| {
-                let mut auto = a.alpha.is_none();
-                if ui
-                    .checkbox(&mut auto, "auto")
-                    .on_hover_text("Use the attack's default step-size rule")
-                    .changed()
-                {
-                    a.alpha = if auto { None } else { Some(2.0 / 255.0) };
-                }
-                if let Some(alpha) = a.alpha.as_mut() {
-                    let mut v = *alpha * 255.0;
-                    if ui
-                        .add(
-                            egui::DragValue::new(&mut v)
-                                .range(0.05..=64.0)
-                                .speed(0.1)
-                                .suffix("/255"),
-                        )
-                        .on_hover_text("Step size α in pixel units ×255")
-                        .changed()
-                    {
-                        *alpha = v / 255.0;
-                    }
-                }
+            ui.add_enabled_ui(reason.is_none(), |ui| {
+                ui.horizontal(|ui| step_size_ui(ui, a, reason));
             });
             ui.end_row();
 
+            let reason = unused(a.kind, Setting::Steps);
             ui.label("steps");
-            ui.horizontal(|ui| {
-                let mut auto = a.steps.is_none();
-                if ui
-                    .checkbox(&mut auto, "auto")
-                    .on_hover_text("Use the attack's default number of iterations")
-                    .changed()
-                {
-                    a.steps = if auto { None } else { Some(10) };
-                }
-                if let Some(steps) = a.steps.as_mut() {
-                    ui.add(egui::DragValue::new(steps).range(1..=1000))
-                        .on_hover_text("Iterations of the attack");
-                }
+            ui.add_enabled_ui(reason.is_none(), |ui| {
+                ui.horizontal(|ui| steps_ui(ui, a, reason));
             });
             ui.end_row();
 
+            let reason = unused(a.kind, Setting::Restarts);
             ui.label("restarts");
-            ui.add(egui::DragValue::new(&mut a.restarts).range(1..=20))
-                .on_hover_text("PGD restarts: each keeps its best adversarial example");
+            ui.add_enabled_ui(reason.is_none(), |ui| {
+                ui.add(egui::DragValue::new(&mut a.restarts).range(1..=20))
+                    .on_hover_text(
+                        "PGD and APGD restarts: each keeps its best adversarial example (APGD restarts only the images still robust)",
+                    )
+                    .on_disabled_hover_text(reason.unwrap_or_default());
+            });
             ui.end_row();
 
             ui.label("norm");
@@ -307,8 +282,9 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
             });
             ui.end_row();
 
+            let reason = unused(a.kind, Setting::Target);
             ui.label("target");
-            ui.horizontal(|ui| {
+            ui.add_enabled_ui(reason.is_none(), |ui| ui.horizontal(|ui| {
                 egui::ComboBox::from_id_salt("target")
                     .selected_text(a.target.label())
                     .show_ui(ui, |ui| {
@@ -317,7 +293,8 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
                         }
                     })
                     .response
-                    .on_hover_text("Untargeted (any wrong class), a chosen class, a random class, or the least likely class");
+                    .on_hover_text("Untargeted (any wrong class), a chosen class, a random class, or the least likely class")
+                    .on_disabled_hover_text(reason.unwrap_or_default());
                 if a.target == TargetChoice::Class {
                     let name = classes
                         .get(a.target_class)
@@ -333,7 +310,7 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
                         .response
                         .on_hover_text("The class the attack aims for");
                 }
-            });
+            }));
             ui.end_row();
 
             ui.label("seed");
@@ -343,6 +320,99 @@ fn attack_ui(ui: &mut egui::Ui, a: &mut AttackSettings, classes: &[String]) {
         });
     ui.checkbox(&mut a.bypass_denoise, "bypass denoise blocks")
         .on_hover_text("Run the same weights with every denoise block skipped (output = input), for the attack and the views");
+}
+
+/// The step-size row: "auto" (the attack's rule) or a value.
+fn step_size_ui(ui: &mut egui::Ui, a: &mut AttackSettings, reason: Option<&str>) {
+    let mut auto = a.alpha.is_none();
+    if ui
+        .checkbox(&mut auto, "auto")
+        .on_hover_text("Use the attack's default step-size rule")
+        .on_disabled_hover_text(reason.unwrap_or_default())
+        .changed()
+    {
+        a.alpha = if auto { None } else { Some(2.0 / 255.0) };
+    }
+    if let Some(alpha) = a.alpha.as_mut() {
+        let mut v = *alpha * 255.0;
+        if ui
+            .add(
+                egui::DragValue::new(&mut v)
+                    .range(0.05..=64.0)
+                    .speed(0.1)
+                    .suffix("/255"),
+            )
+            .on_hover_text("Step size α in pixel units ×255")
+            .on_disabled_hover_text(reason.unwrap_or_default())
+            .changed()
+        {
+            *alpha = v / 255.0;
+        }
+    }
+}
+
+/// The steps row: "auto" (the attack's default) or a count.
+fn steps_ui(ui: &mut egui::Ui, a: &mut AttackSettings, reason: Option<&str>) {
+    let mut auto = a.steps.is_none();
+    if ui
+        .checkbox(&mut auto, "auto")
+        .on_hover_text("Use the attack's default number of iterations")
+        .on_disabled_hover_text(reason.unwrap_or_default())
+        .changed()
+    {
+        a.steps = if auto { None } else { Some(10) };
+    }
+    if let Some(steps) = a.steps.as_mut() {
+        ui.add(egui::DragValue::new(steps).range(1..=1000))
+            .on_hover_text("Iterations of the attack")
+            .on_disabled_hover_text(reason.unwrap_or_default());
+    }
+}
+
+/// An attack setting that some attacks ignore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// The step size α.
+    StepSize,
+    /// The number of iterations.
+    Steps,
+    /// Restarts.
+    Restarts,
+    /// The target class mode.
+    Target,
+}
+
+/// Why `kind` ignores `setting` (the tooltip of the disabled control), or `None` when it uses it.
+pub fn unused(kind: AttackKind, setting: Setting) -> Option<&'static str> {
+    use AttackKind as K;
+    match (setting, kind) {
+        (Setting::StepSize, K::ApgdCe | K::ApgdDlr | K::ApgdT) => Some(
+            "APGD picks its own step size: 2ε at the start, halved at each checkpoint where the loss stalled",
+        ),
+        (Setting::StepSize, K::AutoAttack | K::AutoAttackRand) => Some(
+            "AutoAttack's APGD components pick their own step size (2ε, halving where the loss stalls); Square takes none",
+        ),
+        (Setting::StepSize | Setting::Steps, K::Square) => Some(
+            "Square is a random search with forward passes only: no gradient steps, it counts queries (5000)",
+        ),
+        (Setting::StepSize | Setting::Steps, K::Fgsm) => Some("FGSM takes a single step of size ε"),
+        (Setting::StepSize | Setting::Steps, K::Cw) => Some(
+            "C&W runs its own Adam optimiser (100 steps per binary-search round, learning rate 0.01)",
+        ),
+        (Setting::StepSize | Setting::Steps, K::Deepfool) => Some(
+            "DeepFool computes each step to the nearest boundary itself (at most 50 iterations)",
+        ),
+        (Setting::Restarts, K::Square) => {
+            Some("Square runs once per image: its random search keeps the best point it has seen")
+        }
+        (Setting::Restarts, K::Fgsm | K::MiFgsm | K::Cw | K::Deepfool) => {
+            Some("Only PGD, BIM and APGD (and AutoAttack's APGD) restart")
+        }
+        (Setting::Target, K::AutoAttack | K::AutoAttackRand) => Some(
+            "AutoAttack is untargeted (APGD-T picks its own 9 targets): choose apgd-ce or apgd-t to aim at a class",
+        ),
+        _ => None,
+    }
 }
 
 /// The ε slider. Its value box reads what the CLI reads (`0.1`, `25/255`, or `25` for 25/255);

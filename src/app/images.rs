@@ -1,5 +1,6 @@
 //! The top row: clean image | perturbation (signed colour map, amplified) | adversarial image, and
-//! the top-5 predictions clean vs adversarial (egui_plot, one shared class axis).
+//! the top-5 predictions clean vs adversarial (egui_plot, one shared class axis) under the
+//! attack's diagnostics line ([`super::diagnostics`]).
 
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot};
@@ -91,6 +92,7 @@ fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>
                     "attack failed"
                 };
                 ui.label(format!("label {} · {verdict}", r.label));
+                super::diagnostics::diagnostics_ui(ui, snap);
                 top5_plot(ui, &r.clean_top5, &r.adversarial_top5, side + 8.0);
             });
         }

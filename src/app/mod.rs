@@ -8,13 +8,14 @@
 //! the [`loader`] decodes images and reads model files, the [`writer`] encodes exports and
 //! screenshots, file [`dialogs`] and the [`robustness`] curve run on their own). One concept per
 //! file: [`state`] (the app, split by concern), [`settings`] (persisted), the panels
-//! ([`controls`], [`images`], [`feature_maps`], [`channels`], [`amplification`], [`robustness`],
-//! [`status`]), [`textures`] and [`screenshot`].
+//! ([`controls`], [`images`] with [`diagnostics`], [`slow_run`], [`feature_maps`], [`channels`],
+//! [`amplification`], [`robustness`], [`status`]), [`textures`] and [`screenshot`].
 
 mod amplification;
 mod bench;
 mod channels;
 mod controls;
+mod diagnostics;
 mod dialogs;
 mod feature_maps;
 mod images;
@@ -22,6 +23,7 @@ mod loader;
 mod robustness;
 mod screenshot;
 mod settings;
+mod slow_run;
 mod state;
 mod status;
 mod task;
@@ -36,12 +38,14 @@ pub use dialogs::{
 };
 pub use feature_maps::{tap_choices, tap_label};
 pub use settings::{
-    AttackSettings, FIRST_IMAGE, ImageSource, RobustnessSettings, Settings, TargetChoice,
+    AttackSettings, CURVE_APGD_STEPS, CurveAttack, FIRST_IMAGE, ImageSource, RobustnessSettings,
+    Settings, TargetChoice,
 };
+pub use slow_run::{SlowRun, SlowState};
 pub use state::{AdvlensApp, SCREENSHOT_ENV};
 pub use status::{AppError, Errors};
 pub use task::{Replier, Stopped, Task, Waker, newest};
-pub use worker::{Reply, Worker};
+pub use worker::{PROGRESS_STEP, Reply, Worker};
 
 /// Opens the app window and blocks until it is closed.
 pub fn run() -> anyhow::Result<()> {

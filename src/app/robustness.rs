@@ -4,7 +4,7 @@
 use eframe::egui;
 use egui_plot::{Line, Plot, PlotPoints, Points};
 
-use super::settings::RobustnessSettings;
+use super::settings::{CurveAttack, RobustnessSettings};
 use super::task::{Task, Waker};
 use crate::analysis::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
 use crate::cancel::Cancel;
@@ -116,16 +116,56 @@ pub enum Action {
     Cancel,
 }
 
-/// Draws the robustness panel: settings, run/cancel, progress and the curve.
+/// The curve's attack choice, next to the heading: the selected attack or APGD-CE and its steps.
+fn curve_attack_ui(ui: &mut egui::Ui, settings: &mut RobustnessSettings, selected: &str) {
+    let label = |a: CurveAttack| match a {
+        CurveAttack::Selected => format!("selected ({selected})"),
+        CurveAttack::ApgdCe => "apgd-ce".to_string(),
+    };
+    egui::ComboBox::from_id_salt("curve-attack")
+        .selected_text(label(settings.attack))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(
+                &mut settings.attack,
+                CurveAttack::Selected,
+                label(CurveAttack::Selected),
+            )
+            .on_hover_text("The attack and settings of the controls (PGD for C&W and DeepFool)");
+            ui.selectable_value(&mut settings.attack, CurveAttack::ApgdCe, "apgd-ce")
+                .on_hover_text(
+                    "APGD on the cross-entropy, untargeted, with its own step count: a stronger attack than a fixed-step PGD at a similar cost",
+                );
+        })
+        .response
+        .on_hover_text("The attack run at every ε of the curve");
+    if settings.attack == CurveAttack::ApgdCe {
+        ui.add(
+            egui::DragValue::new(&mut settings.apgd_steps)
+                .range(1..=1000)
+                .prefix("steps "),
+        )
+        .on_hover_text(format!(
+            "APGD-CE's steps on the curve ({} by default, AutoAttack uses 100: at ε = 0.1 on the default model both give the same accuracy, 20 is 4× faster)",
+            super::settings::CURVE_APGD_STEPS
+        ));
+    }
+}
+
+/// Draws the robustness panel: settings, run/cancel, progress and the curve. `selected` is the
+/// id of the attack the controls select.
 pub fn robustness_ui(
     ui: &mut egui::Ui,
     settings: &mut RobustnessSettings,
     run: Option<&RobustnessRun>,
     max_images: usize,
+    selected: &str,
 ) -> Action {
     let mut action = Action::None;
-    ui.strong("robustness: accuracy over ε")
-        .on_hover_text("Accuracy on the first N bundled test images, attacked at each ε with the current attack settings.");
+    ui.horizontal(|ui| {
+        ui.strong("robustness: accuracy over ε")
+            .on_hover_text("Accuracy on the first N bundled test images, attacked at each ε with the chosen attack.");
+        curve_attack_ui(ui, settings, selected);
+    });
     ui.horizontal(|ui| {
         ui.add(
             egui::DragValue::new(&mut settings.images)

@@ -1,15 +1,17 @@
 //! The background worker: a named [`Task`] that owns the engine, runs one attack-and-analyse job
 //! at a time and sends an immutable [`Snapshot`] back. When several jobs are queued only the
 //! newest runs (stale ones are dropped), and submitting a job cancels the one that is running.
-//! Files (images and models) are read on the loader thread ([`super::loader`]), so a long attack
+//! The slow attacks ([`crate::attack::AttackKind::is_slow`]) report their progress as they go, and
+//! a job the worker stopped part-way says so ([`Reply::Cancelled`]). Files (images and models) are read on the loader thread ([`super::loader`]), so a long attack
 //! never delays them.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::task::{Replier, Stopped, Task, Waker};
-use crate::analysis::{AnalyseJob, Snapshot, analyse};
-use crate::attack::AttackError;
+use crate::analysis::{AnalyseJob, Snapshot, analyse_result, attack_job};
+use crate::attack::{AttackError, Progress};
 use crate::cancel::Cancel;
 use crate::engine::Opened;
 use crate::engine::gpu::GpuContext;
@@ -23,7 +25,7 @@ pub const WORKER_THREAD: &str = "advlens-worker";
 pub enum Reply {
     /// A job finished.
     Analysed(Box<Snapshot>),
-    /// A job failed (cancelled jobs send nothing).
+    /// A job failed (a cancelled job sends [`Reply::Cancelled`] instead).
     Failed {
         /// The job's id.
         id: u64,
@@ -32,7 +34,26 @@ pub enum Reply {
     },
     /// Something the user should know that is not a failure (e.g. a GPU fallback).
     Notice(String),
+    /// How far a slow attack has got (sent only for [`crate::attack::AttackKind::is_slow`]
+    /// attacks, at most every [`PROGRESS_STEP`] of the run or when the stage changes).
+    Progress {
+        /// The job's id.
+        id: u64,
+        /// The attack (or AutoAttack's component) running now.
+        stage: &'static str,
+        /// Fraction of the whole job done, in [0, 1].
+        done: f32,
+    },
+    /// The worker stopped job `id` part-way because it was cancelled (jobs dropped before they
+    /// started send nothing): the worker is free again.
+    Cancelled {
+        /// The job's id.
+        id: u64,
+    },
 }
+
+/// The smallest change of [`Reply::Progress::done`] worth a message (and a repaint).
+pub const PROGRESS_STEP: f32 = 0.005;
 
 enum Request {
     Analyse(Box<AnalyseJob>),
@@ -65,6 +86,14 @@ impl Worker {
             old.cancel();
         }
         self.task.send(Request::Analyse(Box::new(job)));
+    }
+
+    /// Cancels the submitted job; the worker stops it at its next step and replies
+    /// [`Reply::Cancelled`] (nothing when it had not started it yet).
+    pub fn cancel_running(&mut self) {
+        if let Some(c) = self.running.take() {
+            c.cancel();
+        }
     }
 
     /// Gives the worker the device the window renders with, for the gpu engine.
@@ -125,7 +154,7 @@ impl WorkerState {
         }
         let Some(job) = newest else { return true };
         if job.cancel.is_cancelled() {
-            return true;
+            return reply.send(Reply::Cancelled { id: job.id });
         }
         let (engine, notice) = self.engine_for(&job.net, job.engine);
         if let Some(n) = notice
@@ -134,9 +163,9 @@ impl WorkerState {
             return false;
         }
         let result = match engine {
-            Ok(engine) => match analyse(engine, &job) {
+            Ok(engine) => match run_job(engine, &job, reply) {
                 Ok(s) => Some(Reply::Analysed(Box::new(s))),
-                Err(AttackError::Cancelled) => None,
+                Err(AttackError::Cancelled) => Some(Reply::Cancelled { id: job.id }),
                 Err(e) => Some(Reply::Failed {
                     id: job.id,
                     error: e.to_string(),
@@ -181,4 +210,38 @@ impl WorkerState {
             None => (Err("no engine".into()), notice),
         }
     }
+}
+
+/// The attack of `job` (forwarding the progress of a slow attack), then the analysis of its
+/// result.
+fn run_job(
+    engine: &mut dyn Engine,
+    job: &AnalyseJob,
+    reply: &Replier<Reply>,
+) -> Result<Snapshot, AttackError> {
+    let started = Instant::now();
+    let last: Cell<Option<(&'static str, f32)>> = Cell::new(None);
+    let slow = job.cfg.kind.is_slow();
+    let progress = |p: Progress| {
+        let due = last
+            .get()
+            .is_none_or(|(stage, done)| stage != p.stage || p.done - done >= PROGRESS_STEP);
+        if slow && due {
+            last.set(Some((p.stage, p.done)));
+            reply.send(Reply::Progress {
+                id: job.id,
+                stage: p.stage,
+                done: p.done,
+            });
+        }
+    };
+    let result = attack_job(engine, job, &progress)?;
+    job.cancel.check()?;
+    // DIAGNOSE HOOK: when `attack::diagnose` (src/attack/diagnostics.rs) lands, add its flags
+    // here, before the analysis, with the unbounded check off so a live slider stays cheap:
+    //     let extra = crate::attack::diagnose(engine, &job.x, &result, &job.cfg,
+    //         &DiagnoseOptions { unbounded: false, ..DiagnoseOptions::default() })?;
+    //     result.diagnostics.extend(extra);
+    // The diagnostics panel shows `Snapshot::diagnostics` whatever their source.
+    analyse_result(engine, job, result, started)
 }

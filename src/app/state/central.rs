@@ -8,6 +8,7 @@ use crate::analysis::Snapshot;
 use crate::app::amplification::amplification_ui;
 use crate::app::feature_maps::tap_choices;
 use crate::app::robustness::{self, robustness_ui};
+use crate::app::slow_run::{SlowAction, SlowRun, SlowView, slow_run_ui};
 use crate::data::Labelled;
 
 /// Default height of the plot panel, points.
@@ -37,6 +38,7 @@ impl AdvlensApp {
             .id_salt("central-scroll")
             .auto_shrink(false)
             .show(ui, |ui| {
+                self.slow_bar_ui(ui, &snap);
                 self.images_panel.ui(ui, &snap);
                 ui.separator();
                 self.maps_panel.ui(
@@ -61,16 +63,36 @@ impl AdvlensApp {
             });
     }
 
+    /// The slow attack's progress, cancel and run buttons, and whether the views are stale.
+    fn slow_bar_ui(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        let selected = self.settings.attack.config();
+        let view = SlowView {
+            run: self.slow.as_ref(),
+            selected: &selected,
+            shown: snap,
+            stale: self.is_stale()
+                && (selected.kind.is_slow() || self.slow.as_ref().is_some_and(SlowRun::in_flight)),
+            waiting_for_release: self.waiting_for_release(),
+        };
+        match slow_run_ui(ui, &view) {
+            SlowAction::Cancel => self.cancel_slow(),
+            SlowAction::Run => self.rerun(),
+            SlowAction::None => {}
+        }
+    }
+
     /// Amplification over depth and the robustness curve, side by side.
     fn plots_ui(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
         ui.columns(2, |cols| {
             amplification_ui(&mut cols[0], snap);
             let max = self.bundled.as_ref().map_or(0, Labelled::len);
+            let selected = crate::analysis::curve_attack(&self.settings.attack.config());
             let action = robustness_ui(
                 &mut cols[1],
                 &mut self.settings.robustness,
                 self.robustness.as_ref(),
                 max,
+                selected.id(),
             );
             match action {
                 robustness::Action::Start => self.start_robustness(),

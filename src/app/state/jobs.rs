@@ -1,5 +1,6 @@
 //! The background jobs seen from the UI: replies from the worker, submitting a new analysis
-//! when its inputs change, and starting the robustness curve.
+//! when its inputs change (a slow attack only once no widget is being dragged), cancelling and
+//! re-running a slow attack, and starting the robustness curve.
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use crate::analysis::AnalyseJob;
 use crate::analysis::RobustnessJob;
 use crate::app::loader::InputPrep;
 use crate::app::robustness::RobustnessRun;
+use crate::app::settings::CurveAttack;
+use crate::app::slow_run::{SlowRun, SlowState};
 use crate::app::worker::Reply;
 use crate::cancel::Cancel;
 
@@ -25,36 +28,111 @@ impl AdvlensApp {
             self.busy = false;
         }
         for r in replies {
-            match r {
-                Reply::Analysed(s) => {
-                    if s.id + 1 == self.next_id {
-                        self.busy = false;
-                    }
-                    if self.snapshot.as_ref().is_none_or(|old| s.id > old.id) {
-                        self.snapshot = Some(Arc::from(s));
-                    }
-                }
-                Reply::Failed { id, error } => {
-                    if id + 1 == self.next_id {
-                        self.busy = false;
-                    }
-                    self.errors.push(format!("attack failed: {error}"));
-                }
-                Reply::Notice(n) => self.errors.push(n),
-            }
+            self.take_reply(r);
         }
         self.poll_loader();
     }
 
-    /// Submits a job when the attack, the image or the model changed since the last one.
-    pub fn submit_if_changed(&mut self) {
-        let key = JobKey {
+    fn take_reply(&mut self, r: Reply) {
+        let newest = |id: u64| id + 1 == self.next_id;
+        match r {
+            Reply::Analysed(s) => {
+                if newest(s.id) {
+                    self.busy = false;
+                }
+                self.set_slow_state(s.id, SlowState::Done);
+                if self.snapshot.as_ref().is_none_or(|old| s.id > old.id) {
+                    self.snapshot = Some(Arc::from(s));
+                }
+            }
+            Reply::Failed { id, error } => {
+                if newest(id) {
+                    self.busy = false;
+                }
+                self.set_slow_state(id, SlowState::Failed(error.clone()));
+                self.errors.push(format!("attack failed: {error}"));
+            }
+            Reply::Cancelled { id } => {
+                if newest(id) {
+                    self.busy = false;
+                }
+                self.set_slow_state(id, SlowState::Cancelled);
+            }
+            Reply::Progress { id, stage, done } => {
+                if let Some(run) = self.slow.as_mut().filter(|r| r.id == id) {
+                    run.stage = Some(stage);
+                    run.done = done;
+                }
+            }
+            Reply::Notice(n) => self.errors.push(n),
+        }
+    }
+
+    fn set_slow_state(&mut self, id: u64, state: SlowState) {
+        if let Some(run) = self.slow.as_mut().filter(|r| r.id == id) {
+            if state == SlowState::Done {
+                run.done = 1.0;
+            }
+            run.state = state;
+        }
+    }
+
+    /// What the next job would be computed from.
+    fn job_key(&self) -> JobKey {
+        JobKey {
             cfg: self.settings.attack.config(),
             engine: self.settings.engine,
             image_gen: self.image_gen,
             net: Arc::as_ptr(&self.net) as usize,
+        }
+    }
+
+    /// Whether the current settings wait for a drag to end: a slow attack whose inputs changed
+    /// while a widget (the ε slider) is being dragged.
+    pub(super) fn waiting_for_release(&self) -> bool {
+        self.dragging
+            && self.settings.attack.kind.is_slow()
+            && self.submitted.as_ref() != Some(&self.job_key())
+    }
+
+    /// Whether the result on screen is not the result of the current settings (a newer job is
+    /// running, was cancelled or failed, or waits for the slider to be released).
+    pub fn is_stale(&self) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_some_and(|s| s.id + 1 != self.next_id)
+            || self.submitted.as_ref() != Some(&self.job_key())
+    }
+
+    /// The slow attack submitted last (runtime state), if the newest job is one.
+    pub fn slow_run(&self) -> Option<&SlowRun> {
+        self.slow.as_ref()
+    }
+
+    /// Cancels the running slow attack; the views keep the last finished result.
+    pub fn cancel_slow(&mut self) {
+        let Some(run) = self.slow.as_mut().filter(|r| r.in_flight()) else {
+            return;
         };
+        run.state = SlowState::Cancelling;
+        if let Some(w) = &mut self.worker {
+            w.cancel_running();
+        }
+    }
+
+    /// Submits the current settings again (the bar's "Run attack").
+    pub fn rerun(&mut self) {
+        self.submitted = None;
+    }
+
+    /// Submits a job when the attack, the image or the model changed since the last one. A slow
+    /// attack waits until no widget is being dragged: it runs when the ε slider is released.
+    pub fn submit_if_changed(&mut self) {
+        let key = self.job_key();
         if self.submitted.as_ref() == Some(&key) {
+            return;
+        }
+        if self.waiting_for_release() {
             return;
         }
         // After a model change the image is converted again on the loader; wait for it.
@@ -82,6 +160,11 @@ impl AdvlensApp {
             engine: key.engine,
             cancel: Cancel::new(),
         };
+        self.slow = key
+            .cfg
+            .kind
+            .is_slow()
+            .then(|| SlowRun::new(self.next_id, &key.cfg));
         self.next_id += 1;
         worker.submit(job);
         self.busy = true;
@@ -107,13 +190,23 @@ impl AdvlensApp {
             net: self.net.clone(),
             images: sub.images,
             labels: sub.labels,
-            cfg: self.settings.attack.config(),
+            cfg: self
+                .settings
+                .robustness
+                .curve_config(&self.settings.attack.config()),
             eps: self.settings.robustness.eps_values(),
             engine: self.settings.engine,
             gpu: self.gpu.clone(),
         };
+        let apgd = (self.settings.robustness.attack == CurveAttack::ApgdCe)
+            .then_some(self.settings.robustness.apgd_steps);
         match RobustnessRun::start(job, self.wake.clone()) {
-            Ok(r) => self.robustness = Some(r),
+            Ok(mut r) => {
+                if let Some(steps) = apgd {
+                    r.attack = format!("apgd-ce {steps} steps");
+                }
+                self.robustness = Some(r);
+            }
             Err(e) => self
                 .errors
                 .push(format!("cannot start the robustness thread: {e}")),

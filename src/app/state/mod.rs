@@ -25,6 +25,7 @@ use super::images::ImagesPanel;
 use super::loader::Loader;
 use super::robustness::RobustnessRun;
 use super::settings::{EngineChoice, ImageSource, Settings};
+use super::slow_run::SlowRun;
 use super::status::{Errors, StatusInfo, errors_window, status_ui};
 use super::task::Waker;
 use super::worker::Worker;
@@ -89,6 +90,10 @@ pub struct AdvlensApp {
     next_id: u64,
     submitted: Option<JobKey>,
     busy: bool,
+    /// The slow attack submitted last, while the newest job is one (runtime state).
+    slow: Option<SlowRun>,
+    /// Whether a widget was being dragged in the last frame (slow attacks wait for the release).
+    dragging: bool,
     snapshot: Option<Arc<Snapshot>>,
     /// Errors shown in the status bar and the error window.
     pub errors: Errors,
@@ -193,6 +198,8 @@ impl AdvlensApp {
             next_id: 0,
             submitted: None,
             busy: false,
+            slow: None,
+            dragging: false,
             snapshot: None,
             errors,
             adapter,
@@ -348,6 +355,7 @@ impl AdvlensApp {
         for a in actions {
             self.apply(a);
         }
+        self.dragging = ctx.dragged_id().is_some();
         self.submit_if_changed();
         self.auto_screenshot(&ctx);
         if self
