@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::task::{Replier, Stopped, Task, Waker};
 use crate::analysis::{AnalyseJob, Snapshot, analyse_result, attack_job};
-use crate::attack::{AttackError, Progress};
+use crate::attack::{AttackError, DiagnoseOptions, Progress, diagnose};
 use crate::cancel::Cancel;
 use crate::engine::Opened;
 use crate::engine::gpu::GpuContext;
@@ -235,13 +235,15 @@ fn run_job(
             });
         }
     };
-    let result = attack_job(engine, job, &progress)?;
+    let mut result = attack_job(engine, job, &progress)?;
     job.cancel.check()?;
-    // DIAGNOSE HOOK: when `attack::diagnose` (src/attack/diagnostics.rs) lands, add its flags
-    // here, before the analysis, with the unbounded check off so a live slider stays cheap:
-    //     let extra = crate::attack::diagnose(engine, &job.x, &result, &job.cfg,
-    //         &DiagnoseOptions { unbounded: false, ..DiagnoseOptions::default() })?;
-    //     result.diagnostics.extend(extra);
-    // The diagnostics panel shows `Snapshot::diagnostics` whatever their source.
+    // The cheap checks only (no unbounded re-run), so a live slider stays live; the panel shows
+    // `Snapshot::diagnostics`.
+    let checks = DiagnoseOptions {
+        unbounded: None,
+        cancel: job.cancel.clone(),
+        ..DiagnoseOptions::default()
+    };
+    result.diagnostics = diagnose(engine, &job.x, &result, &job.cfg, &checks)?;
     analyse_result(engine, job, result, started)
 }
