@@ -373,3 +373,34 @@ fn attack_prints_and_records_its_diagnostics() {
     let old: advlens::attack::RunRecord = serde_json::from_value(rec).unwrap();
     assert!(old.diagnostics.is_empty());
 }
+
+#[test]
+fn l2_budgets_are_read_as_written_and_linf_levels_as_eighths_of_255() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let eps_of = |args: &[&str]| {
+        let mut all = vec![
+            "attack",
+            "--image",
+            "fashion:3",
+            "--attack",
+            "fgsm",
+            "--out",
+            d,
+        ];
+        all.extend_from_slice(args);
+        let out = advlens(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("record.json")).unwrap())
+                .unwrap();
+        rec["attack"]["eps"].as_f64().unwrap()
+    };
+    assert!((eps_of(&["--norm", "l2", "--eps", "1.5"]) - 1.5).abs() < 1e-6);
+    assert!((eps_of(&["--eps", "8"]) - 8.0 / 255.0).abs() < 1e-6);
+    assert!((eps_of(&["--norm", "l2", "--eps", "8/255"]) - 8.0 / 255.0).abs() < 1e-6);
+}

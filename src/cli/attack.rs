@@ -48,12 +48,13 @@ pub struct AttackSpecArgs {
     /// The attack.
     #[arg(long, value_enum, ignore_case = true, default_value_t = AttackKind::Pgd)]
     pub attack: AttackKind,
-    /// Budget in pixel units: 0.03, 8/255, or 8 (a number above 1 means 8-bit levels, /255).
-    #[arg(long, default_value = "8/255", value_parser = super::budget)]
-    pub eps: f32,
-    /// Step size in pixel units (default: the attack's rule).
-    #[arg(long, value_parser = super::budget)]
-    pub alpha: Option<f32>,
+    /// Budget in pixel units: 0.03, 8/255, or 8 (for L∞ a number above 1 means 8-bit levels,
+    /// /255; L2 budgets are read as written, e.g. 1.5).
+    #[arg(long, default_value = "8/255", value_parser = super::budget_arg)]
+    pub eps: super::BudgetArg,
+    /// Step size in pixel units (default: the attack's rule), read like `--eps`.
+    #[arg(long, value_parser = super::budget_arg)]
+    pub alpha: Option<super::BudgetArg>,
     /// Iterations (default: the attack's rule).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -96,8 +97,8 @@ impl AttackSpecArgs {
         let mut cfg = AttackConfig {
             kind,
             norm,
-            eps: self.eps,
-            alpha: self.alpha,
+            eps: self.eps.value(norm),
+            alpha: self.alpha.as_ref().map(|a| a.value(norm)),
             steps: self.steps,
             restarts: self.restarts,
             target: self.target.clone(),

@@ -33,9 +33,10 @@ pub struct EvalArgs {
     /// Attacks, comma separated; a number after the name sets the steps (`fgsm,pgd10,pgd50`).
     #[arg(long, default_value = "fgsm,pgd10", value_delimiter = ',')]
     pub attacks: Vec<String>,
-    /// Budgets, comma separated (`0.1`, `8/255`, or `8` for 8/255).
-    #[arg(long, default_value = "0.1", value_delimiter = ',', value_parser = super::budget)]
-    pub eps: Vec<f32>,
+    /// Budgets, comma separated (`0.1`, `8/255`, or for L∞ `8` for 8/255; L2 budgets are read as
+    /// written, e.g. `1.5`).
+    #[arg(long, default_value = "0.1", value_delimiter = ',', value_parser = super::budget_arg)]
+    pub eps: Vec<super::BudgetArg>,
     /// The threat model's norm (C&W is always l2).
     #[arg(long, value_enum, ignore_case = true, default_value_t = Norm::Linf)]
     pub norm: Norm,
@@ -109,15 +110,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut attacks = Vec::new();
     for a in &args.attacks {
         let (kind, steps) = parse_attack(a)?;
-        for &eps in &args.eps {
+        let norm = if kind == AttackKind::Cw {
+            Norm::L2
+        } else {
+            norm
+        };
+        for eps in &args.eps {
             let mut cfg = AttackConfig {
                 kind,
-                norm: if kind == AttackKind::Cw {
-                    Norm::L2
-                } else {
-                    norm
-                },
-                eps,
+                norm,
+                eps: eps.value(norm),
                 steps,
                 target: target.clone(),
                 seed: args.seed,

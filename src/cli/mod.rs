@@ -100,3 +100,26 @@ pub fn open_engine(
 pub fn budget(s: &str) -> Result<f32, String> {
     parse_budget(s).map(|b| b.value)
 }
+
+/// A budget as typed on the command line, read once the norm is known: L∞ budgets as
+/// [`parse_budget`] reads them (`8` = 8/255), L2 budgets literally (an L2 norm of 1.5 in pixel
+/// units is an ordinary budget, not 1.5/255).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetArg(String);
+
+impl BudgetArg {
+    /// The value in pixel units for `norm`.
+    pub fn value(&self, norm: crate::attack::Norm) -> f32 {
+        match norm {
+            // Both parsers accepted the text when it was read.
+            crate::attack::Norm::L2 => crate::attack::parse_fraction(&self.0).unwrap_or(f32::NAN),
+            crate::attack::Norm::Linf => budget(&self.0).unwrap_or(f32::NAN),
+        }
+    }
+}
+
+/// Reads a [`BudgetArg`], checking that it is a non-negative number or fraction.
+pub fn budget_arg(s: &str) -> Result<BudgetArg, String> {
+    budget(s)?;
+    Ok(BudgetArg(s.trim().to_string()))
+}
