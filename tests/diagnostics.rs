@@ -393,14 +393,32 @@ fn the_shipped_default_model_raises_no_flag() {
             ..AttackConfig::default()
         },
     ] {
-        let (_, found) = attack_and_diagnose(&mut e, &data.images, Some(&data.labels), &cfg);
-        for d in &found {
+        let result = attack::run(
+            &mut e,
+            &data.images,
+            Some(&data.labels),
+            &cfg,
+            &Cancel::new(),
+        )
+        .unwrap();
+        let opts = DiagnoseOptions {
+            unbounded: Some(8),
+            keep_passed: true,
+            ..DiagnoseOptions::default()
+        };
+        let all = diagnose(&mut e, &data.images, &result, &cfg, &opts).unwrap();
+        // Every check's numbers, passed ones included, for the record.
+        for d in &all {
             common::skip_note(&format!(
-                "{} on builtin:default: {}",
+                "{} on builtin:default: {} {}/{}: {}",
                 cfg.kind,
-                d.warning_line()
+                d.flag.id(),
+                d.images,
+                d.of,
+                d.detail
             ));
         }
+        let found: Vec<Diagnostic> = all.into_iter().filter(|d| d.images > 0).collect();
         let allowed = |d: &&Diagnostic| {
             d.flag == Flag::NotConverged
                 || (cfg.kind == AttackKind::Pgd && d.flag == Flag::SilentSuccess && d.images <= 2)

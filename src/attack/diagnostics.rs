@@ -258,7 +258,7 @@ fn softmax_output(logits: &Array) -> Diagnostic {
         if probs { n } else { 0 },
         n,
         format!(
-            "outputs in [{lo:.3e}, {hi:.6}], rows sum to 1 within {max_dev:.1e} for all {n} images"
+            "outputs in [{lo:.3e}, {hi:.6}], largest |row sum − 1| {max_dev:.1e}, over {n} images"
         ),
     )
 }
@@ -581,4 +581,64 @@ fn unbounded(
             free.norm
         ),
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(rows: &[&[f32]]) -> Array {
+        let k = rows[0].len();
+        Array::new(vec![rows.len(), k], rows.concat()).unwrap()
+    }
+
+    #[test]
+    fn softmax_check_needs_probabilities_in_every_row() {
+        let probs = logits(&[&[0.7, 0.2, 0.1], &[0.0, 1.0, 0.0]]);
+        assert_eq!(softmax_output(&probs).images, 2);
+        // In [0, 1] but a row summing to 0.9: not probabilities.
+        let short = logits(&[&[0.7, 0.2, 0.0], &[0.0, 1.0, 0.0]]);
+        assert_eq!(softmax_output(&short).images, 0);
+        let raw = logits(&[&[2.0, -1.0, 0.5], &[0.1, 0.2, 0.3]]);
+        assert_eq!(softmax_output(&raw).images, 0);
+        let nan = logits(&[&[f32::NAN, 0.5, 0.5]]);
+        assert_eq!(softmax_output(&nan).images, 0);
+    }
+
+    #[test]
+    fn batches_merge_by_summing_and_keep_the_first_detail_that_raised() {
+        let d = |images, of, detail: &str| Diagnostic {
+            flag: Flag::ZeroGradient,
+            images,
+            of,
+            detail: detail.into(),
+        };
+        let mut all = vec![d(0, 100, "passed")];
+        merge_batches(&mut all, vec![d(3, 100, "first")]);
+        merge_batches(&mut all, vec![d(2, 50, "second")]);
+        assert_eq!(all, vec![d(5, 250, "first")]);
+    }
+
+    #[test]
+    fn the_unbounded_attack_covers_the_whole_cube() {
+        let cfg = AttackConfig {
+            kind: AttackKind::AutoAttack,
+            eps: 0.03,
+            ..AttackConfig::default()
+        };
+        let free = unbounded_config(&cfg, 784).unwrap();
+        assert_eq!((free.kind, free.eps), (AttackKind::ApgdCe, 1.0));
+        let l2 = AttackConfig {
+            kind: AttackKind::Pgd,
+            norm: Norm::L2,
+            ..cfg.clone()
+        };
+        let free = unbounded_config(&l2, 784).unwrap();
+        assert_eq!((free.kind, free.eps), (AttackKind::Pgd, 28.0));
+        let cw = AttackConfig {
+            kind: AttackKind::Cw,
+            ..cfg
+        };
+        assert!(unbounded_config(&cw, 784).is_none());
+    }
 }
