@@ -36,7 +36,9 @@ Runs (eot 1, ρ 0.75, 100 steps unless said): `ce_linf` APGD-CE L∞ ε 0.1; `dl
 ε 0.1; `tdlr_linf` targeted DLR L∞ ε 0.1 with target = the class ranked 2nd by the clean logits;
 `ce_l2` APGD-CE L2 ε 1.5; `ce_linf10` APGD-CE L∞ ε 0.1 with 10 steps; `ce_linf1` the same with
 1 step (its only checkpoint compares step 0's loss with loss_steps[-1], which for one step is
-step 0's own slot, not an empty one).
+step 0's own slot, not an empty one); `ce_linf20` and `dlr_linf20` with 20 steps, whose first
+checkpoint (after step 4, window 4) has ρ·k = 3 exactly, so that `≤` and `<` in the oscillation
+count can differ.
 
 Arrays written (all f32; `R.` is a run's prefix):
     x [8,1,28,28], labels [8], indices [8] (of the bundled images), clean_logits [8,10]
@@ -192,6 +194,8 @@ def main():
         ("ce_l2", "ce", "L2", 1.5, 100),
         ("ce_linf10", "ce", "Linf", 0.1, 10),
         ("ce_linf1", "ce", "Linf", 0.1, 1),
+        ("ce_linf20", "ce", "Linf", 0.1, 20),
+        ("dlr_linf20", "dlr", "Linf", 0.1, 20),
     ]
     for name, loss, norm, eps, steps in plan:
         common = dict(n_iter=steps, norm=norm, n_restarts=1, eps=eps, seed=0, eot_iter=1, rho=0.75)
