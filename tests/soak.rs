@@ -872,7 +872,10 @@ impl Soak {
             let label = thumbs[self.rng.random_range(0..thumbs.len())].clone();
             self.harness.get_by_label(&label).scroll_to_me();
             self.frame();
-            self.harness.get_by_label(&label).click();
+            // Through AccessKit: scroll_to_me leaves a thumbnail of the grid's last row under
+            // the plot panel's top edge here (the diagnostics line made the images row taller),
+            // where a pointer click lands on the panel.
+            self.harness.get_by_label(&label).click_accesskit();
             self.frame();
             let want: usize = label["channel ".len()..label.find(':').unwrap()]
                 .parse()
