@@ -502,3 +502,178 @@ fn a_second_engine_on_a_context_compiles_no_kernel() {
         "the second engine compiled"
     );
 }
+
+/// APGD's run from the same random start on the cpu engine (vectors on the host) and on the gpu
+/// engine (vectors on the device, checked to be offered), on images the trained model gets right.
+fn apgd_on_both(
+    obj: &attack::ApgdObjective,
+    norm: Norm,
+    eps: f32,
+    steps: usize,
+) -> Option<(attack::ApgdRun, attack::ApgdRun)> {
+    use rand::SeedableRng as _;
+    let net = common::trained();
+    let (x, y) = common::correctly_classified(5);
+    let mut cpu = CpuEngine::new(net.clone()).unwrap();
+    let mut gpu = gpu(&net)?;
+    let mut start = x.clone();
+    for i in 0..x.batch() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(40 + i as u64);
+        let s = attack::apgd_random_start(x.example(i), eps, norm, &mut rng);
+        start.example_mut(i).copy_from_slice(&s);
+    }
+    let settings = attack::ApgdSettings {
+        eps,
+        norm,
+        steps,
+        rho: 0.75,
+        eot: 1,
+    };
+    let opts = ForwardOptions::default();
+    let spec = advlens::engine::ApgdSpec {
+        eps,
+        l2: norm == Norm::L2,
+    };
+    let (loss, sign) = (&obj.loss, obj.sign);
+    assert!(
+        gpu.apgd_session(&x, &start, loss, sign, spec, &opts)
+            .is_some()
+    );
+    assert!(
+        cpu.apgd_session(&x, &start, loss, sign, spec, &opts)
+            .is_none()
+    );
+    let inp = attack::ApgdInputs {
+        x: &x,
+        labels: &y,
+        start: &start,
+    };
+    let run = |e: &mut dyn Engine| {
+        attack::apgd_single_run(e, inp, obj, &settings, &opts, &Cancel::new(), &mut |_| {}).unwrap()
+    };
+    Some((run(&mut cpu), run(&mut gpu)))
+}
+
+/// Whether two consecutive losses of `trace` are within rounding of each other, so that whether
+/// the second "increased" (APGD's oscillation count) may differ between two f32 machines.
+fn has_near_tie(trace: &[f32]) -> bool {
+    trace
+        .windows(2)
+        .any(|w| (w[1] - w[0]).abs() <= 1e-6 * w[0].abs().max(1.0))
+}
+
+/// Compares one APGD run on both engines; returns how many images ended with equal step sizes.
+fn check_apgd(
+    want: &attack::ApgdRun,
+    got: &attack::ApgdRun,
+    eps: f32,
+    norm: Norm,
+    label: &str,
+) -> usize {
+    assert_eq!(got.fooled, want.fooled, "{label}: fooled");
+    let dim = want.x_adv.example_len();
+    let mut same_steps = 0;
+    for i in 0..want.fooled.len() {
+        let (w, g) = (&want.loss_trace[i], &got.loss_trace[i]);
+        let tol = |v: f32| v.abs().max(1.0);
+        for (s, (a, b)) in w.iter().zip(g).enumerate() {
+            // The first steps tightly (summation order only); later ones may have taken a
+            // near-zero gradient entry's other sign.
+            let bound = if s < 5 { 1e-5 } else { 1e-3 };
+            assert!(
+                (a - b).abs() <= bound * tol(*a),
+                "{label} {i}: step {s}: {a} vs {b}"
+            );
+        }
+        assert!((want.best_loss[i] - got.best_loss[i]).abs() <= 1e-3 * tol(want.best_loss[i]));
+        let (ew, eg) = (want.step_size[i], got.step_size[i]);
+        for (hw, hg) in want.history[i].iter().zip(&got.history[i]) {
+            assert_eq!(
+                hw.pred, hg.pred,
+                "{label} {i}: prediction at step {}",
+                hw.step
+            );
+            if ew != eg {
+                // Another step size since a checkpoint: another path, compared above by loss.
+                continue;
+            }
+            let d = ((hw.linf - hg.linf).abs(), (hw.l2 - hg.l2).abs());
+            // A flipped sign moves a pixel by at most 2η ≤ 4ε, and η shrinks at checkpoints.
+            let bound = if hw.step < 5 { 1e-4 } else { 0.05 * eps };
+            assert!(
+                d.0 <= bound && d.1 <= bound,
+                "{label} {i}: distances at step {}: {d:?}",
+                hw.step
+            );
+        }
+        if ew == eg {
+            same_steps += 1;
+            let (xw, xg) = (want.x_adv.example(i), got.x_adv.example(i));
+            let close = xw
+                .iter()
+                .zip(xg)
+                .filter(|(a, b)| (*a - *b).abs() <= 1e-4)
+                .count();
+            // 64 pixels an image: a sign flipped late leaves a few pixels apart.
+            assert!(
+                close as f32 >= 0.9 * dim as f32,
+                "{label} {i}: {close} of {dim} pixels"
+            );
+        } else {
+            // Only a checkpoint decided by rounding may halve differently.
+            assert!(has_near_tie(w), "{label} {i}: step sizes {ew} vs {eg}");
+            assert_eq!((ew / eg).log2().fract(), 0.0, "{label} {i}: {ew} vs {eg}");
+        }
+        let h = got.history[i].last().unwrap();
+        let within = match norm {
+            Norm::Linf => h.linf <= eps + 1e-5,
+            Norm::L2 => h.l2 <= eps + 1e-4,
+        };
+        assert!(within, "{label} {i}: left the ball");
+    }
+    assert!(got.x_adv.data().iter().all(|v| (0.0..=1.0).contains(v)));
+    same_steps
+}
+
+/// APGD with its vectors on the device takes the cpu engine's path: same fooled images, loss
+/// traces within f32 noise (1e-5 relative over the first five steps, 1e-3 after), same step
+/// sizes except where a checkpoint compared two losses equal to within rounding, same
+/// predictions and distances at every step. CE and DLR, L∞ and L2, and a targeted CE (sign −1).
+#[test]
+fn device_apgd_matches_the_host_apgd() {
+    let (_, y) = common::correctly_classified(5);
+    let t: Vec<usize> = y.iter().map(|&c| (c + 1) % 4).collect();
+    let obj = |loss: Loss| attack::ApgdObjective {
+        loss,
+        sign: 1.0,
+        reach: None,
+    };
+    let ce = obj(Loss::CrossEntropy { classes: y.clone() });
+    let dlr = obj(Loss::Dlr { classes: y.clone() });
+    let toward = attack::ApgdObjective {
+        loss: Loss::CrossEntropy { classes: t.clone() },
+        sign: -1.0,
+        reach: Some(t),
+    };
+    let cases = [
+        (&ce, Norm::Linf, 0.12, "ce linf"),
+        (&dlr, Norm::Linf, 0.12, "dlr linf"),
+        (&ce, Norm::L2, 0.8, "ce l2"),
+        (&dlr, Norm::L2, 0.8, "dlr l2"),
+        (&toward, Norm::Linf, 0.12, "targeted ce linf"),
+    ];
+    let (mut same, mut total) = (0, 0);
+    for (obj, norm, eps, label) in cases {
+        let Some((want, got)) = apgd_on_both(obj, norm, eps, 20) else {
+            return;
+        };
+        same += check_apgd(&want, &got, eps, norm, label);
+        total += want.fooled.len();
+        let fooled = want.fooled.iter().filter(|&&f| f).count();
+        eprintln!("{label}: {fooled} of {} fooled", want.fooled.len());
+    }
+    assert!(
+        same + 2 >= total,
+        "step sizes agree for only {same} of {total} images"
+    );
+}

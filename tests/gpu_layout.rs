@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
 use advlens::engine::gpu::uniforms::{
-    AttackParams, DenoiseParams, ElementwiseParams, MatmulParams, PoolParams, SoftmaxParams,
-    Uniform,
+    ApgdParams, AttackParams, DenoiseParams, ElementwiseParams, MatmulParams, PoolParams,
+    SoftmaxParams, Uniform,
 };
 use advlens::engine::gpu::{Entry, Shader};
 
@@ -69,6 +69,10 @@ fn layouts() -> Vec<Layout> {
             n: u32, k: u32, dim: u32, step: u32,
             eps: f32, alpha: f32, mu: f32, dir: f32,
             l2: u32, momentum: u32, scratch: u32, mode: u32,
+        }),
+        layout!(ApgdParams {
+            n: u32, dim: u32, eps: f32, a: f32,
+            l2: u32, mode: u32, scratch: u32, per: u32,
         }),
     ]
 }

@@ -20,11 +20,12 @@ use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::apgd_host::HostSession;
 use super::diagnostics::{Diagnostic, Flag};
-use super::project::{l2, linf, project, sign};
-use super::{AttackError, AttackKind, Context, Norm, Progress, StepRecord, record};
+use super::project::{l2, linf};
+use super::{AttackError, AttackKind, Context, Norm, Progress, StepRecord, record_with};
 use crate::array::Array;
-use crate::engine::{Engine, ForwardOptions, Gradient, Loss};
+use crate::engine::{ApgdSession, ApgdSpec, Engine, ForwardOptions, Loss, Probe};
 use crate::model::normal;
 
 /// The steps after which APGD checks its step size, for a run of `steps` steps (1-based: 22
@@ -142,68 +143,6 @@ pub fn random_start(x: &[f32], eps: f32, norm: Norm, rng: &mut ChaCha8Rng) -> Ve
         .collect()
 }
 
-/// The mean gradient and loss over `eot` passes, signed so that APGD ascends.
-fn signed_grad(
-    engine: &mut dyn Engine,
-    x: &Array,
-    obj: &Objective,
-    eot: usize,
-    opts: &ForwardOptions,
-) -> Result<Gradient, AttackError> {
-    let mut g = engine.input_grad(x, &obj.loss, opts)?;
-    for _ in 1..eot {
-        let more = engine.input_grad(x, &obj.loss, opts)?;
-        for (a, b) in g.grad.data_mut().iter_mut().zip(more.grad.data()) {
-            *a += b;
-        }
-        for (a, b) in g.loss.iter_mut().zip(&more.loss) {
-            *a += b;
-        }
-        g.logits = more.logits;
-    }
-    let scale = obj.sign / eot as f32;
-    for v in g.grad.data_mut() {
-        *v *= scale;
-    }
-    for v in &mut g.loss {
-        *v *= scale;
-    }
-    Ok(g)
-}
-
-/// One step of APGD for one image: `z = P(x + η·dir(g))`, then
-/// `P(x + a·(z − x) + (1 − a)·(x − x_prev))`.
-fn step_image(
-    cur: &mut [f32],
-    prev: &mut [f32],
-    g: &[f32],
-    x: &[f32],
-    eta: f32,
-    a: f32,
-    s: &RunSettings,
-) {
-    let (norm, eps) = (s.norm, s.eps);
-    let scale = match norm {
-        Norm::Linf => 0.0,
-        Norm::L2 => 1.0 / (l2(g) + 1e-12),
-    };
-    let mut z: Vec<f32> = cur
-        .iter()
-        .zip(g)
-        .map(|(&c, &gi)| match norm {
-            Norm::Linf => c + eta * sign(gi),
-            Norm::L2 => c + eta * gi * scale,
-        })
-        .collect();
-    project(&mut z, x, eps, norm);
-    for ((c, p), zi) in cur.iter_mut().zip(prev.iter_mut()).zip(&z) {
-        let momentum = *c - *p;
-        *p = *c;
-        *c += a * (zi - *c) + (1.0 - a) * momentum;
-    }
-    project(cur, x, eps, norm);
-}
-
 /// The images one APGD run starts from.
 #[derive(Clone, Copy, Debug)]
 pub struct Inputs<'a> {
@@ -216,7 +155,8 @@ pub struct Inputs<'a> {
 }
 
 /// Runs APGD once on every image of `inp.x` from `inp.start`; `progress(steps done)` after every
-/// step.
+/// step. The points and gradients stay on the engine's device when it offers an
+/// [`ApgdSession`] (single-sample gradients only), else on the host.
 pub fn single_run(
     engine: &mut dyn Engine,
     inp: Inputs<'_>,
@@ -226,37 +166,62 @@ pub fn single_run(
     cancel: &crate::cancel::Cancel,
     progress: &mut dyn FnMut(usize),
 ) -> Result<SingleRun, AttackError> {
-    let Inputs { x, labels, start } = inp;
+    let spec = ApgdSpec {
+        eps: s.eps,
+        l2: s.norm == Norm::L2,
+    };
+    if s.eot <= 1 {
+        let device = engine.apgd_session(inp.x, inp.start, &obj.loss, obj.sign, spec, opts);
+        if let Some(session) = device {
+            return drive(&mut *session?, inp, obj, s, cancel, progress);
+        }
+    }
+    let budget = (s.eps, s.norm);
+    let mut host = HostSession::new(
+        engine, inp.x, inp.start, &obj.loss, obj.sign, s.eot, budget, opts,
+    );
+    drive(&mut host, inp, obj, s, cancel, progress)
+}
+
+/// APGD's schedule, wherever its vectors live: the one implementation of the step sizes,
+/// momentum weights, best-point tracking and checkpoints.
+fn drive(
+    session: &mut dyn ApgdSession,
+    inp: Inputs<'_>,
+    obj: &Objective,
+    s: &RunSettings,
+    cancel: &crate::cancel::Cancel,
+    progress: &mut dyn FnMut(usize),
+) -> Result<SingleRun, AttackError> {
+    let Inputs { x, labels, .. } = inp;
     let n = x.batch();
     let target = |i: usize| obj.reach.as_ref().map(|t| t[i]);
-    let mut cur = start.clone();
-    let mut g = signed_grad(engine, &cur, obj, s.eot, opts)?;
-    let start_grad_l1 = (0..n)
-        .map(|i| g.grad.example(i).iter().map(|v| v.abs()).sum())
-        .collect();
+    let rec = |step: usize, p: &Probe, i: usize| {
+        let logits = p.logits.example(i);
+        record_with(
+            step,
+            p.loss[i],
+            logits,
+            labels[i],
+            target(i),
+            p.linf[i],
+            p.l2[i],
+        )
+    };
+    let mut probe = session.evaluate()?;
+    let start_grad_l1 = session.grad_l1()?;
     let mut history: Vec<Vec<StepRecord>> = (0..n)
         .map(|i| {
             let mut h = Vec::with_capacity(s.steps + 1);
-            h.push(record(
-                0,
-                g.loss[i],
-                g.logits.example(i),
-                labels[i],
-                target(i),
-                cur.example(i),
-                x.example(i),
-            ));
+            h.push(rec(0, &probe, i));
             h
         })
         .collect();
     let mut fooled: Vec<bool> = (0..n)
-        .map(|i| obj.succeeded(i, labels, g.logits.example(i)))
+        .map(|i| obj.succeeded(i, labels, probe.logits.example(i)))
         .collect();
-    let mut found = cur.clone();
-    let mut best = cur.clone();
-    let mut best_loss = g.loss.clone();
-    let mut best_grad = g.grad.clone();
-    let mut prev = cur.clone();
+    session.keep(&vec![true; n], &fooled)?;
+    let mut best_loss = probe.loss.clone();
     let mut eta = vec![2.0 * s.eps; n];
     let mut trace: Vec<Vec<f32>> = vec![Vec::with_capacity(s.steps); n];
     let (mut window, min_window, decrease) = windows(s.steps);
@@ -266,35 +231,26 @@ pub fn single_run(
     for it in 0..s.steps {
         cancel.check()?;
         let a = if it == 0 { 1.0 } else { 0.75 };
-        for (i, &eta_i) in eta.iter().enumerate() {
-            let (c, p) = (cur.example_mut(i), prev.example_mut(i));
-            step_image(c, p, g.grad.example(i), x.example(i), eta_i, a, s);
-        }
-        g = signed_grad(engine, &cur, obj, s.eot, opts)?;
+        session.step(&eta, a)?;
+        probe = session.evaluate()?;
+        let mut improved = vec![false; n];
+        let mut fooled_now = vec![false; n];
         for i in 0..n {
-            let logits = g.logits.example(i);
-            if obj.succeeded(i, labels, logits) {
+            if obj.succeeded(i, labels, probe.logits.example(i)) {
                 fooled[i] = true;
-                found.example_mut(i).copy_from_slice(cur.example(i));
+                fooled_now[i] = true;
             }
-            trace[i].push(g.loss[i]);
-            history[i].push(record(
-                it + 1,
-                g.loss[i],
-                logits,
-                labels[i],
-                target(i),
-                cur.example(i),
-                x.example(i),
-            ));
-            if g.loss[i] > best_loss[i] {
-                best_loss[i] = g.loss[i];
-                best.example_mut(i).copy_from_slice(cur.example(i));
-                best_grad.example_mut(i).copy_from_slice(g.grad.example(i));
+            trace[i].push(probe.loss[i]);
+            history[i].push(rec(it + 1, &probe, i));
+            if probe.loss[i] > best_loss[i] {
+                best_loss[i] = probe.loss[i];
+                improved[i] = true;
             }
         }
+        session.keep(&improved, &fooled_now)?;
         since_check += 1;
         if since_check == window {
+            let mut halve = vec![false; n];
             for i in 0..n {
                 let t = &trace[i];
                 // AutoAttack reads `loss_steps[j - 1]`, which for j = 0 wraps to the last slot:
@@ -306,24 +262,20 @@ pub fn single_run(
                 let increases = (it + 1 - window..=it).filter(|&j| t[j] > before(j)).count();
                 let oscillates = increases as f32 <= s.rho * window as f32;
                 let stalled = !halved_at_last_check[i] && best_at_last_check[i] >= best_loss[i];
-                let halve = oscillates || stalled;
-                if halve {
+                halve[i] = oscillates || stalled;
+                if halve[i] {
                     eta[i] /= 2.0;
-                    cur.example_mut(i).copy_from_slice(best.example(i));
-                    g.grad.example_mut(i).copy_from_slice(best_grad.example(i));
                 }
-                halved_at_last_check[i] = halve;
+                halved_at_last_check[i] = halve[i];
                 best_at_last_check[i] = best_loss[i];
             }
+            session.restore(&halve)?;
             window = window.saturating_sub(decrease).max(min_window);
             since_check = 0;
         }
         progress(it + 1);
     }
-    let mut x_adv = best;
-    for i in (0..n).filter(|&i| fooled[i]) {
-        x_adv.example_mut(i).copy_from_slice(found.example(i));
-    }
+    let x_adv = session.finish(&fooled)?;
     Ok(SingleRun {
         x_adv,
         fooled,

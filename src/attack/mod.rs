@@ -5,6 +5,7 @@
 //! batch it is in, and every random choice comes from the seed and the image itself.
 
 mod apgd;
+mod apgd_host;
 mod autoattack;
 mod budget;
 mod cw;

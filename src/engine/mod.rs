@@ -5,6 +5,7 @@
 //! its gradient with respect to the logits are computed on the host by [`Loss`], so all engines
 //! agree on the definitions.
 
+mod apgd;
 pub mod cpu;
 pub mod gpu;
 mod loss;
@@ -12,6 +13,7 @@ mod select;
 
 use crate::array::Array;
 use crate::model::Network;
+pub use apgd::{ApgdSession, ApgdSpec, Probe};
 pub use loss::{Loss, best_other};
 pub use select::{EngineChoice, Opened, open_auto, open_engine};
 
@@ -126,6 +128,22 @@ pub trait Engine: Send {
         _opts: &ForwardOptions,
         _cancelled: &dyn Fn() -> bool,
     ) -> Option<Result<FusedOutcome, EngineError>> {
+        None
+    }
+
+    /// An Auto-PGD session whose points and gradients stay on the device, when the engine can
+    /// hold one for this batch; `None` means the caller keeps them on the host and uses
+    /// [`Engine::input_grad`]. The session starts at `start` (checked like any input) and ascends
+    /// `sign · loss`.
+    fn apgd_session<'a>(
+        &'a mut self,
+        _x: &Array,
+        _start: &Array,
+        _loss: &Loss,
+        _sign: f32,
+        _spec: ApgdSpec,
+        _opts: &ForwardOptions,
+    ) -> Option<Result<Box<dyn ApgdSession + 'a>, EngineError>> {
         None
     }
 }

@@ -17,17 +17,20 @@ pub enum Shader {
     Denoise,
     /// The attack step: loss gradient on the logits, sign step, projection, random start.
     Attack,
+    /// Auto-PGD's momentum step and its masked per-image copies.
+    Apgd,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::Matmul,
         Shader::Elementwise,
         Shader::Pool,
         Shader::Softmax,
         Shader::Denoise,
         Shader::Attack,
+        Shader::Apgd,
     ];
 
     /// The file name under `shaders/`.
@@ -39,6 +42,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::Denoise => "denoise.wgsl",
             Shader::Attack => "attack.wgsl",
+            Shader::Apgd => "apgd.wgsl",
         }
     }
 
@@ -51,6 +55,7 @@ impl Shader {
             Shader::Softmax => include_str!("../../../shaders/softmax.wgsl"),
             Shader::Denoise => include_str!("../../../shaders/denoise.wgsl"),
             Shader::Attack => include_str!("../../../shaders/attack.wgsl"),
+            Shader::Apgd => include_str!("../../../shaders/apgd.wgsl"),
         }
     }
 
@@ -60,7 +65,7 @@ impl Shader {
             Shader::Matmul | Shader::Elementwise | Shader::Pool => 4,
             Shader::Softmax => 2,
             Shader::Denoise => 8,
-            Shader::Attack => 8,
+            Shader::Attack | Shader::Apgd => 8,
         }
     }
 }
@@ -166,5 +171,13 @@ entries! {
         Update = "update",
         /// Projection onto the L2 ball.
         ProjectL2 = "project_l2",
+    }
+    Apgd {
+        /// `z = P(x + η·dir(g))` with a step size per image.
+        ApgdDirection = "apgd_direction",
+        /// The momentum combination of `z`, the point and the previous point.
+        ApgdMomentum = "apgd_momentum",
+        /// Masked per-image copies between the point, the best and the fooling points.
+        ApgdCopy = "apgd_copy",
     }
 }

@@ -10,6 +10,7 @@
 //! batch size; this file and `attack.rs` replay the recorded launches and read the results back
 //! (`readback.rs`).
 
+mod apgd;
 mod attack;
 mod buffers;
 pub mod context;
@@ -36,8 +37,8 @@ use plan::Plan;
 use readback::Readback;
 
 use super::{
-    Engine, EngineError, Forward, ForwardOptions, FusedLoop, FusedOutcome, Gradient, Loss,
-    TapSelection, check_input, resolve_taps,
+    ApgdSession, ApgdSpec, Engine, EngineError, Forward, ForwardOptions, FusedLoop, FusedOutcome,
+    Gradient, Loss, TapSelection, check_input, resolve_taps,
 };
 use crate::array::Array;
 use crate::model::Network;
@@ -256,5 +257,18 @@ impl Engine for GpuEngine {
         cancelled: &dyn Fn() -> bool,
     ) -> Option<R<FusedOutcome>> {
         Some(self.fused_chunked(x, start, classes, spec, opts, cancelled))
+    }
+
+    fn apgd_session<'a>(
+        &'a mut self,
+        x: &Array,
+        start: &Array,
+        loss: &Loss,
+        sign: f32,
+        spec: ApgdSpec,
+        opts: &ForwardOptions,
+    ) -> Option<R<Box<dyn ApgdSession + 'a>>> {
+        let session = self.apgd_device(x, start, loss, sign, spec, opts)?;
+        Some(session.map(|s| Box::new(s) as Box<dyn ApgdSession + 'a>))
     }
 }

@@ -294,3 +294,30 @@ pub struct AttackParams {
 impl Uniform for AttackParams {
     const SHADER: Shader = Shader::Attack;
 }
+
+/// `shaders/apgd.wgsl`: Auto-PGD's step and copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct ApgdParams {
+    /// Examples.
+    pub n: u32,
+    /// Pixels per example.
+    pub dim: u32,
+    /// Perturbation budget.
+    pub eps: f32,
+    /// The weight of the new direction against the momentum (1 on the first step, then 0.75).
+    pub a: f32,
+    /// 1 for the L2 norm, 0 for L∞.
+    pub l2: u32,
+    /// What `apgd_copy` does: 0 keep the best and fooling points, 1 go back to the best point, 2
+    /// write the result.
+    pub mode: u32,
+    /// Offset of the attack family's scratch slots in the record buffer.
+    pub scratch: u32,
+    /// Offset of the per-image step sizes and masks in the record buffer.
+    pub per: u32,
+}
+
+impl Uniform for ApgdParams {
+    const SHADER: Shader = Shader::Apgd;
+}
