@@ -46,7 +46,11 @@ pub fn window_side(p_init: f32, it: usize, h: usize, w: usize, norm: Norm) -> us
         Norm::Linf => side.min(cap),
         Norm::L2 => {
             let side = side.max(3);
-            let side = if side.is_multiple_of(2) { side + 1 } else { side };
+            let side = if side.is_multiple_of(2) {
+                side + 1
+            } else {
+                side
+            };
             side.min(cap)
         }
     }
