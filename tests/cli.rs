@@ -404,3 +404,40 @@ fn l2_budgets_are_read_as_written_and_linf_levels_as_eighths_of_255() {
     assert!((eps_of(&["--eps", "8"]) - 8.0 / 255.0).abs() < 1e-6);
     assert!((eps_of(&["--norm", "l2", "--eps", "8/255"]) - 8.0 / 255.0).abs() < 1e-6);
 }
+
+#[test]
+fn an_autoattack_record_names_what_ran_and_each_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = advlens(&[
+        "attack",
+        "--image",
+        "fashion:3",
+        "--attack",
+        "autoattack",
+        "--eps",
+        "0.1",
+        "--steps",
+        "5",
+        "--queries",
+        "20",
+        "--apgd-targets",
+        "2",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("record.json")).unwrap()).unwrap();
+    assert_eq!(rec["attack_name"], "AutoAttack standard without FAB-T");
+    let stages: Vec<&str> = rec["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["apgd-ce", "apgd-t", "square"]);
+}

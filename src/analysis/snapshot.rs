@@ -173,6 +173,8 @@ pub fn analyse_result(
         model: job.model_name.clone(),
         architecture: net.config.summary(),
         attack: job.cfg.clone(),
+        attack_name: job.cfg.kind.name().into(),
+        stages: result.stages.clone(),
         images,
         diagnostics: result.diagnostics.clone(),
     };

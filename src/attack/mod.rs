@@ -129,6 +129,15 @@ impl AttackKind {
         }
     }
 
+    /// The attack's full name for records and tables; AutoAttack's says that FAB-T is missing.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::AutoAttack => autoattack::STANDARD_NAME,
+            AttackKind::AutoAttackRand => "AutoAttack rand (APGD-CE, APGD-DLR with EOT)",
+            other => other.id(),
+        }
+    }
+
     /// Whether the attack is one of the APGD variants.
     pub fn is_apgd(self) -> bool {
         matches!(

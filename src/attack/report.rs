@@ -59,6 +59,12 @@ pub struct RunRecord {
     pub architecture: String,
     /// Attack settings, seed included.
     pub attack: AttackConfig,
+    /// The attack's full name (`AutoAttack standard without FAB-T` for `autoattack`).
+    #[serde(default)]
+    pub attack_name: String,
+    /// For AutoAttack: each component's counts, in order.
+    #[serde(default)]
+    pub stages: Vec<super::Stage>,
     /// One entry per image.
     pub images: Vec<ImageRecord>,
     /// Signs that the attack, not the model, failed (empty in records written before these

@@ -285,6 +285,8 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         engine: engine.describe(),
         model: args.model.clone(),
         architecture: net.config.summary(),
+        attack_name: cfg.kind.name().into(),
+        stages: result.stages.clone(),
         attack: cfg,
         images,
         diagnostics,
