@@ -13,6 +13,7 @@ pub mod attack;
 pub mod cancel;
 pub mod cli;
 pub mod data;
+pub mod defense;
 pub mod engine;
 pub mod io;
 pub mod model;

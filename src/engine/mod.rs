@@ -7,6 +7,7 @@
 
 mod apgd;
 pub mod cpu;
+mod defended;
 pub mod gpu;
 mod loss;
 mod select;
@@ -14,6 +15,7 @@ mod select;
 use crate::array::Array;
 use crate::model::Network;
 pub use apgd::{ApgdSession, ApgdSpec, Probe};
+pub use defended::Defended;
 pub use loss::{Loss, best_other};
 pub use select::{EngineChoice, Opened, open_auto, open_engine};
 
@@ -43,6 +45,9 @@ pub enum EngineError {
     /// No device of the kind asked for.
     #[error("{0}")]
     NoAdapter(String),
+    /// A defence in front of the network could not be applied.
+    #[error("defence: {0}")]
+    Defense(String),
     /// The backend failed.
     #[error("{engine} engine: {message}")]
     Backend {
@@ -82,6 +87,9 @@ pub struct Forward {
     pub logits: Array,
     /// Requested taps in network order, each NCHW (or `[N, F]`).
     pub taps: Vec<(String, Array)>,
+    /// The batch as the network saw it, when a defence transformed the input (see
+    /// [`Defended`]); `None` when the network saw the input itself.
+    pub seen: Option<Array>,
 }
 
 /// The result of a gradient pass.

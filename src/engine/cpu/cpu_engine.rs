@@ -171,7 +171,11 @@ impl Engine for CpuEngine {
             for (name, node) in taps {
                 out.push((name, self.planned_array(node, x.batch())?));
             }
-            return Ok(Forward { logits, taps: out });
+            return Ok(Forward {
+                logits,
+                taps: out,
+                seen: None,
+            });
         }
         let xt = self.input_tensor(x)?;
         let graph = &self.net.graph;
@@ -190,7 +194,11 @@ impl Engine for CpuEngine {
         for (name, node) in taps {
             out.push((name, to_array(get(node)?)?));
         }
-        Ok(Forward { logits, taps: out })
+        Ok(Forward {
+            logits,
+            taps: out,
+            seen: None,
+        })
     }
 
     fn input_grad(

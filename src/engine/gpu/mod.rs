@@ -157,6 +157,7 @@ impl GpuEngine {
         Ok(Forward {
             logits,
             taps: out_taps,
+            seen: None,
         })
     }
 
@@ -222,7 +223,11 @@ impl Engine for GpuEngine {
                 concat(parts.iter().map(|p| p.taps[t].1.clone()).collect())?,
             ));
         }
-        Ok(Forward { logits, taps })
+        Ok(Forward {
+            logits,
+            taps,
+            seen: None,
+        })
     }
 
     fn input_grad(&mut self, x: &Array, loss: &Loss, opts: &ForwardOptions) -> R<Gradient> {
