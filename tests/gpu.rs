@@ -677,3 +677,58 @@ fn device_apgd_matches_the_host_apgd() {
         "step sizes agree for only {same} of {total} images"
     );
 }
+
+/// A defended model on the gpu engine sees exactly what it sees on the cpu engine (the transforms
+/// run on the host for both) and the gradients mapped back through the chain agree.
+#[test]
+fn a_defended_model_agrees_between_the_engines() {
+    use advlens::defense::{Defense, GradientMode};
+    use advlens::engine::Defended;
+    let net = Arc::new(advlens::zoo::default_network().unwrap());
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let x = random_images(3, net.input_shape(), 21);
+    let loss = Loss::CrossEntropy {
+        classes: vec![0, 5, 9],
+    };
+    for (chain, gradient) in [
+        ("bits:5,jpeg:75", GradientMode::Bpda),
+        ("median:3,resize-pad", GradientMode::Naive),
+    ] {
+        let defense = Defense {
+            chain: chain.parse().unwrap(),
+            gradient,
+            eot: 3,
+            seed: 4,
+        };
+        let mut on_gpu = Defended::new(
+            Box::new(GpuEngine::new(net.clone(), ctx.clone()).unwrap()),
+            defense.clone(),
+        )
+        .unwrap();
+        let mut on_cpu =
+            Defended::new(Box::new(CpuEngine::new(net.clone()).unwrap()), defense).unwrap();
+        let opts = ForwardOptions {
+            taps: TapSelection::All,
+            ..Default::default()
+        };
+        let (fg, fc) = (
+            on_gpu.forward(&x, &opts).unwrap(),
+            on_cpu.forward(&x, &opts).unwrap(),
+        );
+        assert_eq!(
+            fg.seen.unwrap().data(),
+            fc.seen.unwrap().data(),
+            "{chain}: seen"
+        );
+        assert_close(&fg.logits, &fc.logits, &format!("{chain}: logits"));
+        for ((name, a), (_, b)) in fg.taps.iter().zip(&fc.taps) {
+            assert_close(a, b, &format!("{chain}: tap {name}"));
+        }
+        let gg = on_gpu.input_grad(&x, &loss, &opts).unwrap();
+        let gc = on_cpu.input_grad(&x, &loss, &opts).unwrap();
+        assert_close(&gg.grad, &gc.grad, &format!("{chain}: gradient"));
+        assert!(cosine(gg.grad.data(), gc.grad.data()) > 0.9999, "{chain}");
+    }
+}

@@ -113,12 +113,7 @@ impl Chain {
         })
     }
 
-    fn apply_one(
-        &self,
-        img: &[f32],
-        dims: Dims,
-        draws: &Draws,
-    ) -> Result<Image, DefenseError> {
+    fn apply_one(&self, img: &[f32], dims: Dims, draws: &Draws) -> Result<Image, DefenseError> {
         let mut rng: Option<ChaCha8Rng> = match draws {
             Draws::Seeded { seed, call, draw } if self.is_random() => {
                 Some(image_rng(*seed, *call, *draw, img))
