@@ -70,19 +70,7 @@ impl Objective {
 
     fn select(&self, idx: &[usize], k: usize) -> Objective {
         let pick = |v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
-        let loss = match &self.loss {
-            Loss::CrossEntropy { classes } => Loss::CrossEntropy {
-                classes: pick(classes),
-            },
-            Loss::Dlr { classes } => Loss::Dlr {
-                classes: pick(classes),
-            },
-            Loss::DlrTargeted { classes, targets } => Loss::DlrTargeted {
-                classes: pick(classes),
-                targets: pick(targets),
-            },
-            other => other.slice(0..0, k),
-        };
+        let loss = self.loss.select(idx, k);
         Objective {
             loss,
             sign: self.sign,

@@ -79,6 +79,41 @@ impl Loss {
         }
     }
 
+    /// The loss of the examples `idx` of the batch, in that order (`k` classes per example).
+    /// An index past the batch is skipped.
+    pub fn select(&self, idx: &[usize], k: usize) -> Loss {
+        let pick = |v: &[usize]| idx.iter().filter_map(|&i| v.get(i).copied()).collect();
+        match self {
+            Loss::CrossEntropy { classes } => Loss::CrossEntropy {
+                classes: pick(classes),
+            },
+            Loss::Margin {
+                classes,
+                targeted,
+                kappa,
+            } => Loss::Margin {
+                classes: pick(classes),
+                targeted: *targeted,
+                kappa: *kappa,
+            },
+            Loss::Dlr { classes } => Loss::Dlr {
+                classes: pick(classes),
+            },
+            Loss::DlrTargeted { classes, targets } => Loss::DlrTargeted {
+                classes: pick(classes),
+                targets: pick(targets),
+            },
+            Loss::LogitWeights { weights } => Loss::LogitWeights {
+                weights: idx
+                    .iter()
+                    .filter_map(|&i| weights.get(i * k..(i + 1) * k))
+                    .flatten()
+                    .copied()
+                    .collect(),
+            },
+        }
+    }
+
     /// Evaluates the loss on `logits`: the value per example and `∂loss/∂Z`.
     pub fn evaluate(&self, logits: &Array) -> Result<(Vec<f32>, Array), EngineError> {
         let n = logits.batch();
@@ -219,6 +254,30 @@ mod tests {
 
     fn logits() -> Array {
         Array::new(vec![2, 3], vec![1.0, 2.0, 0.5, -1.0, 0.0, 3.0]).unwrap()
+    }
+
+    #[test]
+    fn selecting_examples_keeps_every_kind_of_loss_whole() {
+        let w = Loss::LogitWeights {
+            weights: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        let Loss::LogitWeights { weights } = w.select(&[1], 3) else {
+            panic!("kind changed")
+        };
+        assert_eq!(weights, [4.0, 5.0, 6.0]);
+        let m = Loss::Margin {
+            classes: vec![7, 8, 9],
+            targeted: true,
+            kappa: 0.5,
+        };
+        assert_eq!(
+            m.select(&[2, 0], 10),
+            Loss::Margin {
+                classes: vec![9, 7],
+                targeted: true,
+                kappa: 0.5
+            }
+        );
     }
 
     /// Central finite difference of each loss with respect to each logit.
