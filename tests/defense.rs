@@ -596,3 +596,60 @@ fn chains_print_and_parse_back() {
     );
     assert_eq!(serde_json::from_str::<Defense>(&json).unwrap(), d);
 }
+
+#[test]
+fn every_attack_runs_through_a_random_defence_within_its_budget_and_repeats_with_its_seed() {
+    use advlens::attack::{self, AttackConfig, AttackKind, Norm};
+    use advlens::cancel::Cancel;
+    let net = net28();
+    let x = common::random_images(2, [1, 28, 28], 18);
+    let labels = [1, 3];
+    for (kind, norm, eps) in [
+        (AttackKind::Fgsm, Norm::Linf, 0.1),
+        (AttackKind::Pgd, Norm::Linf, 0.1),
+        (AttackKind::MiFgsm, Norm::Linf, 0.1),
+        (AttackKind::Pgd, Norm::L2, 1.0),
+        (AttackKind::Cw, Norm::L2, 1.0),
+        (AttackKind::Deepfool, Norm::Linf, 0.1),
+        (AttackKind::ApgdCe, Norm::Linf, 0.1),
+        (AttackKind::ApgdT, Norm::Linf, 0.1),
+    ] {
+        let cfg = AttackConfig {
+            kind,
+            norm,
+            eps,
+            steps: Some(4),
+            apgd: advlens::attack::ApgdConfig {
+                targets: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let run = || {
+            let mut d = defended(&net, defense("median:3,resize-pad", GradientMode::Bpda, 2));
+            attack::run(&mut d, &x, Some(&labels), &cfg, &Cancel::new()).unwrap()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(
+            a.x_adv.data(),
+            b.x_adv.data(),
+            "{kind:?}: same seed, same result"
+        );
+        // DeepFool looks for the smallest perturbation and has no budget.
+        for (i, (linf, l2)) in a.norms(&x).into_iter().enumerate() {
+            if kind == AttackKind::Deepfool {
+                break;
+            }
+            let budget = if norm == Norm::Linf { linf } else { l2 };
+            assert!(
+                budget <= eps * 1.0001 + 1e-6,
+                "{kind:?} image {i}: {budget} over {eps}"
+            );
+        }
+        assert!(
+            a.x_adv.data().iter().all(|v| (0.0..=1.0).contains(v)),
+            "{kind:?}"
+        );
+        assert_ne!(a.x_adv.data(), x.data(), "{kind:?} moved the image");
+    }
+}
