@@ -21,8 +21,8 @@ pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
 };
 pub use feature_grid::{
-    Column, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps, feature_grid,
-    map_rgb, sorted_by_delta,
+    Column, DENOISE_COLUMNS, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps,
+    denoise_block_of, feature_grid, map_rgb, sorted_by_delta,
 };
 pub use render::{ShapeError, feature_export_size, feature_maps_image, perturbation_rgb};
 pub use robustness::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
