@@ -1,7 +1,8 @@
 //! The attack loop allocates no per-step buffers: after a warm-up call, the planned cpu
-//! executor's input gradient (the hot call of every attack step) and a whole PGD step allocate
-//! nothing larger than the input (the gradient they return), and little in total, never anything
-//! of the size of the network's activations, workspaces or kernels. A counting global allocator
+//! executor's input gradient (the hot call of every attack step), a whole PGD step and a forward
+//! pass without taps allocate nothing larger than the input (the gradient they return), and
+//! little in total, never anything of the size of the network's activations, workspaces or
+//! kernels; a tap (a denoise operation's output) is copied out only when asked for. A counting global allocator
 //! measures it. The `gemm` crate allocates its own packing buffers at every call (sized by its
 //! cache blocking, not by the problem), which advlens cannot change; those are not counted
 //! (tests/counting_alloc). This binary holds one test so that nothing else allocates while it
@@ -18,7 +19,7 @@ use std::sync::atomic::Ordering;
 use advlens::attack::{self, AttackConfig, AttackKind};
 use advlens::cancel::Cancel;
 use advlens::engine::cpu::{CpuEngine, Executor};
-use advlens::engine::{Engine, ForwardOptions, Loss};
+use advlens::engine::{Engine, ForwardOptions, Loss, TapSelection};
 use counting_alloc::{LARGEST, TOTAL};
 
 /// Bytes allocated by `f` in total and in its largest single allocation.
@@ -110,5 +111,28 @@ fn measure() {
         let per_step = long.saturating_sub(short) / 10;
         let what = format!("batch {batch}: a PGD step");
         check(&what, per_step, largest, 8 * input_bytes, limit);
+
+        // A forward pass copies a denoise operation's output only when its tap is asked for.
+        let block = &net.graph.denoise_blocks[0];
+        let op_bytes = batch * net.graph.nodes[block.op].shape.iter().product::<usize>() * 4;
+        assert!(op_bytes > limit, "the op tap is too small to tell apart");
+        let mut forward = |taps: TapSelection| {
+            let opts = ForwardOptions {
+                taps,
+                ..ForwardOptions::default()
+            };
+            engine.forward(&x, &opts).unwrap();
+            steady(|| {
+                engine.forward(&x, &opts).unwrap();
+            })
+        };
+        let (per_call, largest) = forward(TapSelection::None);
+        let what = format!("batch {batch}: a forward without taps");
+        check(&what, per_call, largest, input_bytes, limit);
+        let (_, largest) = forward(TapSelection::Names(vec![format!("{}/op", block.name)]));
+        assert!(
+            largest >= op_bytes,
+            "batch {batch}: the op tap ({op_bytes} B) was not copied out ({largest} B at most)"
+        );
     }
 }

@@ -13,8 +13,8 @@ use advlens::analysis::feature_grid;
 use advlens::analysis::{AnalyseJob, Snapshot, analyse};
 use advlens::analysis::{Export, save_feature_maps};
 use advlens::app::{
-    AdvlensApp, CURVE_APGD_STEPS, CurveAttack, DIALOG_THREAD, DialogAnswer, DialogBackend,
-    DialogPurpose, Dialogs, ImageSource, Reply, Settings, SlowState, Worker,
+    AdvlensApp, CURVE_APGD_STEPS, CurveAttack, DELTA_SCALE_TOGGLE, DIALOG_THREAD, DialogAnswer,
+    DialogBackend, DialogPurpose, Dialogs, ImageSource, Reply, Settings, SlowState, Worker,
 };
 use advlens::attack::{AttackConfig, AttackKind, Flag};
 use advlens::cancel::Cancel;
@@ -164,7 +164,12 @@ fn feature_map_export_writes_a_png_of_the_expected_size() {
         .name
         .clone();
     let grid = feature_grid(&s, &tap, 0).unwrap();
-    assert_eq!(grid.columns.len(), 2, "before and after denoise");
+    let titles: Vec<&str> = grid.columns.iter().map(|c| c.title.as_str()).collect();
+    assert_eq!(titles, ["block input", "op output", "block output"]);
+    let block = tap.strip_suffix("/before").unwrap();
+    assert_eq!(grid.columns[1].tap, format!("{block}/op"));
+    // The operation changes the features (the maps differ from the block's input).
+    assert_ne!(grid.columns[1].clean, grid.columns[0].clean);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("maps.png");
     save_feature_maps(&grid, &path).unwrap();
@@ -175,9 +180,32 @@ fn feature_map_export_writes_a_png_of_the_expected_size() {
     let (w, h) = feature_export_size(&grid);
     assert_eq!((img.width(), img.height()), (w, h));
     // Every cell is at least its native size.
-    assert!(h as usize >= 3 * grid.h && w as usize >= 2 * grid.w);
+    assert!(h as usize >= 3 * grid.h && w as usize >= 3 * grid.w);
     let first = *img.get_pixel(0, 0);
     assert!(img.pixels().any(|p| *p != first), "the image is uniform");
+    // With the |Δ| rows on their own scale the image gains a second colour bar (wider) and the
+    // |Δ| cells are drawn stronger; the clean and adversarial rows stay as they were.
+    assert!(
+        grid.delta_scale < grid.scale,
+        "|Δ| already fills the shared scale"
+    );
+    let own = grid.clone().with_delta_own_scale(true);
+    let own_path = dir.path().join("maps_own.png");
+    save_feature_maps(&own, &own_path).unwrap();
+    let own_img = image::open(&own_path).unwrap().to_rgb8();
+    assert!(own_img.width() > img.width());
+    assert_eq!(own_img.height(), img.height());
+    // Over the shared image's area (the grid and the shared bar), only the |Δ| cells differ.
+    let redness = |im: &image::RgbImage| -> u64 {
+        (0..img.height())
+            .flat_map(|y| (0..img.width()).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                let p = im.get_pixel(x, y);
+                u64::from(p[0].saturating_sub(p[1]))
+            })
+            .sum()
+    };
+    assert!(redness(&own_img) > redness(&img));
 }
 
 #[test]
@@ -519,8 +547,9 @@ fn switching_tap_and_channel_updates_the_views() {
         "denoise taps come first: {first_tap}"
     );
     // Column headers (the amplification legend uses the same words).
-    assert!(harness.query_all_by_label("before denoise").count() >= 1);
-    assert!(harness.query_all_by_label("after denoise").count() >= 1);
+    for title in advlens::analysis::DENOISE_COLUMNS {
+        assert!(harness.query_all_by_label(title).count() >= 2, "{title}");
+    }
     let other = second_denoise_output(harness.state());
     harness.state_mut().settings.tap = Some(other.clone());
     harness.state_mut().settings.channel = 3;
@@ -534,6 +563,53 @@ fn switching_tap_and_channel_updates_the_views() {
     step_until(&mut harness, |a| {
         a.snapshot().is_some_and(|s| s.cfg.kind == AttackKind::Bim) && !a.is_busy()
     });
+}
+
+/// The toggle beside the feature maps gives the |Δ| rows their own colour scale (their largest
+/// value, well below the shared scale on the default model) and a second colour bar; turning it
+/// off again puts them back on the shared scale.
+#[test]
+fn the_delta_scale_toggle_gives_the_difference_rows_their_own_scale() {
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_eframe(|cc| AdvlensApp::new(cc).unwrap());
+    step_until(&mut harness, |a| a.snapshot().is_some() && !a.is_busy());
+    harness.run_steps(2);
+    let (shared, delta) = harness.state().feature_map_scales().unwrap();
+    assert_eq!(delta, shared, "|Δ| starts on the shared scale");
+    assert!(!harness.state().settings.delta_own_scale);
+    harness.get_by_label(DELTA_SCALE_TOGGLE).click();
+    harness.run_steps(2);
+    assert!(harness.state().settings.delta_own_scale);
+    let (shared_now, own) = harness.state().feature_map_scales().unwrap();
+    assert_eq!(shared_now, shared, "the maps' scale does not change");
+    assert!(
+        own > 0.0 && own < shared,
+        "|Δ| scale {own} vs shared {shared}"
+    );
+    // The colour bars show both ranges.
+    assert!(harness.query_all_by_label(&format!("+{shared:.3}")).count() >= 1);
+    harness.get_by_label(&format!("|Δ| {own:.3}"));
+    // The grid shown is the one exported.
+    let grid_delta = {
+        let app = harness.state();
+        let snap = app.snapshot().unwrap();
+        let tap = app.settings.tap.clone().unwrap();
+        feature_grid(snap, &tap, app.settings.channel)
+            .unwrap()
+            .delta_scale
+    };
+    assert_eq!(own, grid_delta);
+    harness.get_by_label(DELTA_SCALE_TOGGLE).click();
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().feature_map_scales().unwrap(),
+        (shared, shared)
+    );
+    assert_eq!(
+        harness.query_all_by_label(&format!("|Δ| {own:.3}")).count(),
+        0
+    );
 }
 
 /// Starts the real binary in a window under `xvfb-run` and takes a screenshot through egui's

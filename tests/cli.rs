@@ -181,7 +181,7 @@ fn bundled_images_come_with_their_labels() {
 }
 
 #[test]
-fn maps_writes_the_before_and_after_figure_and_exact_npy_inputs_are_used_as_given() {
+fn maps_writes_the_denoise_block_figure_and_exact_npy_inputs_are_used_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("maps.png");
     let o = advlens(&[
@@ -206,15 +206,46 @@ fn maps_writes_the_before_and_after_figure_and_exact_npy_inputs_are_used_as_give
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The relative change at the block's input, operation output and output.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let noise = stdout
+        .lines()
+        .find(|l| l.starts_with("‖ΔA‖/‖A‖: "))
+        .unwrap();
+    let columns: Vec<&str> = noise.split(" → ").collect();
+    assert_eq!(columns.len(), 3, "{noise}");
+    assert!(columns[1].starts_with("op output 0."), "{noise}");
+    let mut widths = vec![];
     for c in [5, 7] {
         let img = image::open(dir.path().join(format!("maps_c{c}.png"))).unwrap();
-        // Two columns (before, after) of 7×7 maps scaled up, three rows.
+        // Three columns (input, op output, output) of 7×7 maps scaled up to 224, three rows.
         assert!(
-            img.width() > 300 && img.height() > 300,
+            img.width() > 3 * 224 && img.height() > 3 * 224,
             "{:?}",
             (img.width(), img.height())
         );
+        widths.push(img.width());
     }
+    // The op tap names the same block; the |Δ| rows' own scale adds a colour bar.
+    let own = dir.path().join("own.png");
+    let o = advlens(&[
+        "maps",
+        "--engine",
+        "cpu",
+        "--image",
+        "fashion:3",
+        "--attack",
+        "fgsm",
+        "--tap",
+        "group2_denoise/op",
+        "--channel",
+        "5",
+        "--delta-own-scale",
+        "--out",
+        own.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(image::open(&own).unwrap().width() > widths[0]);
     let o = advlens(&[
         "maps",
         "--engine",

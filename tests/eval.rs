@@ -68,6 +68,18 @@ fn robust_accuracy_is_re_predicted_and_bounded_by_clean() {
     assert!(r.rows[0].target_hits.is_none());
     let taps: Vec<&str> = r.amplification.iter().map(|t| t.tap.as_str()).collect();
     assert!(taps.contains(&"group1_denoise/after"));
+    assert!(taps.contains(&"group1_denoise/op"));
+    // One row per denoise block: its input, operation output and output, read off the taps.
+    let graph = &e.network().graph;
+    assert_eq!(r.block_noise.len(), graph.denoise_blocks.len());
+    let mean = |tap: &str| r.amplification.iter().find(|t| t.tap == tap).unwrap().mean;
+    for (row, block) in r.block_noise.iter().zip(&graph.denoise_blocks) {
+        assert_eq!(row.block, block.name);
+        assert_eq!(row.input, mean(&format!("{}/before", block.name)));
+        assert_eq!(row.op, mean(&format!("{}/op", block.name)));
+        assert_eq!(row.output, mean(&format!("{}/after", block.name)));
+        assert!(row.op > 0.0 && row.op != row.input, "{row:?}");
+    }
     assert!(
         r.amplification
             .iter()
@@ -75,6 +87,8 @@ fn robust_accuracy_is_re_predicted_and_bounded_by_clean() {
     );
     let md = r.markdown();
     assert!(md.contains("| clean |") && md.contains("| pgd |"), "{md}");
+    assert!(md.contains("| denoise block | input"), "{md}");
+    assert!(md.contains("| group1_denoise | "), "{md}");
 }
 
 #[test]
@@ -337,6 +351,7 @@ fn the_table_names_autoattack_and_lists_warnings() {
             ],
         }],
         amplification: vec![],
+        block_noise: vec![],
         complete: true,
     };
     let md = report.markdown();

@@ -1,8 +1,8 @@
 //! The planned executor (host buffers, hand-written backward) against candle's autograd on the
-//! same networks: logits, taps and input gradients agree for every denoise variant and
-//! placement, with and without bypass, and attacks give the same results. Candle's own kernels
-//! (what CUDA and Metal run, and the stock-candle baseline) agree with advlens's, for inference
-//! and for training steps.
+//! same networks: logits, taps (the denoise operations' outputs included) and input gradients
+//! agree for every denoise variant and placement, with and without bypass, and attacks give the
+//! same results. Candle's own kernels (what CUDA and Metal run, and the stock-candle baseline)
+//! agree with advlens's, for inference and for training steps.
 
 #![allow(clippy::unwrap_used)]
 
@@ -60,6 +60,10 @@ fn planned_matches_autograd_everywhere() {
                 let fp = p.forward(&x, &opts).unwrap();
                 let fa = a.forward(&x, &opts).unwrap();
                 close(&fp.logits, &fa.logits, 1e-5, &label);
+                assert_eq!(fp.taps.len(), fa.taps.len(), "{label}");
+                // Every denoise block's operation output is among the taps compared.
+                let ops = fp.taps.iter().filter(|(n, _)| n.ends_with("/op")).count();
+                assert_eq!(ops, p.network().graph.denoise_blocks.len(), "{label}");
                 for ((n1, t1), (n2, t2)) in fp.taps.iter().zip(&fa.taps) {
                     assert_eq!(n1, n2);
                     close(t1, t2, 1e-5, &format!("{label} tap {n1}"));

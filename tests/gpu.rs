@@ -1,7 +1,8 @@
 //! The gpu engine against the cpu engine (the reference), on the software Vulkan adapter in CI
 //! (lavapipe) or a real GPU: every WGSL file validates with naga; every node type's forward
-//! values, taps and input gradient agree on random networks with odd shapes; the shipped model
-//! agrees; the device-side attack loop (FGSM, PGD, MI-FGSM, L2) matches the host loop.
+//! values, taps (the denoise operations' outputs among them) and input gradient agree on random
+//! networks with odd shapes; the shipped model agrees; the device-side attack loop (FGSM, PGD,
+//! MI-FGSM, L2) matches the host loop.
 //!
 //! Tolerances: values and gradients within 1e-4 of the largest reference magnitude (plus 1e-5),
 //! gradients also with cosine similarity above 0.9999; attacks on ≥ 98% of pixels within 1e-4
@@ -125,7 +126,8 @@ fn check_network(net: Network, batch: usize, label: &str) {
             &format!("{label}: logits (bypass {bypass})"),
         );
         assert_eq!(got.taps.len(), want.taps.len());
-        for ((name, g), (_, w)) in got.taps.iter().zip(&want.taps) {
+        for ((name, g), (want_name, w)) in got.taps.iter().zip(&want.taps) {
+            assert_eq!(name, want_name);
             assert_close(g, w, &format!("{label}: tap {name} (bypass {bypass})"));
         }
         let k = net.num_classes();
@@ -254,6 +256,47 @@ fn torchvision_resnet_and_efficientnet_lite_layouts() {
         let mut net = Network::random(config, seed as u64).unwrap();
         common::randomize_weights(&mut net, 30 + seed as u64);
         check_network(net, 2, label);
+    }
+}
+
+/// The denoise operations' outputs (`<block>/op`), requested alone, agree with the cpu engine's
+/// for every variant, with and without the bypass (where they are the block's input); a forward
+/// that asks for no tap returns none.
+#[test]
+fn op_taps_agree_with_the_cpu_engine() {
+    for (seed, variant) in DenoiseVariant::ALL.into_iter().enumerate() {
+        let mut cfg = tiny_config(variant, Placement::AfterEveryBlock);
+        cfg.image_size = [7, 9];
+        let net = Arc::new(randomized(cfg, 50 + seed as u64));
+        let mut cpu = CpuEngine::new(net.clone()).unwrap();
+        let Some(mut gpu) = gpu(&net) else { return };
+        let x = random_images(2, net.input_shape(), 51);
+        let ops: Vec<String> = net
+            .graph
+            .denoise_blocks
+            .iter()
+            .map(|b| format!("{}/op", b.name))
+            .collect();
+        assert!(ops.len() >= 2);
+        for bypass in [false, true] {
+            let opts = ForwardOptions {
+                taps: TapSelection::Names(ops.clone()),
+                bypass_denoise: bypass,
+            };
+            let want = cpu.forward(&x, &opts).unwrap();
+            let got = gpu.forward(&x, &opts).unwrap();
+            assert_eq!(got.taps.len(), ops.len());
+            for ((name, g), (want_name, w)) in got.taps.iter().zip(&want.taps) {
+                assert_eq!(name, want_name);
+                assert!(max_abs(w.data()) > 0.0, "{variant}: {name} is all zero");
+                assert_close(g, w, &format!("{variant}: {name} (bypass {bypass})"));
+            }
+            let plain = ForwardOptions {
+                bypass_denoise: bypass,
+                ..ForwardOptions::default()
+            };
+            assert!(gpu.forward(&x, &plain).unwrap().taps.is_empty());
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cpu engine's building blocks against direct reference computations: the convolution op
 //! (forward, input gradient and kernel gradient) against candle's own convolution, the denoise
-//! operations against naive loops, and the denoise blocks' structural properties.
+//! operations and the `<block>/op` taps against naive loops, and the denoise blocks' structural
+//! properties.
 
 #![allow(clippy::unwrap_used)]
 
@@ -177,6 +178,131 @@ fn naive_nonlocal(x: &[f32], c: usize, p: usize, th: &[f32], ph: &[f32], d: usiz
     y
 }
 
+/// The `C × C` identity: the "embedding" of the Gaussian without embedding.
+fn identity(c: usize) -> Vec<f32> {
+    (0..c * c)
+        .map(|k| if k / c == k % c { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// Naive dot product: y_i = (1/HW) Σ_j (x_i·x_j) x_j.
+fn naive_dot_product(x: &[f32], c: usize, p: usize) -> Vec<f32> {
+    let mut y = vec![0f32; c * p];
+    for i in 0..p {
+        for ci in 0..c {
+            y[ci * p + i] = (0..p)
+                .map(|j| {
+                    let dot: f32 = (0..c).map(|k| x[k * p + i] * x[k * p + j]).sum();
+                    dot * x[ci * p + j]
+                })
+                .sum::<f32>()
+                / p as f32;
+        }
+    }
+    y
+}
+
+/// The cells of the 3×3 window around `(yy, xx)` that lie inside an `h × w` map.
+fn window(yy: usize, xx: usize, h: usize, w: usize) -> Vec<usize> {
+    let mut js = vec![];
+    for dy in -1i32..=1 {
+        for dx in -1i32..=1 {
+            let (sy, sx) = (yy as i32 + dy, xx as i32 + dx);
+            if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                js.push(sy as usize * w + sx as usize);
+            }
+        }
+    }
+    js
+}
+
+/// Naive 3×3 mean (`median` false) or lower median (`median` true) over the in-map window.
+fn naive_local(x: &[f32], [c, h, w]: [usize; 3], median: bool) -> Vec<f32> {
+    let p = h * w;
+    let mut y = vec![0f32; c * p];
+    for ci in 0..c {
+        for yy in 0..h {
+            for xx in 0..w {
+                let mut win: Vec<f32> = window(yy, xx, h, w)
+                    .into_iter()
+                    .map(|j| x[ci * p + j])
+                    .collect();
+                y[ci * p + yy * w + xx] = if median {
+                    win.sort_by(f32::total_cmp);
+                    win[(win.len() - 1) / 2]
+                } else {
+                    win.iter().sum::<f32>() / win.len() as f32
+                };
+            }
+        }
+    }
+    y
+}
+
+/// Naive bilateral: y_i = Σ_{j ∈ 3×3(i), in map} softmax_j(θ_i·φ_j / √d) x_j, θ = Wθ x, φ = Wφ x.
+fn naive_bilateral(x: &[f32], [c, h, w]: [usize; 3], th: &[f32], ph: &[f32], d: usize) -> Vec<f32> {
+    let p = h * w;
+    let emb = |wm: &[f32], pos: usize| -> Vec<f32> {
+        (0..d)
+            .map(|o| (0..c).map(|ci| wm[o * c + ci] * x[ci * p + pos]).sum())
+            .collect()
+    };
+    let mut y = vec![0f32; c * p];
+    for yy in 0..h {
+        for xx in 0..w {
+            let i = yy * w + xx;
+            let ti = emb(th, i);
+            let js = window(yy, xx, h, w);
+            let logits: Vec<f32> = js
+                .iter()
+                .map(|&j| {
+                    let pj = emb(ph, j);
+                    ti.iter().zip(&pj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+                })
+                .collect();
+            let wts = advlens::array::softmax(&logits);
+            for ci in 0..c {
+                y[ci * p + i] = js.iter().zip(&wts).map(|(&j, wt)| wt * x[ci * p + j]).sum();
+            }
+        }
+    }
+    y
+}
+
+/// The denoising operation `variant` on one example `x` (`[C, H, W]`) by the naive loops above;
+/// `embed` holds the `[d, C]` θ and φ of the embedded variants.
+fn naive_op(
+    variant: DenoiseVariant,
+    x: &[f32],
+    chw: [usize; 3],
+    embed: Option<(&[f32], &[f32])>,
+) -> Vec<f32> {
+    let [c, h, w] = chw;
+    let p = h * w;
+    match (variant, embed) {
+        (DenoiseVariant::NonlocalGaussian, Some((th, ph))) => {
+            naive_nonlocal(x, c, p, th, ph, th.len() / c)
+        }
+        (DenoiseVariant::GaussianNoEmbed, _) => {
+            naive_nonlocal(x, c, p, &identity(c), &identity(c), c)
+        }
+        (DenoiseVariant::DotProduct, _) => naive_dot_product(x, c, p),
+        (DenoiseVariant::Mean, _) => naive_local(x, chw, false),
+        (DenoiseVariant::Median, _) => naive_local(x, chw, true),
+        (DenoiseVariant::Bilateral, Some((th, ph))) => {
+            naive_bilateral(x, chw, th, ph, th.len() / c)
+        }
+        (v, None) => panic!("{v} needs its embeddings"),
+    }
+}
+
+fn assert_all_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol, "{what}: {a} vs {b} at {i}");
+    }
+}
+
 #[test]
 fn denoise_ops_match_naive_definitions() {
     let (c, h, w) = (4usize, 3usize, 5usize);
@@ -185,106 +311,90 @@ fn denoise_ops_match_naive_definitions() {
     let xs = to_vec(&x);
     let th = rand_tensor(&[c / 2, c], 2);
     let ph = rand_tensor(&[c / 2, c], 3);
-    // Non-local Gaussian with embedding.
-    let y = denoise::apply(DenoiseVariant::NonlocalGaussian, &x, Some(&th), Some(&ph)).unwrap();
-    let want = naive_nonlocal(&xs, c, p, &to_vec(&th), &to_vec(&ph), c / 2);
-    for (a, b) in to_vec(&y).iter().zip(&want) {
-        assert!((a - b).abs() < 1e-5, "nonlocal {a} vs {b}");
+    let (tw, pw) = (to_vec(&th), to_vec(&ph));
+    let embed = Some((tw.as_slice(), pw.as_slice()));
+    for variant in DenoiseVariant::ALL {
+        let (t, f) = if variant.embedded() {
+            (Some(&th), Some(&ph))
+        } else {
+            (None, None)
+        };
+        let y = to_vec(&denoise::apply(variant, &x, t, f).unwrap());
+        let want = naive_op(variant, &xs, [c, h, w], embed);
+        // The median picks an element: exact.
+        let tol = if variant == DenoiseVariant::Median {
+            0.0
+        } else {
+            1e-5
+        };
+        assert_all_close(&y, &want, tol, variant.id());
     }
-    // Gaussian without embedding = identity embeddings with d = C.
-    let eye: Vec<f32> = (0..c * c)
-        .map(|k| if k / c == k % c { 1.0 } else { 0.0 })
-        .collect();
-    let y = denoise::apply(DenoiseVariant::GaussianNoEmbed, &x, None, None).unwrap();
-    let want = naive_nonlocal(&xs, c, p, &eye, &eye, c);
-    for (a, b) in to_vec(&y).iter().zip(&want) {
-        assert!((a - b).abs() < 1e-5, "gaussian no embed {a} vs {b}");
-    }
-    // Dot product: y_i = (1/HW) Σ_j (x_i·x_j) x_j.
-    let y = to_vec(&denoise::apply(DenoiseVariant::DotProduct, &x, None, None).unwrap());
-    for i in 0..p {
-        for ci in 0..c {
-            let v: f32 = (0..p)
-                .map(|j| {
-                    let dot: f32 = (0..c).map(|k| xs[k * p + i] * xs[k * p + j]).sum();
-                    dot * xs[ci * p + j]
-                })
-                .sum::<f32>()
-                / p as f32;
-            assert!((y[ci * p + i] - v).abs() < 1e-5);
-        }
-    }
-    // Mean and median over the in-map 3×3 window; bilateral weights sum to one over the window.
-    let mean = to_vec(&denoise::apply(DenoiseVariant::Mean, &x, None, None).unwrap());
-    let median = to_vec(&denoise::apply(DenoiseVariant::Median, &x, None, None).unwrap());
-    for ci in 0..c {
-        for yy in 0..h {
-            for xx in 0..w {
-                let mut win = vec![];
-                for dy in -1i32..=1 {
-                    for dx in -1i32..=1 {
-                        let (sy, sx) = (yy as i32 + dy, xx as i32 + dx);
-                        if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                            win.push(xs[ci * p + sy as usize * w + sx as usize]);
-                        }
-                    }
-                }
-                let at = ci * p + yy * w + xx;
-                let m = win.iter().sum::<f32>() / win.len() as f32;
-                assert!((mean[at] - m).abs() < 1e-6, "mean");
-                win.sort_by(f32::total_cmp);
-                assert_eq!(median[at], win[(win.len() - 1) / 2], "median");
-            }
-        }
-    }
-    // Bilateral: y_i = Σ_{j ∈ 3×3(i), in map} softmax_j(θ_i·φ_j / √d) x_j, θ = Wθ x, φ = Wφ x.
-    let bil = to_vec(&denoise::apply(DenoiseVariant::Bilateral, &x, Some(&th), Some(&ph)).unwrap());
-    let (tw, pw, d) = (to_vec(&th), to_vec(&ph), c / 2);
-    let emb = |wm: &[f32], pos: usize| -> Vec<f32> {
-        (0..d)
-            .map(|o| (0..c).map(|ci| wm[o * c + ci] * xs[ci * p + pos]).sum())
-            .collect()
-    };
-    for yy in 0..h {
-        for xx in 0..w {
-            let i = yy * w + xx;
-            let ti = emb(&tw, i);
-            let mut js = vec![];
-            for dy in -1i32..=1 {
-                for dx in -1i32..=1 {
-                    let (sy, sx) = (yy as i32 + dy, xx as i32 + dx);
-                    if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-                        js.push(sy as usize * w + sx as usize);
-                    }
-                }
-            }
-            let logits: Vec<f32> = js
-                .iter()
-                .map(|&j| {
-                    let pj = emb(&pw, j);
-                    ti.iter().zip(&pj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
-                })
-                .collect();
-            let wts = advlens::array::softmax(&logits);
-            for ci in 0..c {
-                let v: f32 = js
-                    .iter()
-                    .zip(&wts)
-                    .map(|(&j, wt)| wt * xs[ci * p + j])
-                    .sum();
-                assert!(
-                    (bil[ci * p + i] - v).abs() < 1e-5,
-                    "bilateral {} vs {v}",
-                    bil[ci * p + i]
-                );
-            }
-        }
-    }
+    // The Gaussian without embedding is the embedded one with identity embeddings and d = C.
+    let y = to_vec(&denoise::apply(DenoiseVariant::GaussianNoEmbed, &x, None, None).unwrap());
+    let want = naive_nonlocal(&xs, c, p, &identity(c), &identity(c), c);
+    assert_all_close(&y, &want, 1e-5, "gaussian no embed");
     // Bilateral on a constant map returns the constant (weights are a convex combination).
     let ones = Tensor::ones((1, c, h, w), candle_core::DType::F32, &Device::Cpu).unwrap();
     let b =
         to_vec(&denoise::apply(DenoiseVariant::Bilateral, &ones, Some(&th), Some(&ph)).unwrap());
     assert!(b.iter().all(|v| (v - 1.0).abs() < 1e-5));
+}
+
+/// The `<block>/op` tap of every denoise block, on both cpu executors, is the block's operation
+/// applied to the block's input tap, computed here by the naive loops; with the bypass it is the
+/// block's input, as the block's output is.
+#[test]
+fn op_taps_are_the_operation_applied_to_the_block_input() {
+    use advlens::engine::cpu::Executor;
+    use advlens::model::{Op, TapKind};
+    for (seed, variant) in DenoiseVariant::ALL.into_iter().enumerate() {
+        let mut cfg = common::tiny_config(variant, Placement::AfterEveryBlock);
+        cfg.image_size = [7, 6];
+        let net = Arc::new(common::randomized(cfg, 40 + seed as u64));
+        let g = &net.graph;
+        assert!(g.denoise_blocks.len() >= 2);
+        let x = common::random_images(2, net.input_shape(), 41 + seed as u64);
+        for executor in [Executor::Planned, Executor::Autograd] {
+            let mut e = CpuEngine::new(net.clone()).unwrap().with_executor(executor);
+            for (b, block) in g.denoise_blocks.iter().enumerate() {
+                let name =
+                    |kind: TapKind| g.taps.iter().find(|t| t.kind == kind).unwrap().name.clone();
+                let (before, op) = (name(TapKind::DenoiseBefore(b)), name(TapKind::DenoiseOp(b)));
+                assert_eq!(op, format!("{}/op", block.name));
+                let Op::DenoiseOp { theta, phi, .. } = &g.nodes[block.op].op else {
+                    panic!("{op} is not a denoise operation");
+                };
+                let weight = |n: &Option<String>| {
+                    n.as_ref().map(|n| net.weights[n.as_str()].data().to_vec())
+                };
+                let (th, ph) = (weight(theta), weight(phi));
+                let embed = th.as_deref().zip(ph.as_deref());
+                for bypass in [false, true] {
+                    let opts = ForwardOptions {
+                        taps: TapSelection::Names(vec![op.clone(), before.clone()]),
+                        bypass_denoise: bypass,
+                    };
+                    let f = e.forward(&x, &opts).unwrap();
+                    assert_eq!(f.taps[0].0, op);
+                    let (got, input) = (&f.taps[0].1, &f.taps[1].1);
+                    assert_eq!(got.shape(), input.shape());
+                    let &[_, c, h, w] = input.shape() else {
+                        panic!("{before} is not a map");
+                    };
+                    let what = format!("{variant} {executor:?} {op} bypass={bypass}");
+                    for i in 0..x.batch() {
+                        let want = if bypass {
+                            input.example(i).to_vec()
+                        } else {
+                            naive_op(variant, input.example(i), [c, h, w], embed)
+                        };
+                        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                        assert_all_close(got.example(i), &want, 1e-5 * scale, &what);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

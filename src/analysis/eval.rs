@@ -1,11 +1,13 @@
 //! Clean and robust accuracy of a model on a labelled set, for a list of attacks and budgets.
 //! Robust accuracy is always re-predicted on the adversarial images the attack returns, never
 //! taken from the attack's own bookkeeping. Optionally, the mean feature amplification
-//! `‖A(x_adv) − A(x)‖ / ‖A(x)‖` per tap.
+//! `‖A(x_adv) − A(x)‖ / ‖A(x)‖` per tap, and per denoise block at its input, operation output and
+//! output.
 
 use serde::{Deserialize, Serialize};
 
 use super::amplification;
+use super::block_noise::{BlockNoise, block_noise, block_noise_markdown};
 use crate::array::Array;
 use crate::attack::{
     self, AttackConfig, AttackError, AttackKind, DiagnoseOptions, Diagnostic, Flag, Stage,
@@ -132,6 +134,10 @@ pub struct EvalReport {
     pub rows: Vec<EvalRow>,
     /// Per-tap amplification under the first attack setting, if asked for.
     pub amplification: Vec<TapAmplification>,
+    /// The same at each denoise block's input, operation output and output (empty without
+    /// amplification or denoise blocks).
+    #[serde(default)]
+    pub block_noise: Vec<BlockNoise>,
     /// Whether every requested image was evaluated.
     pub complete: bool,
 }
@@ -213,6 +219,9 @@ impl EvalReport {
                 let _ = writeln!(s, "| {} | {:.4} |", t.tap, t.mean);
             }
         }
+        if !self.block_noise.is_empty() {
+            let _ = write!(s, "\n{}", block_noise_markdown(&self.block_noise));
+        }
         if !self.complete {
             let _ = writeln!(s, "\n(partial: cancelled after {} images)", self.images);
         }
@@ -247,6 +256,7 @@ pub fn evaluate(
             })
             .collect(),
         amplification: vec![],
+        block_noise: vec![],
         complete: false,
     };
     let mut amp_sums: Vec<(String, f64)> = Vec::new();
@@ -327,6 +337,13 @@ pub fn evaluate(
             },
         })
         .collect();
+    report.block_noise = block_noise(&engine.network().graph, |tap| {
+        report
+            .amplification
+            .iter()
+            .find(|a| a.tap == tap)
+            .map(|a| a.mean)
+    });
     Ok(report)
 }
 

@@ -1,6 +1,7 @@
 //! The data behind the feature-map panel, shared by the panel, the channel grid and the export:
-//! which columns a tap shows (before/after its denoise block), the clean, adversarial and |Δ| maps
-//! of one channel, the one colour scale they share, and the colour map.
+//! which columns a tap shows (a denoise block's input, operation output and output), the clean,
+//! adversarial and |Δ| maps of one channel, the colour scale they share (or the |Δ| rows' own),
+//! and the colour map.
 
 use super::colormap::diverging;
 use super::snapshot::{Snapshot, TapPair};
@@ -34,7 +35,7 @@ impl Row {
 /// One column: one tap's maps for one channel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Column {
-    /// Column title ("before denoise", "after denoise" or the tap name).
+    /// Column title ("block input", "op output", "block output" or the tap name).
     pub title: String,
     /// The tap it shows.
     pub tap: String,
@@ -70,30 +71,61 @@ pub struct FeatureGrid {
     pub channel: usize,
     /// The shared scale: every cell maps `[-scale, scale]` to the diverging colour map.
     pub scale: f32,
+    /// The largest |Δ| of any column: the |Δ| rows' own scale.
+    pub delta_scale: f32,
+    /// Whether the |Δ| rows map `[0, delta_scale]` (their own scale) instead of the shared one.
+    pub delta_own_scale: bool,
 }
 
-/// The taps shown side by side for `tap`: the block's before and after taps when `tap` belongs to
-/// a denoise block, otherwise `tap` alone.
+impl FeatureGrid {
+    /// The same grid with the |Δ| rows on their own scale (`on`) or on the shared one.
+    pub fn with_delta_own_scale(self, on: bool) -> Self {
+        Self {
+            delta_own_scale: on,
+            ..self
+        }
+    }
+
+    /// The scale `row` is drawn with: the shared one, or the |Δ| rows' own when chosen.
+    pub fn row_scale(&self, row: Row) -> f32 {
+        match row {
+            Row::Delta if self.delta_own_scale => self.delta_scale,
+            _ => self.scale,
+        }
+    }
+}
+
+/// The column titles of a denoise block's three taps, in order.
+pub const DENOISE_COLUMNS: [&str; 3] = ["block input", "op output", "block output"];
+
+/// The denoise block a tap belongs to, if any.
+pub fn denoise_block_of(kind: TapKind) -> Option<usize> {
+    match kind {
+        TapKind::DenoiseBefore(b) | TapKind::DenoiseOp(b) | TapKind::DenoiseAfter(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// The taps shown side by side for `tap`: the block's input, operation output and output taps
+/// when `tap` belongs to a denoise block, otherwise `tap` alone.
 pub fn column_taps<'a>(snap: &'a Snapshot, tap: &str) -> Vec<(&'static str, &'a TapPair)> {
     let Some(t) = snap.tap(tap) else {
         return vec![];
     };
-    let block = match t.kind {
-        TapKind::DenoiseBefore(b) | TapKind::DenoiseAfter(b) => b,
-        _ => return vec![("", t)],
+    let Some(block) = denoise_block_of(t.kind) else {
+        return vec![("", t)];
     };
-    let before = snap
-        .taps
+    let kinds = [
+        TapKind::DenoiseBefore(block),
+        TapKind::DenoiseOp(block),
+        TapKind::DenoiseAfter(block),
+    ];
+    let found: Option<Vec<_>> = kinds
         .iter()
-        .find(|p| p.kind == TapKind::DenoiseBefore(block));
-    let after = snap
-        .taps
-        .iter()
-        .find(|p| p.kind == TapKind::DenoiseAfter(block));
-    match (before, after) {
-        (Some(b), Some(a)) => vec![("before denoise", b), ("after denoise", a)],
-        _ => vec![("", t)],
-    }
+        .zip(DENOISE_COLUMNS)
+        .map(|(k, title)| snap.taps.iter().find(|p| p.kind == *k).map(|p| (title, p)))
+        .collect();
+    found.unwrap_or_else(|| vec![("", t)])
 }
 
 /// Channel `c` of a `[1, C, H, W]` activation.
@@ -130,25 +162,31 @@ pub fn feature_grid(snap: &Snapshot, tap: &str, channel: usize) -> Option<Featur
         });
     }
     let (h, w) = hw?;
-    let scale = columns
-        .iter()
-        .flat_map(|c| c.clean.iter().chain(&c.adv))
-        .fold(0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    let scale = largest_abs(columns.iter().flat_map(|c| c.clean.iter().chain(&c.adv)));
+    let delta_scale = largest_abs(columns.iter().flat_map(|c| c.delta.iter()));
     Some(FeatureGrid {
         columns,
         h,
         w,
         channel,
-        scale: if scale > 0.0 { scale } else { 1.0 },
+        scale,
+        delta_scale,
+        delta_own_scale: false,
     })
 }
 
-/// RGB of value `v` on the shared scale.
+/// The largest finite |v|, or 1 when there is none above 0 (so a scale never divides by 0).
+fn largest_abs<'a>(values: impl Iterator<Item = &'a f32>) -> f32 {
+    let m = values.fold(0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    if m > 0.0 { m } else { 1.0 }
+}
+
+/// RGB of value `v` on a scale of `[-scale, scale]`.
 pub fn colour(v: f32, scale: f32) -> [u8; 3] {
     diverging(v / scale)
 }
 
-/// RGB bytes of a map on the shared scale.
+/// RGB bytes of a map on a scale of `[-scale, scale]`.
 pub fn map_rgb(values: &[f32], scale: f32) -> Vec<u8> {
     values.iter().flat_map(|&v| colour(v, scale)).collect()
 }
@@ -184,6 +222,33 @@ mod tests {
     #[test]
     fn sorted_by_delta_is_descending() {
         assert_eq!(sorted_by_delta(&[0.1, 0.5, 0.3, 0.5]), vec![1, 3, 2, 0]);
+    }
+
+    #[test]
+    fn delta_rows_take_their_own_scale_only_when_asked() {
+        let col = Column {
+            title: "t".into(),
+            tap: "t".into(),
+            clean: vec![1.0, -4.0],
+            adv: vec![1.5, -3.0],
+            delta: vec![0.5, 1.0],
+        };
+        let grid = FeatureGrid {
+            columns: vec![col],
+            h: 1,
+            w: 2,
+            channel: 0,
+            scale: 4.0,
+            delta_scale: 1.0,
+            delta_own_scale: false,
+        };
+        assert!(Row::ALL.iter().all(|&r| grid.row_scale(r) == 4.0));
+        let own = grid.with_delta_own_scale(true);
+        assert_eq!(own.row_scale(Row::Delta), 1.0);
+        assert_eq!(own.row_scale(Row::Clean), 4.0);
+        assert_eq!(own.row_scale(Row::Adversarial), 4.0);
+        assert_eq!(largest_abs([0.0f32, f32::NAN].iter()), 1.0);
+        assert_eq!(largest_abs([0.5f32, -2.0].iter()), 2.0);
     }
 
     #[test]

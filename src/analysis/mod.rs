@@ -1,8 +1,10 @@
 //! What changed between a clean and an adversarial pass, with no egui: the analysed
-//! [`snapshot`] of one image, per-tap amplification, the [`feature_grid`] of one tap and channel,
-//! [`render`]ing maps and perturbations to images (labels in the [`glyphs`] font), [`export`] to
-//! files, evaluation reports ([`eval`]) and the [`robustness`] curve.
+//! [`snapshot`] of one image, per-tap amplification (and per denoise block, [`block_noise`]), the
+//! [`feature_grid`] of one tap and channel, [`render`]ing maps and perturbations to images (labels
+//! in the [`glyphs`] font), [`export`] to files, evaluation reports ([`eval`]) and the
+//! [`robustness`] curve.
 
+mod block_noise;
 mod colormap;
 mod eval;
 mod export;
@@ -12,14 +14,15 @@ mod render;
 mod robustness;
 mod snapshot;
 
+pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
 pub use colormap::{diverging, perturbation_image};
 pub use eval::{EvalReport, EvalRow, TapAmplification, evaluate};
 pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
 };
 pub use feature_grid::{
-    Column, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps, feature_grid,
-    map_rgb, sorted_by_delta,
+    Column, DENOISE_COLUMNS, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps,
+    denoise_block_of, feature_grid, map_rgb, sorted_by_delta,
 };
 pub use render::{ShapeError, feature_export_size, feature_maps_image, perturbation_rgb};
 pub use robustness::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};

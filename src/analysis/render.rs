@@ -1,6 +1,7 @@
 //! Results drawn as images without egui: the feature-map panel composed at full resolution
-//! (title, row and column labels in the built-in [`super::glyphs`] font, one shared colour bar)
-//! and the perturbation as a signed colour map. The app's export and `advlens maps` both use it.
+//! (title, row and column labels in the built-in [`super::glyphs`] font, the shared colour bar and,
+//! when the |Δ| rows have their own scale, a second bar for them) and the perturbation as a signed
+//! colour map. The app's export and `advlens maps` both use it.
 
 use image::{Rgb, RgbImage};
 
@@ -39,6 +40,8 @@ struct Layout {
     bar_x0: u32,
     top: String,
     bottom: String,
+    /// The |Δ| bar's left edge and top label, when the |Δ| rows have their own scale.
+    delta_bar: Option<(u32, String)>,
     width: u32,
     height: u32,
 }
@@ -47,7 +50,7 @@ fn row_label(row: Row) -> &'static str {
     match row {
         Row::Clean => "clean",
         Row::Adversarial => "adversarial",
-        Row::Delta => "|diff|",
+        Row::Delta => DIFF,
     }
 }
 
@@ -69,8 +72,15 @@ fn layout(grid: &FeatureGrid) -> Layout {
     let grid_y0 = MARGIN + 2 * line_h;
     let grid_w = cols * cell.0 + cols.saturating_sub(1) * GAP;
     let bar_x0 = grid_x0 + grid_w + 2 * GAP;
+    let mut right = bar_x0 + BAR_W + GAP + value_w;
+    let delta_bar = grid.delta_own_scale.then(|| {
+        let x0 = right + 2 * GAP;
+        let label = format!("+{:.3}", grid.delta_scale);
+        right = x0 + BAR_W + GAP + text_width(&label, TEXT_SCALE).max(text_width(DIFF, TEXT_SCALE));
+        (x0, label)
+    });
     let title_w = text_width(&title(grid), TEXT_SCALE);
-    let width = (bar_x0 + BAR_W + GAP + value_w + MARGIN).max(MARGIN + title_w + MARGIN);
+    let width = (right + MARGIN).max(MARGIN + title_w + MARGIN);
     let height = grid_y0 + rows * cell.1 + (rows - 1) * GAP + MARGIN;
     Layout {
         cell,
@@ -82,16 +92,20 @@ fn layout(grid: &FeatureGrid) -> Layout {
         bar_x0,
         top,
         bottom,
+        delta_bar,
         width,
         height,
     }
 }
 
+/// The |Δ| row's label.
+const DIFF: &str = "|diff|";
+
 fn title(grid: &FeatureGrid) -> String {
     let tap = grid.columns.first().map_or("", |c| c.tap.as_str());
-    let block = tap
-        .strip_suffix("/before")
-        .or_else(|| tap.strip_suffix("/after"))
+    let block = ["/before", "/op", "/after"]
+        .iter()
+        .find_map(|s| tap.strip_suffix(s))
         .unwrap_or(tap);
     format!("{block} channel {} ({}x{})", grid.channel, grid.h, grid.w)
 }
@@ -102,9 +116,20 @@ pub fn feature_export_size(grid: &FeatureGrid) -> (u32, u32) {
     (l.width, l.height)
 }
 
+/// The short column title of the export.
+fn column_label(title: &str) -> &str {
+    match title {
+        "block input" => "input",
+        "op output" => "op",
+        "block output" => "output",
+        other => other,
+    }
+}
+
 /// Composes the grid: a title, column titles, rows clean / adversarial / |diff| with their
 /// labels, one column per tap, nearest-neighbour scaling by an integer factor, and the shared
-/// colour bar with its end values on the right (top = +scale, bottom = −scale).
+/// colour bar with its end values on the right (top = +scale, bottom = −scale); when the |Δ|
+/// rows have their own scale, a second bar beside it, from 0 (bottom) to that scale (top).
 pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
     let l = layout(grid);
     let k = l.factor;
@@ -113,11 +138,8 @@ pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
     draw_text(&mut img, MARGIN, MARGIN, &title(grid), TEXT_SCALE, TEXT);
     for (ci, col) in grid.columns.iter().enumerate() {
         let x0 = l.grid_x0 + ci as u32 * (cw + GAP);
-        let name = col
-            .title
-            .replace("before denoise", "before")
-            .replace("after denoise", "after");
-        draw_text(&mut img, x0, MARGIN + l.line_h, &name, TEXT_SCALE, TEXT);
+        let name = column_label(&col.title);
+        draw_text(&mut img, x0, MARGIN + l.line_h, name, TEXT_SCALE, TEXT);
         for (ri, row) in Row::ALL.into_iter().enumerate() {
             let y0 = l.grid_y0 + ri as u32 * (ch + GAP);
             if ci == 0 {
@@ -126,11 +148,12 @@ pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
                 draw_text(&mut img, tx, ty, row_label(row), TEXT_SCALE, TEXT);
             }
             let map = col.map(row);
+            let scale = grid.row_scale(row);
             for y in 0..ch {
                 for x in 0..cw {
                     let (sy, sx) = ((y as usize) / k, (x as usize) / k);
                     let v = map.get(sy * grid.w + sx).copied().unwrap_or(0.0);
-                    img.put_pixel(x0 + x, y0 + y, Rgb(colour(v, grid.scale)));
+                    img.put_pixel(x0 + x, y0 + y, Rgb(colour(v, scale)));
                 }
             }
         }
@@ -149,6 +172,19 @@ pub fn feature_maps_image(grid: &FeatureGrid) -> RgbImage {
     draw_text(&mut img, vx, by, &l.bottom, TEXT_SCALE, TEXT);
     let mid = l.grid_y0 + bar_h / 2 - text_height(TEXT_SCALE) / 2;
     draw_text(&mut img, vx, mid, "0", TEXT_SCALE, TEXT);
+    if let Some((x0, top)) = &l.delta_bar {
+        for y in 0..bar_h {
+            let t = 1.0 - y as f32 / (bar_h.max(2) - 1) as f32;
+            let c = colour(t, 1.0);
+            for x in 0..BAR_W {
+                img.put_pixel(x0 + x, l.grid_y0 + y, Rgb(c));
+            }
+        }
+        let vx = x0 + BAR_W + GAP;
+        draw_text(&mut img, vx, l.grid_y0, top, TEXT_SCALE, TEXT);
+        draw_text(&mut img, vx, mid, DIFF, TEXT_SCALE, TEXT);
+        draw_text(&mut img, vx, by, "0", TEXT_SCALE, TEXT);
+    }
     img
 }
 

@@ -1,22 +1,31 @@
 //! The feature-map panel: a tap chooser (denoise blocks first), a channel chooser, and the grid
-//! rows clean / adversarial / |Δ| × columns before / after denoise on one shared colour scale, with
-//! a colour bar and the value under the cursor.
+//! rows clean / adversarial / |Δ| × columns block input / op output / block output (for a denoise
+//! tap) on one shared colour scale, or with the |Δ| rows on their own scale (a toggle), with the
+//! colour bars of both ranges and the value under the cursor.
 
 use eframe::egui;
 
-use super::textures::{colour_bar, rgb_texture};
+use super::textures::{colour_bar, positive_colour_bar, rgb_texture};
 use crate::analysis::Snapshot;
-use crate::analysis::{FeatureGrid, Row, feature_grid, map_rgb};
+use crate::analysis::{FeatureGrid, Row, denoise_block_of, feature_grid, map_rgb};
 use crate::model::{Tap, TapKind};
 
-/// Textures of the grid for one (snapshot, tap, channel).
+/// What the textures are made for: snapshot id, tap, channel and whether |Δ| has its own scale.
+type GridKey = (u64, String, usize, bool);
+
+/// Textures of the grid for one (snapshot, tap, channel, |Δ| scale).
 struct GridTextures {
-    key: (u64, String, usize),
+    key: GridKey,
     grid: FeatureGrid,
     /// `cells[column][row]`.
     cells: Vec<Vec<egui::TextureHandle>>,
     bar: egui::TextureHandle,
+    /// The |Δ| rows' bar (0 to their own scale), when they have one.
+    delta_bar: Option<egui::TextureHandle>,
 }
+
+/// The label of the toggle that gives the |Δ| rows their own colour scale.
+pub const DELTA_SCALE_TOGGLE: &str = "|Δ| own scale";
 
 /// The spatial taps of the network, denoise taps first (what the chooser lists).
 pub fn tap_choices(snap: &Snapshot, graph_order: &[&Tap]) -> Vec<String> {
@@ -29,32 +38,47 @@ pub fn tap_choices(snap: &Snapshot, graph_order: &[&Tap]) -> Vec<String> {
 
 /// The label of a tap in the chooser.
 pub fn tap_label(name: &str, kind: Option<TapKind>) -> String {
-    match kind {
-        Some(TapKind::DenoiseBefore(_) | TapKind::DenoiseAfter(_)) => format!("• {name}"),
-        _ => name.to_string(),
+    match kind.and_then(denoise_block_of) {
+        Some(_) => format!("• {name}"),
+        None => name.to_string(),
     }
 }
 
-/// Draws the panel. `tap` and `channel` are the settings being edited; `choices` the tap names in
-/// display order.
-/// The feature-map panel (one tap and channel, before and after its denoise block) and the
-/// textures it draws, made once per result, tap and channel.
+/// The user's choices the panel edits (persisted in the settings).
+pub struct MapChoice<'a> {
+    /// The tap shown.
+    pub tap: &'a mut Option<String>,
+    /// Its channel.
+    pub channel: &'a mut usize,
+    /// Whether the |Δ| rows have their own colour scale.
+    pub delta_own_scale: &'a mut bool,
+}
+
+/// The feature-map panel (one tap and channel; for a denoise tap the block's input, operation
+/// output and output) and the textures it draws, made once per result, tap, channel and scale.
 #[derive(Default)]
 pub struct FeatureMapsPanel {
     textures: Option<GridTextures>,
 }
 
 impl FeatureMapsPanel {
-    /// Draws the panel for `snap`; `tap` and `channel` are the user's choice, which it edits.
+    /// Draws the panel for `snap`; `choices` are the tap names in display order, `choice` the
+    /// user's tap, channel and scale, which it edits.
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         snap: &Snapshot,
         choices: &[String],
-        tap: &mut Option<String>,
-        channel: &mut usize,
+        choice: MapChoice<'_>,
     ) {
-        feature_maps_ui(ui, snap, choices, tap, channel, &mut self.textures);
+        feature_maps_ui(ui, snap, choices, choice, &mut self.textures);
+    }
+
+    /// The scales of the grid on screen: the shared one and the one the |Δ| rows are drawn with
+    /// (`None` before anything is drawn).
+    pub fn shown_scales(&self) -> Option<(f32, f32)> {
+        let g = &self.textures.as_ref()?.grid;
+        Some((g.scale, g.row_scale(Row::Delta)))
     }
 }
 
@@ -62,10 +86,14 @@ fn feature_maps_ui(
     ui: &mut egui::Ui,
     snap: &Snapshot,
     choices: &[String],
-    tap: &mut Option<String>,
-    channel: &mut usize,
+    choice: MapChoice<'_>,
     tex: &mut Option<GridTextures>,
 ) {
+    let MapChoice {
+        tap,
+        channel,
+        delta_own_scale,
+    } = choice;
     if tap.as_ref().is_none_or(|t| !choices.contains(t)) {
         *tap = choices.first().cloned();
     }
@@ -98,8 +126,12 @@ fn feature_maps_ui(
         ui.add(egui::DragValue::new(channel).range(0..=channels.saturating_sub(1)))
             .on_hover_text("Channel of the tap (also: click a thumbnail below)");
         ui.label(format!("of {channels}"));
+        ui.checkbox(delta_own_scale, DELTA_SCALE_TOGGLE).on_hover_text(
+            "Draw the |Δ| rows on their own scale, 0 to their largest value, instead of the scale \
+             the clean and adversarial maps share; the second colour bar shows its range",
+        );
     });
-    let key = (snap.id, current.clone(), *channel);
+    let key = (snap.id, current.clone(), *channel, *delta_own_scale);
     if tex.as_ref().is_none_or(|t| t.key != key) {
         *tex = build(ui.ctx(), snap, key);
     }
@@ -110,8 +142,8 @@ fn feature_maps_ui(
     grid_ui(ui, t);
 }
 
-fn build(ctx: &egui::Context, snap: &Snapshot, key: (u64, String, usize)) -> Option<GridTextures> {
-    let grid = feature_grid(snap, &key.1, key.2)?;
+fn build(ctx: &egui::Context, snap: &Snapshot, key: GridKey) -> Option<GridTextures> {
+    let grid = feature_grid(snap, &key.1, key.2)?.with_delta_own_scale(key.3);
     let cells = grid
         .columns
         .iter()
@@ -120,7 +152,7 @@ fn build(ctx: &egui::Context, snap: &Snapshot, key: (u64, String, usize)) -> Opt
             Row::ALL
                 .iter()
                 .map(|&row| {
-                    let rgb = map_rgb(col.map(row), grid.scale);
+                    let rgb = map_rgb(col.map(row), grid.row_scale(row));
                     rgb_texture(
                         ctx,
                         &format!("fm-{ci}-{}", row.label()),
@@ -131,11 +163,13 @@ fn build(ctx: &egui::Context, snap: &Snapshot, key: (u64, String, usize)) -> Opt
                 .collect()
         })
         .collect();
+    let delta_bar = grid.delta_own_scale.then(|| positive_colour_bar(ctx));
     Some(GridTextures {
         key,
         grid,
         cells,
         bar: colour_bar(ctx),
+        delta_bar,
     })
 }
 
@@ -179,14 +213,26 @@ fn grid_ui(ui: &mut egui::Ui, t: &GridTextures) {
                     ui.end_row();
                 }
             });
+        let bar_h = 3.0 * size.y - 20.0;
         ui.vertical(|ui| {
             ui.label(format!("+{:.3}", g.scale));
-            ui.image((t.bar.id(), egui::vec2(18.0, 3.0 * size.y - 20.0)))
-                .on_hover_text(
-                    "One shared scale for every cell: red positive, blue negative, white 0",
-                );
+            let shared = if t.delta_bar.is_some() {
+                "The clean and adversarial maps' scale: red positive, blue negative, white 0"
+            } else {
+                "One shared scale for every cell: red positive, blue negative, white 0"
+            };
+            ui.image((t.bar.id(), egui::vec2(18.0, bar_h)))
+                .on_hover_text(shared);
             ui.label(format!("−{:.3}", g.scale));
         });
+        if let Some(bar) = &t.delta_bar {
+            ui.vertical(|ui| {
+                ui.label(format!("|Δ| {:.3}", g.delta_scale));
+                ui.image((bar.id(), egui::vec2(18.0, bar_h)))
+                    .on_hover_text("The |Δ| rows' own scale: white 0, red their largest value");
+                ui.label("0");
+            });
+        }
     });
     ui.label(hovered.unwrap_or_else(|| {
         format!(

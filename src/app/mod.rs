@@ -36,7 +36,7 @@ pub use controls::STRIP_LEN;
 pub use dialogs::{
     DIALOG_THREAD, DialogAnswer, DialogBackend, DialogPurpose, Dialogs, native_backend,
 };
-pub use feature_maps::{tap_choices, tap_label};
+pub use feature_maps::{DELTA_SCALE_TOGGLE, tap_choices, tap_label};
 pub use settings::{
     AttackSettings, CURVE_APGD_STEPS, CurveAttack, FIRST_IMAGE, ImageSource, RobustnessSettings,
     Settings, TargetChoice,

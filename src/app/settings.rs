@@ -262,6 +262,8 @@ pub struct Settings {
     pub channel: usize,
     /// Sort the channel grid by |Δ| (largest first) instead of by index.
     pub sort_channels_by_delta: bool,
+    /// Draw the feature maps' |Δ| rows on their own colour scale instead of the shared one.
+    pub delta_own_scale: bool,
     /// Recently opened images, newest first.
     pub recent_images: Vec<PathBuf>,
     /// Recently opened models, newest first.
@@ -280,6 +282,7 @@ impl Default for Settings {
             tap: None,
             channel: 0,
             sort_channels_by_delta: true,
+            delta_own_scale: false,
             recent_images: vec![],
             recent_models: vec![],
             robustness: RobustnessSettings::default(),

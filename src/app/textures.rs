@@ -57,3 +57,13 @@ pub fn colour_bar(ctx: &egui::Context) -> egui::TextureHandle {
         .collect();
     rgb_texture(ctx, "colour-bar", [1, n], &rgb)
 }
+
+/// The upper half of the diverging map as a vertical bar: top = +1 (red), bottom = 0 (white), for
+/// values that are never negative (|Δ|).
+pub fn positive_colour_bar(ctx: &egui::Context) -> egui::TextureHandle {
+    let n = 128;
+    let rgb: Vec<u8> = (0..n)
+        .flat_map(|i| crate::analysis::diverging(1.0 - i as f32 / (n - 1) as f32))
+        .collect();
+    rgb_texture(ctx, "colour-bar-positive", [1, n], &rgb)
+}

@@ -49,7 +49,8 @@ pub struct EvalArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Also report mean feature amplification per tap under the first attack.
+    /// Also report mean feature amplification ‖ΔA‖/‖A‖ per tap under the first attack, and for
+    /// each denoise block at its input, its operation's output (`<block>/op`) and its output.
     #[arg(long)]
     pub amplification: bool,
     /// Write the JSON report here.

@@ -1,7 +1,8 @@
 //! `advlens maps`: the paper's figure from the command line. Attacks one image and writes the
-//! feature maps of a tap, clean / adversarial / |Δ| rows, before and after its denoise block
-//! side by side, on one shared colour scale: the chosen channels, or the channels the attack
-//! changed most.
+//! feature maps of a tap, clean / adversarial / |Δ| rows; for a denoise block its input, its
+//! operation's output `op(x)` and its output side by side, on one shared colour scale (or the |Δ|
+//! rows on their own): the chosen channels, or the channels the attack changed most. Prints the
+//! relative change ‖ΔA‖/‖A‖ of every column's tap.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use clap::Args;
 use super::attack::{AttackSpecArgs, load_images};
 use crate::analysis::save_feature_maps;
 use crate::analysis::{AnalyseJob, analyse};
-use crate::analysis::{channel_deltas, feature_grid, sorted_by_delta};
+use crate::analysis::{channel_deltas, column_taps, feature_grid, sorted_by_delta};
 use crate::cancel::Cancel;
 
 /// Arguments of `maps`.
@@ -33,9 +34,10 @@ pub struct MapsArgs {
     /// The attack.
     #[command(flatten)]
     pub spec: AttackSpecArgs,
-    /// Tap to show: a denoise block (`group1_denoise`, `group0/block1/non_local`) shows its
-    /// before and after taps side by side; any other tap name shows that tap alone. Default:
-    /// the first denoise block, or the last stage.
+    /// Tap to show: a denoise block (`group1_denoise`, `group0/block1/non_local`) or one of its
+    /// taps (`/before`, `/op`, `/after`) shows the block's input, operation output and output
+    /// side by side; any other tap name shows that tap alone. Default: the first denoise block,
+    /// or the last stage.
     #[arg(long)]
     pub tap: Option<String>,
     /// Channels to draw (repeat for several; default: the `--top` channels with the largest
@@ -45,6 +47,10 @@ pub struct MapsArgs {
     /// How many of the most-changed channels to draw when no `--channel` is given.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
+    /// Draw the |Δ| rows on their own colour scale (0 to their largest value, with a second
+    /// colour bar) instead of the scale the clean and adversarial maps share.
+    #[arg(long)]
+    pub delta_own_scale: bool,
     /// Output PNG; with several channels, `_cN` is added before the extension.
     #[arg(long, default_value = "maps.png")]
     pub out: PathBuf,
@@ -133,10 +139,23 @@ pub fn run(args: &MapsArgs) -> anyhow::Result<()> {
         100.0 * rec.adversarial_top5[0].prob,
         rec.linf
     );
+    let noise: Vec<String> = column_taps(&snap, &tap)
+        .iter()
+        .map(|(title, p)| {
+            let name = if title.is_empty() {
+                p.name.as_str()
+            } else {
+                title
+            };
+            format!("{name} {:.4}", p.amplification)
+        })
+        .collect();
+    println!("‖ΔA‖/‖A‖: {}", noise.join(" → "));
     let several = channels.len() > 1;
     for c in channels {
         let grid = feature_grid(&snap, &tap, c)
-            .with_context(|| format!("tap {tap} has no channel {c} (or is not a spatial map)"))?;
+            .with_context(|| format!("tap {tap} has no channel {c} (or is not a spatial map)"))?
+            .with_delta_own_scale(args.delta_own_scale);
         let path = output_path(&args.out, c, several);
         save_feature_maps(&grid, &path)
             .with_context(|| format!("cannot write {}", path.display()))?;

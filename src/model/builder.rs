@@ -381,8 +381,8 @@ impl GraphBuilder {
         Ok(self.push(name.into(), op, vec![x], vec![out_features]))
     }
 
-    /// A denoise block named `scope`: `x + BN(conv1x1(op(x)))` with taps `{scope}/before` and
-    /// `{scope}/after`.
+    /// A denoise block named `scope`: `x + BN(conv1x1(op(x)))` with taps `{scope}/before` (x),
+    /// `{scope}/op` (op(x), before the 1×1 convolution) and `{scope}/after`.
     pub fn denoise(
         &mut self,
         scope: &str,
@@ -421,9 +421,9 @@ impl GraphBuilder {
             theta,
             phi,
         };
-        let f = self.push(format!("{scope}/op"), op, vec![x], vec![c, h, w]);
+        let op = self.push(format!("{scope}/op"), op, vec![x], vec![c, h, w]);
         let conv = self.naming.join(scope, "conv");
-        let f = self.conv(&conv, f, ConvSpec::new(c, 1, 1))?;
+        let f = self.conv(&conv, op, ConvSpec::new(c, 1, 1))?;
         let f = self.bn(&self.naming.join(&conv, "bn"), f, true)?;
         let y = self.add(&format!("{scope}/add"), x, f)?;
         self.current_block = None;
@@ -431,9 +431,11 @@ impl GraphBuilder {
             name: scope.into(),
             input: x,
             output: y,
+            op,
             variant,
         });
         self.tap(&format!("{scope}/before"), x, TapKind::DenoiseBefore(block));
+        self.tap(&format!("{scope}/op"), op, TapKind::DenoiseOp(block));
         self.tap(&format!("{scope}/after"), y, TapKind::DenoiseAfter(block));
         Ok(y)
     }

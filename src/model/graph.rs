@@ -284,7 +284,8 @@ pub struct Node {
 }
 
 /// A denoise block: the nodes from `input` (exclusive) to `output` (inclusive) compute
-/// `y = x + BN(conv1x1(op(x)))`; bypassing the block makes `output` equal `input`.
+/// `y = x + BN(conv1x1(op(x)))`, with `op(x)` the value of node `op`; bypassing the block makes
+/// every node of it, `op` and `output` included, equal `input`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DenoiseBlock {
     /// Scope name, e.g. `group1_denoise` or `group0/block1/non_local`.
@@ -293,6 +294,8 @@ pub struct DenoiseBlock {
     pub input: NodeId,
     /// The block's output node (the "after" activation).
     pub output: NodeId,
+    /// The denoising operation's node (`op(x)`, before the 1×1 convolution).
+    pub op: NodeId,
     /// The filter it uses.
     pub variant: DenoiseVariant,
 }
@@ -309,6 +312,10 @@ pub enum TapKind {
     Stage,
     /// The input of denoise block `n`.
     DenoiseBefore(usize),
+    /// The output of denoise block `n`'s operation `op(x)`, before its 1×1 convolution. With the
+    /// denoise bypass the block does not run and this tap, like the block's output, reports the
+    /// block's input.
+    DenoiseOp(usize),
     /// The output of denoise block `n`.
     DenoiseAfter(usize),
     /// The logits.
@@ -401,12 +408,13 @@ impl Graph {
             .sum()
     }
 
-    /// Taps ordered for display: denoise taps first (before, after), then the rest by depth.
+    /// Taps ordered for display: denoise taps first (before, op, after), then the rest by depth.
     pub fn taps_denoise_first(&self) -> Vec<&Tap> {
         let mut v: Vec<&Tap> = self.taps.iter().collect();
         v.sort_by_key(|t| match t.kind {
             TapKind::DenoiseBefore(b) => (0, b, 0),
-            TapKind::DenoiseAfter(b) => (0, b, 1),
+            TapKind::DenoiseOp(b) => (0, b, 1),
+            TapKind::DenoiseAfter(b) => (0, b, 2),
             _ => (1, t.node, 0),
         });
         v

@@ -347,6 +347,19 @@ mod tests {
         );
         assert!(g.tap("group1_denoise/before").is_some());
         assert!(g.tap("group1_denoise/after").is_some());
+        // The op tap is the denoising operation's node, which feeds the block's 1×1 convolution.
+        let d1 = &g.denoise_blocks[1];
+        let op = g.tap("group1_denoise/op").unwrap();
+        assert_eq!(op.node, d1.op);
+        assert_eq!(op.kind, TapKind::DenoiseOp(1));
+        assert!(matches!(g.nodes[d1.op].op, Op::DenoiseOp { .. }));
+        assert_eq!(g.nodes[d1.op].inputs, vec![d1.input]);
+        assert!(
+            g.nodes
+                .iter()
+                .any(|n| n.inputs == vec![d1.op]
+                    && matches!(n.op, Op::Conv2d { kernel: [1, 1], .. }))
+        );
         assert_eq!(g.nodes[g.output].shape, vec![10]);
         // 28 -> 14 -> 7 with SAME padding.
         let d2 = &g.denoise_blocks[2];
@@ -374,16 +387,18 @@ mod tests {
             .map(|t| t.name.as_str())
             .collect();
         assert_eq!(
-            &names[..4],
+            &names[..6],
             &[
                 "group0_denoise/before",
+                "group0_denoise/op",
                 "group0_denoise/after",
                 "group1_denoise/before",
+                "group1_denoise/op",
                 "group1_denoise/after"
             ]
         );
         assert_eq!(names.len(), g.taps.len());
-        assert_eq!(names[6], "conv0");
+        assert_eq!(names[9], "conv0");
         assert_eq!(names.last(), Some(&"logits"));
     }
 

@@ -25,6 +25,7 @@ impl AdvlensApp {
             .or_else(|| self.default_tap(snap))
             .ok_or_else(|| anyhow::anyhow!("no tap selected"))?;
         feature_grid(snap, &tap, self.settings.channel)
+            .map(|g| g.with_delta_own_scale(self.settings.delta_own_scale))
             .ok_or_else(|| anyhow::anyhow!("tap {tap} has no channel {}", self.settings.channel))
     }
 

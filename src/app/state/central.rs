@@ -6,7 +6,7 @@ use eframe::egui;
 use super::AdvlensApp;
 use crate::analysis::Snapshot;
 use crate::app::amplification::amplification_ui;
-use crate::app::feature_maps::tap_choices;
+use crate::app::feature_maps::{MapChoice, tap_choices};
 use crate::app::robustness::{self, robustness_ui};
 use crate::app::slow_run::{SlowAction, SlowRun, SlowView, slow_run_ui};
 use crate::data::Labelled;
@@ -45,8 +45,11 @@ impl AdvlensApp {
                     ui,
                     &snap,
                     &choices,
-                    &mut self.settings.tap,
-                    &mut self.settings.channel,
+                    MapChoice {
+                        tap: &mut self.settings.tap,
+                        channel: &mut self.settings.channel,
+                        delta_own_scale: &mut self.settings.delta_own_scale,
+                    },
                 );
                 ui.separator();
                 if let Some(tap) = self.settings.tap.clone()

@@ -270,6 +270,13 @@ impl AdvlensApp {
     pub fn worker_queue(&self) -> usize {
         self.worker.as_ref().map_or(0, Worker::queued)
     }
+
+    /// The feature-map panel's colour scales as last drawn: the shared one and the |Δ| rows'
+    /// (equal to the shared one unless the |Δ| rows have their own). `None` before the panel
+    /// has drawn a grid.
+    pub fn feature_map_scales(&self) -> Option<(f32, f32)> {
+        self.maps_panel.shown_scales()
+    }
 }
 
 /// Whether a dropped file is a model (by extension).
