@@ -6,9 +6,10 @@ use std::str::FromStr;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::Dims;
 use super::draws::{Draws, image_rng};
 use super::resize_pad::Pattern;
-use super::transform::{Dims, Trace, Transform};
+use super::transform::{Trace, Transform};
 use super::{DefenseError, GradientMode};
 use crate::array::Array;
 

@@ -6,7 +6,7 @@ use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
 use image::{DynamicImage, ExtendedColorType};
 
 use super::DefenseError;
-use super::transform::Dims;
+use super::Dims;
 
 /// The largest side a JPEG image may have.
 pub(crate) const MAX_SIDE: usize = 65_500;

@@ -1,6 +1,6 @@
 //! Median smoothing over a k×k window per channel, borders reflected (edge repeated).
 
-use super::transform::Dims;
+use super::Dims;
 
 /// The index of `i` (possibly outside `0..n`) after reflecting at the borders with the edge
 /// value repeated: `… 1 0 | 0 1 … n−1 | n−1 n−2 …`.

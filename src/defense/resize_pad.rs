@@ -4,7 +4,7 @@
 //! exact adjoint. Resizing is bilinear with half-pixel centres and no antialiasing (PyTorch's
 //! `interpolate(mode="bilinear", align_corners=False)`).
 
-use super::transform::Dims;
+use super::Dims;
 
 /// The grey value of the canvas around the resized image.
 pub const PAD_VALUE: f32 = 0.5;
