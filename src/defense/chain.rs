@@ -59,6 +59,15 @@ impl Chain {
         self.transforms.iter().any(Transform::is_random)
     }
 
+    /// Whether naive and BPDA gradients differ on this chain: it holds a JPEG, bit-depth or
+    /// median step. Resize and pad pass its exact adjoint under both modes, so a chain of those
+    /// alone has one gradient.
+    pub fn gradient_modes_differ(&self) -> bool {
+        self.transforms
+            .iter()
+            .any(|t| !matches!(t, Transform::ResizePad { .. }))
+    }
+
     /// Checks every transform against `[C, H, W]` images.
     pub fn check(&self, dims: [usize; 3]) -> Result<(), DefenseError> {
         if self.transforms.len() > MAX_CHAIN {
@@ -114,12 +123,7 @@ impl Chain {
         })
     }
 
-    fn apply_one(
-        &self,
-        img: &[f32],
-        dims: Dims,
-        draws: &Draws,
-    ) -> Result<Image, DefenseError> {
+    fn apply_one(&self, img: &[f32], dims: Dims, draws: &Draws) -> Result<Image, DefenseError> {
         let mut rng: Option<ChaCha8Rng> = match draws {
             Draws::Seeded { seed, call, draw } if self.is_random() => {
                 Some(image_rng(*seed, *call, *draw, img))
@@ -253,5 +257,21 @@ impl TryFrom<String> for Chain {
     type Error = DefenseError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jpeg_bits_and_median_make_the_gradient_modes_differ() {
+        let differ = |s: &str| s.parse::<Chain>().unwrap().gradient_modes_differ();
+        assert!(!differ("none"));
+        assert!(!differ("resize-pad"));
+        assert!(differ("jpeg:75"));
+        assert!(differ("bits:5"));
+        assert!(differ("median:3"));
+        assert!(differ("resize-pad,median:3"));
     }
 }
