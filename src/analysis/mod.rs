@@ -4,6 +4,8 @@
 //! files, evaluation reports ([`eval`]) and the [`robustness`] curve.
 
 mod colormap;
+mod defense_table;
+mod draw_stats;
 mod eval;
 mod export;
 mod feature_grid;
@@ -13,7 +15,12 @@ mod robustness;
 mod snapshot;
 
 pub use colormap::{diverging, perturbation_image};
-pub use eval::{EvalReport, EvalRow, TapAmplification, evaluate};
+pub use defense_table::{DefenseSuite, defense_grid, evaluate_defenses};
+pub use draw_stats::DrawStats;
+pub use eval::{
+    DEFAULT_DEFENSE_DRAWS, EvalOptions, EvalReport, EvalRow, TapAmplification, evaluate,
+    evaluate_defended, evaluate_with,
+};
 pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
 };
