@@ -3,6 +3,7 @@
 mod attack;
 mod bench;
 mod bench_robust;
+mod defense_args;
 mod eval;
 mod inspect;
 mod maps;
