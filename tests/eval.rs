@@ -329,6 +329,8 @@ fn the_table_names_autoattack_and_lists_warnings() {
     let report = EvalReport {
         images: 100,
         clean_correct: 90,
+        defense: None,
+        clean_draws: None,
         rows: vec![EvalRow {
             attack: AttackConfig {
                 kind: AttackKind::AutoAttack,
@@ -338,6 +340,8 @@ fn the_table_names_autoattack_and_lists_warnings() {
             images: 100,
             correct: 40,
             target_hits: None,
+            defense: None,
+            draws: None,
             diagnostics: vec![Diagnostic {
                 flag: Flag::SquareBeatsWhiteBox,
                 images: 5,

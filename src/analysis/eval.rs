@@ -1,21 +1,28 @@
 //! Clean and robust accuracy of a model on a labelled set, for a list of attacks and budgets.
 //! Robust accuracy is always re-predicted on the adversarial images the attack returns, never
-//! taken from the attack's own bookkeeping. Optionally, the mean feature amplification
-//! `‖A(x_adv) − A(x)‖ / ‖A(x)‖` per tap, and per denoise block at its input, operation output and
-//! output.
+//! taken from the attack's own bookkeeping; behind a defence, through the real (randomised)
+//! defence, and for a random one as the mean over independent draws of its randomness, with
+//! their spread. Optionally, the mean feature amplification `‖A(x_adv) − A(x)‖ / ‖A(x)‖` per tap,
+//! and per denoise block at its input, operation output and output.
 
 use serde::{Deserialize, Serialize};
 
+use super::DrawStats;
 use super::amplification;
 use super::block_noise::{BlockNoise, block_noise, block_noise_markdown};
 use crate::array::Array;
 use crate::attack::{
     self, AttackConfig, AttackError, AttackKind, DiagnoseOptions, Diagnostic, Flag, Stage,
-    TargetMode, diagnose, merge_batches, square_beats_white_box,
+    TargetMode, diagnose, merge_batches, route_eot, square_beats_white_box,
 };
 use crate::cancel::Cancel;
 use crate::data::Labelled;
-use crate::engine::{Engine, ForwardOptions, TapSelection, predictions};
+use crate::defense::Defense;
+use crate::engine::{Defended, Engine, ForwardOptions, TapSelection, predictions};
+
+/// Draws of a random defence's randomness that clean and robust accuracy are averaged over, by
+/// default.
+pub const DEFAULT_DEFENSE_DRAWS: usize = 10;
 
 /// One attack setting's results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,10 +31,19 @@ pub struct EvalRow {
     pub attack: AttackConfig,
     /// Images attacked.
     pub images: usize,
-    /// Images still classified correctly after the attack.
+    /// Images still classified correctly after the attack (behind a random defence, under the
+    /// first of the draws; `draws` holds them all).
     pub correct: usize,
-    /// For targeted attacks: images classified as their target.
+    /// For targeted attacks: images classified as their target (under the first draw).
     pub target_hits: Option<usize>,
+    /// The defence as this row's attack used it, its EOT split by [`route_eot`]; `None`
+    /// without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense: Option<Defense>,
+    /// Behind a random defence: the robust accuracy under each independent draw, re-predicted
+    /// on the same adversarial images, with mean and spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draws: Option<DrawStats>,
     /// Flags raised on any batch, counts summed over the batches (the detail is the first
     /// batch's that raised it).
     #[serde(default)]
@@ -38,9 +54,20 @@ pub struct EvalRow {
 }
 
 impl EvalRow {
-    /// Robust accuracy in percent.
+    /// Robust accuracy in percent (behind a random defence, the mean over the draws).
     pub fn accuracy(&self) -> f64 {
-        percent(self.correct, self.images)
+        self.draws
+            .as_ref()
+            .map_or_else(|| percent(self.correct, self.images), |d| d.mean)
+    }
+
+    /// Robust accuracy as written in tables: `71.20`, or `71.20 ± 0.80` over a random
+    /// defence's draws.
+    pub fn accuracy_text(&self) -> String {
+        self.draws.as_ref().map_or_else(
+            || format!("{:.2}", percent(self.correct, self.images)),
+            DrawStats::text,
+        )
     }
 
     /// The attack's name in tables: AutoAttack's says which components it lacks.
@@ -74,7 +101,10 @@ impl EvalRow {
     /// Adds one batch's outcome.
     fn absorb(&mut self, n: usize, b: BatchRow) {
         self.images += n;
-        self.correct += b.correct;
+        self.correct += b.correct.first().copied().unwrap_or(0);
+        if let Some(d) = self.draws.as_mut() {
+            d.add(&b.correct);
+        }
         if let (Some(h), Some(add)) = (self.target_hits.as_mut(), b.hits) {
             *h += add;
         }
@@ -94,6 +124,9 @@ impl EvalRow {
     /// Drops the checks that passed on every batch and judges Square against the white-box
     /// attacks on the whole set rather than per batch.
     fn finish(&mut self) {
+        if let Some(d) = self.draws.as_mut() {
+            d.finish(self.images);
+        }
         self.diagnostics
             .retain(|d| d.images > 0 && d.flag != Flag::SquareBeatsWhiteBox);
         if let Some(d) = square_beats_white_box(&self.stages, self.images) {
@@ -104,7 +137,8 @@ impl EvalRow {
 
 /// One attack's outcome on one batch.
 struct BatchRow {
-    correct: usize,
+    /// Correct predictions under each draw of the defence (one for a deterministic model).
+    correct: Vec<usize>,
     hits: Option<usize>,
     diagnostics: Vec<Diagnostic>,
     stages: Vec<Stage>,
@@ -128,8 +162,17 @@ pub struct TapAmplification {
 pub struct EvalReport {
     /// Images evaluated (fewer than asked when cancelled).
     pub images: usize,
-    /// Images classified correctly without attack.
+    /// Images classified correctly without attack (behind a random defence, under the first
+    /// draw; `clean_draws` holds them all).
     pub clean_correct: usize,
+    /// The defence in front of the model, with the EOT draws asked for (each row's `defense`
+    /// says how its attack used them); `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense: Option<Defense>,
+    /// Behind a random defence: clean accuracy under each independent draw, with mean and
+    /// spread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_draws: Option<DrawStats>,
     /// One row per attack setting.
     pub rows: Vec<EvalRow>,
     /// Per-tap amplification under the first attack setting, if asked for.
@@ -151,15 +194,44 @@ fn percent(a: usize, b: usize) -> f64 {
 }
 
 impl EvalReport {
-    /// Clean accuracy in percent.
+    /// Clean accuracy in percent (behind a random defence, the mean over the draws).
     pub fn clean_accuracy(&self) -> f64 {
-        percent(self.clean_correct, self.images)
+        self.clean_draws
+            .as_ref()
+            .map_or_else(|| percent(self.clean_correct, self.images), |d| d.mean)
+    }
+
+    /// Clean accuracy as written in tables: `90.00`, or `90.00 ± 0.50` over a random
+    /// defence's draws.
+    pub fn clean_accuracy_text(&self) -> String {
+        self.clean_draws.as_ref().map_or_else(
+            || format!("{:.2}", percent(self.clean_correct, self.images)),
+            DrawStats::text,
+        )
+    }
+
+    /// What the accuracies were measured through, for a line above a table: the defence and,
+    /// for a random one, how many draws the accuracies average over. `None` without a defence.
+    pub fn defense_line(&self) -> Option<String> {
+        let d = self.defense.as_ref()?;
+        let mut s = format!("defence: {}", d.describe());
+        if let Some(draws) = &self.clean_draws {
+            s.push_str(&format!(
+                "; clean and robust accuracy re-predicted through it under {} independent draws \
+                 of its randomness, mean ± standard deviation",
+                draws.correct.len()
+            ));
+        }
+        Some(s)
     }
 
     /// A markdown table of the results.
     pub fn markdown(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
+        if let Some(line) = self.defense_line() {
+            let _ = writeln!(s, "{line}\n");
+        }
         let _ = writeln!(
             s,
             "| attack | norm | ε | steps | target | images | accuracy % | target success % |"
@@ -167,9 +239,9 @@ impl EvalReport {
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
-            "| clean | – | 0 | – | – | {} | {:.2} | – |",
+            "| clean | – | 0 | – | – | {} | {} | – |",
             self.images,
-            self.clean_accuracy()
+            self.clean_accuracy_text()
         );
         for r in &self.rows {
             let a = &r.attack;
@@ -185,12 +257,12 @@ impl EvalReport {
             });
             let _ = writeln!(
                 s,
-                "| {} | {:?} | {:.4} | {steps} | {target} | {} | {:.2} | {hits} |",
+                "| {} | {:?} | {:.4} | {steps} | {target} | {} | {} | {hits} |",
                 r.name(),
                 a.norm,
                 a.eps,
                 r.images,
-                r.accuracy()
+                r.accuracy_text()
             );
             for st in &r.stages {
                 let _ = writeln!(
@@ -229,8 +301,79 @@ impl EvalReport {
     }
 }
 
+/// How [`evaluate_with`] and [`evaluate_defended`] run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalOptions {
+    /// Images per batch.
+    pub batch: usize,
+    /// Also measure the mean amplification per tap under the first attack.
+    pub amplification: bool,
+    /// Behind a random defence: independent draws of its randomness that clean and robust
+    /// accuracy are re-predicted under (at least 1; [`DEFAULT_DEFENSE_DRAWS`] by default).
+    pub defense_draws: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch: 100,
+            amplification: false,
+            defense_draws: DEFAULT_DEFENSE_DRAWS,
+        }
+    }
+}
+
+/// What the evaluation loop attacks: an engine, and how an attack's EOT meets the defence.
+trait Subject {
+    /// The engine (a [`Defended`] one behind a defence).
+    fn engine(&mut self) -> &mut dyn Engine;
+    /// The settings `cfg` runs with here, and the defence as its attack uses it.
+    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>);
+    /// Sets the engine up for an attack routed to `defense`.
+    fn prepare(&mut self, defense: Option<&Defense>) -> Result<(), AttackError>;
+}
+
+/// Any engine, attacked as it is (a defence in it keeps its own EOT).
+struct Plain<'a>(&'a mut dyn Engine);
+
+impl Subject for Plain<'_> {
+    fn engine(&mut self) -> &mut dyn Engine {
+        self.0
+    }
+    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>) {
+        (cfg.clone(), self.0.active_defense().cloned())
+    }
+    fn prepare(&mut self, _: Option<&Defense>) -> Result<(), AttackError> {
+        Ok(())
+    }
+}
+
+/// A defended engine whose EOT draws `eot` are split per attack by [`route_eot`].
+struct Routed<'a> {
+    engine: &'a mut Defended,
+    eot: usize,
+}
+
+impl Subject for Routed<'_> {
+    fn engine(&mut self) -> &mut dyn Engine {
+        self.engine
+    }
+    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>) {
+        let mut cfg = cfg.clone();
+        let mut defense = self.engine.defense().clone();
+        route_eot(&mut cfg, &mut defense, self.eot);
+        (cfg, (!defense.is_none()).then_some(defense))
+    }
+    fn prepare(&mut self, defense: Option<&Defense>) -> Result<(), AttackError> {
+        let eot = defense.map_or(1, |d| d.eot);
+        Ok(self.engine.set_eot(eot)?)
+    }
+}
+
 /// Evaluates `engine` on `data` in batches of `batch`, for every attack in `attacks`.
 /// `progress(done, total)` is called after every batch. Cancelling returns the partial report.
+/// A defence inside `engine` is attacked as it is set; see [`evaluate_defended`] to split EOT
+/// per attack.
 pub fn evaluate(
     engine: &mut dyn Engine,
     data: &Labelled,
@@ -240,17 +383,82 @@ pub fn evaluate(
     cancel: &Cancel,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, AttackError> {
+    let opts = EvalOptions {
+        batch,
+        amplification: with_amplification,
+        ..EvalOptions::default()
+    };
+    evaluate_with(engine, data, attacks, &opts, cancel, progress)
+}
+
+/// [`evaluate`] with every option.
+pub fn evaluate_with(
+    engine: &mut dyn Engine,
+    data: &Labelled,
+    attacks: &[AttackConfig],
+    opts: &EvalOptions,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, AttackError> {
+    run(&mut Plain(engine), data, attacks, opts, cancel, progress)
+}
+
+/// Evaluates a defended engine: the defence's `eot` draws per gradient are split per attack by
+/// [`route_eot`] (APGD and AutoAttack average their own calls, the others average inside the
+/// defence), and its `eot` is restored afterwards. Otherwise as [`evaluate_with`].
+pub fn evaluate_defended(
+    engine: &mut Defended,
+    data: &Labelled,
+    attacks: &[AttackConfig],
+    opts: &EvalOptions,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, AttackError> {
+    let eot = engine.defense().eot;
+    let report = run(
+        &mut Routed {
+            engine: &mut *engine,
+            eot,
+        },
+        data,
+        attacks,
+        opts,
+        cancel,
+        progress,
+    );
+    engine.set_eot(eot)?;
+    report
+}
+
+/// The evaluation loop behind [`evaluate_with`] and [`evaluate_defended`].
+fn run(
+    subject: &mut dyn Subject,
+    data: &Labelled,
+    attacks: &[AttackConfig],
+    opts: &EvalOptions,
+    cancel: &Cancel,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport, AttackError> {
     let total = data.len();
+    let defense = subject.engine().active_defense().cloned();
+    let random = defense.as_ref().is_some_and(|d| d.chain.is_random());
+    let draws = if random { opts.defense_draws.max(1) } else { 1 };
+    let routed: Vec<(AttackConfig, Option<Defense>)> =
+        attacks.iter().map(|a| subject.route(a)).collect();
     let mut report = EvalReport {
         images: 0,
         clean_correct: 0,
-        rows: attacks
+        defense,
+        clean_draws: random.then(|| DrawStats::new(draws)),
+        rows: routed
             .iter()
-            .map(|a| EvalRow {
+            .map(|(a, d)| EvalRow {
                 attack: a.clone(),
                 images: 0,
                 correct: 0,
                 target_hits: (a.target != TargetMode::Untargeted).then_some(0),
+                defense: d.clone(),
+                draws: random.then(|| DrawStats::new(draws)),
                 diagnostics: vec![],
                 stages: vec![],
             })
@@ -260,7 +468,7 @@ pub fn evaluate(
         complete: false,
     };
     let mut amp_sums: Vec<(String, f64)> = Vec::new();
-    let batch = batch.max(1);
+    let batch = opts.batch.max(1);
     let mut start = 0;
     while start < total {
         if cancel.is_cancelled() {
@@ -269,34 +477,20 @@ pub fn evaluate(
         let idx: Vec<usize> = (start..(start + batch).min(total)).collect();
         let part = data.select(&idx);
         let n = idx.len();
-        let opts = ForwardOptions::default();
-        let clean = engine.forward(&part.images, &opts)?;
-        let clean_pred = predictions(&clean.logits);
+        let clean = correct_per_draw(subject.engine(), &part.images, &part.labels, draws)?;
         let mut rows_done = Vec::with_capacity(attacks.len());
         // This batch's amplification sums, added to the report only once the batch is complete.
         let mut batch_amp: Vec<(String, f64)> = Vec::new();
-        for (k, cfg) in attacks.iter().enumerate() {
+        for (k, (cfg, defense)) in routed.iter().enumerate() {
+            subject.prepare(defense.as_ref())?;
+            let engine = subject.engine();
             let unbounded = (start == 0).then_some(EVAL_UNBOUNDED_IMAGES);
-            let (row, x_adv) = match attack_batch(engine, &part, cfg, unbounded, cancel) {
+            let (row, x_adv) = match attack_batch(engine, &part, cfg, unbounded, draws, cancel) {
                 Err(AttackError::Cancelled) => break,
                 other => other?,
             };
-            if with_amplification && k == 0 {
-                let all = ForwardOptions {
-                    taps: TapSelection::All,
-                    ..cfg.forward_options()
-                };
-                let c = engine.forward(&part.images, &all)?;
-                let a = engine.forward(&x_adv, &all)?;
-                batch_amp = c
-                    .taps
-                    .iter()
-                    .zip(&a.taps)
-                    .map(|((name, ct), (_, at))| {
-                        let sum = amplification(ct, at).iter().map(|&v| v as f64).sum::<f64>();
-                        (name.clone(), sum)
-                    })
-                    .collect();
+            if opts.amplification && k == 0 {
+                batch_amp = amplification_sums(engine, &part.images, &x_adv, cfg)?;
             }
             rows_done.push(row);
         }
@@ -311,11 +505,10 @@ pub fn evaluate(
             }
         }
         report.images += n;
-        report.clean_correct += clean_pred
-            .iter()
-            .zip(&part.labels)
-            .filter(|(p, y)| p == y)
-            .count();
+        report.clean_correct += clean.first().copied().unwrap_or(0);
+        if let Some(d) = report.clean_draws.as_mut() {
+            d.add(&clean);
+        }
         for (row, done) in report.rows.iter_mut().zip(rows_done) {
             row.absorb(n, done);
         }
@@ -323,6 +516,9 @@ pub fn evaluate(
         progress(report.images, total);
     }
     report.complete = report.images == total;
+    if let Some(d) = report.clean_draws.as_mut() {
+        d.finish(report.images);
+    }
     for row in &mut report.rows {
         row.finish();
     }
@@ -337,7 +533,7 @@ pub fn evaluate(
             },
         })
         .collect();
-    report.block_noise = block_noise(&engine.network().graph, |tap| {
+    report.block_noise = block_noise(&subject.engine().network().graph, |tap| {
         report
             .amplification
             .iter()
@@ -347,28 +543,82 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// Runs one attack on one batch, re-predicts its images and runs the diagnostics on it (the
-/// unbounded re-attack on up to `unbounded` images, when given). Returns the batch's row and the
-/// adversarial images.
+/// The correct predictions on `x` under each of `draws` forward passes (through a random
+/// defence, each pass is a fresh draw of its randomness).
+fn correct_per_draw(
+    engine: &mut dyn Engine,
+    x: &Array,
+    labels: &[usize],
+    draws: usize,
+) -> Result<Vec<usize>, AttackError> {
+    correct_and_hits(engine, x, labels, None, &ForwardOptions::default(), draws).map(|(c, _)| c)
+}
+
+/// The correct predictions on `x` under each of `draws` forward passes, and the target hits
+/// under the first.
+fn correct_and_hits(
+    engine: &mut dyn Engine,
+    x: &Array,
+    labels: &[usize],
+    targets: Option<&[usize]>,
+    opts: &ForwardOptions,
+    draws: usize,
+) -> Result<(Vec<usize>, Option<usize>), AttackError> {
+    let mut correct = Vec::with_capacity(draws);
+    let mut hits = None;
+    for d in 0..draws.max(1) {
+        let pred = predictions(&engine.forward(x, opts)?.logits);
+        correct.push(pred.iter().zip(labels).filter(|(p, y)| p == y).count());
+        if d == 0 {
+            hits = targets.map(|t| pred.iter().zip(t).filter(|(p, t)| p == t).count());
+        }
+    }
+    Ok((correct, hits))
+}
+
+/// Per tap, the sum over the batch of `‖A(x_adv) − A(x)‖ / ‖A(x)‖`.
+fn amplification_sums(
+    engine: &mut dyn Engine,
+    x: &Array,
+    x_adv: &Array,
+    cfg: &AttackConfig,
+) -> Result<Vec<(String, f64)>, AttackError> {
+    let all = ForwardOptions {
+        taps: TapSelection::All,
+        ..cfg.forward_options()
+    };
+    let c = engine.forward(x, &all)?;
+    let a = engine.forward(x_adv, &all)?;
+    Ok(c.taps
+        .iter()
+        .zip(&a.taps)
+        .map(|((name, ct), (_, at))| {
+            let sum = amplification(ct, at).iter().map(|&v| v as f64).sum::<f64>();
+            (name.clone(), sum)
+        })
+        .collect())
+}
+
+/// Runs one attack on one batch, re-predicts its images (under `draws` draws of a random
+/// defence) and runs the diagnostics on it (the unbounded re-attack on up to `unbounded` images,
+/// when given). Returns the batch's row and the adversarial images.
 fn attack_batch(
     engine: &mut dyn Engine,
     part: &Labelled,
     cfg: &AttackConfig,
     unbounded: Option<usize>,
+    draws: usize,
     cancel: &Cancel,
 ) -> Result<(BatchRow, Array), AttackError> {
     let result = attack::run(engine, &part.images, Some(&part.labels), cfg, cancel)?;
-    let adv = engine.forward(&result.x_adv, &cfg.forward_options())?;
-    let pred = predictions(&adv.logits);
-    let correct = pred
-        .iter()
-        .zip(&part.labels)
-        .filter(|(p, y)| p == y)
-        .count();
-    let hits = result
-        .targets
-        .as_ref()
-        .map(|t| pred.iter().zip(t).filter(|(p, t)| p == t).count());
+    let (correct, hits) = correct_and_hits(
+        engine,
+        &result.x_adv,
+        &part.labels,
+        result.targets.as_deref(),
+        &cfg.forward_options(),
+        draws,
+    )?;
     let opts = DiagnoseOptions {
         unbounded,
         keep_passed: true,

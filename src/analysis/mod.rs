@@ -6,6 +6,8 @@
 
 mod block_noise;
 mod colormap;
+mod defense_table;
+mod draw_stats;
 mod eval;
 mod export;
 mod feature_grid;
@@ -16,7 +18,12 @@ mod snapshot;
 
 pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
 pub use colormap::{diverging, perturbation_image};
-pub use eval::{EvalReport, EvalRow, TapAmplification, evaluate};
+pub use defense_table::{DefenseSuite, defense_grid, evaluate_defenses};
+pub use draw_stats::DrawStats;
+pub use eval::{
+    DEFAULT_DEFENSE_DRAWS, EvalOptions, EvalReport, EvalRow, TapAmplification, evaluate,
+    evaluate_defended, evaluate_with,
+};
 pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
 };

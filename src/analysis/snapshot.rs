@@ -173,6 +173,7 @@ pub fn analyse_result(
         model: job.model_name.clone(),
         architecture: net.config.summary(),
         attack: job.cfg.clone(),
+        defense: engine.active_defense().cloned(),
         attack_name: job.cfg.kind.name().into(),
         stages: result.stages.clone(),
         images,

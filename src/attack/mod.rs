@@ -11,6 +11,7 @@ mod budget;
 mod cw;
 mod deepfool;
 mod diagnostics;
+mod eot;
 mod fgsm;
 mod iterative;
 mod mifgsm;
@@ -28,6 +29,7 @@ pub use apgd::{
 pub use autoattack::{STANDARD_NAME as AUTOATTACK_STANDARD_NAME, Stage, square_beats_white_box};
 pub use budget::{Budget, parse_budget, parse_fraction};
 pub use diagnostics::{DiagnoseOptions, Diagnostic, Flag, diagnose, merge_batches, still_rising};
+pub use eot::route_eot;
 pub use pgd::madry_step_size;
 pub use project::{distances, linf};
 pub use report::{ClassProb, ImageRecord, RunRecord, image_records, top5};

@@ -59,6 +59,10 @@ pub struct RunRecord {
     pub architecture: String,
     /// Attack settings, seed included.
     pub attack: AttackConfig,
+    /// The input-transformation defence in front of the network (chain, gradient mode, EOT
+    /// draws and seed); `None` for none, and in records written before defences existed.
+    #[serde(default)]
+    pub defense: Option<crate::defense::Defense>,
     /// The attack's full name (`AutoAttack standard without FAB-T` for `autoattack`).
     #[serde(default)]
     pub attack_name: String,

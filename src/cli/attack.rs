@@ -13,7 +13,8 @@ use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::attack::{DiagnoseOptions, RunRecord, diagnose, image_records};
 use crate::cancel::Cancel;
 use crate::data;
-use crate::engine::ForwardOptions;
+use crate::defense::Defense;
+use crate::engine::{Engine as _, ForwardOptions};
 
 /// Arguments of `attack`.
 #[derive(Args, Debug)]
@@ -76,18 +77,16 @@ pub struct AttackSpecArgs {
     /// APGD, Square and AutoAttack settings.
     #[command(flatten)]
     pub tuning: super::tuning::TuningArgs,
-}
-
-impl AttackArgs {
-    /// The attack configuration these arguments describe.
-    pub fn config(&self) -> anyhow::Result<AttackConfig> {
-        self.spec.config()
-    }
+    /// The input-transformation defence and how gradients pass it.
+    #[command(flatten)]
+    pub defense: super::defense_args::DefenseArgs,
 }
 
 impl AttackSpecArgs {
-    /// The attack configuration these arguments describe.
-    pub fn config(&self) -> anyhow::Result<AttackConfig> {
+    /// The attack configuration and the defence these arguments describe (the defence seeded
+    /// with `--seed`, `--eot` split between the two by [`crate::attack::route_eot`]), checked;
+    /// a note goes to stderr when `--eot` can change nothing.
+    pub fn config(&self) -> anyhow::Result<(AttackConfig, Defense)> {
         let kind = self.attack;
         let norm = if kind == AttackKind::Cw {
             Norm::L2
@@ -107,7 +106,12 @@ impl AttackSpecArgs {
             ..AttackConfig::default()
         };
         self.tuning.apply(&mut cfg);
-        Ok(cfg)
+        let defense = self.defense.apply(&mut cfg);
+        cfg.validate()?;
+        if let Some(note) = super::defense_args::eot_note(&cfg, &defense, self.defense.eot) {
+            eprintln!("{note}");
+        }
+        Ok((cfg, defense))
     }
 }
 
@@ -210,8 +214,7 @@ fn stem(source: &str, i: usize) -> String {
 
 /// Runs the attack and writes its outputs.
 pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
-    let cfg = args.config()?;
-    cfg.validate()?;
+    let (cfg, defense) = args.spec.config()?;
     let net = Arc::new(
         crate::zoo::load_model(&args.model)
             .with_context(|| format!("cannot open model {}", args.model))?,
@@ -225,20 +228,18 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
             args.images.len()
         );
     }
-    let mut engine = super::open_engine(net.clone(), args.engine)?;
+    let engine = super::open_engine(net.clone(), args.engine)?;
+    let mut engine = super::defense_args::defend(engine, defense, &args.model)?;
+    if let Some(line) = super::defense_args::defense_line(&engine) {
+        println!("{line}");
+    }
     let labels = if args.labels.is_empty() {
         bundled_labels.as_deref()
     } else {
         Some(args.labels.as_slice())
     };
-    let result = crate::attack::run(engine.as_mut(), &x, labels, &cfg, &Cancel::new())?;
-    let diagnostics = diagnose(
-        engine.as_mut(),
-        &x,
-        &result,
-        &cfg,
-        &DiagnoseOptions::default(),
-    )?;
+    let result = crate::attack::run(&mut engine, &x, labels, &cfg, &Cancel::new())?;
+    let diagnostics = diagnose(&mut engine, &x, &result, &cfg, &DiagnoseOptions::default())?;
     for d in &diagnostics {
         eprintln!("{}", d.warning_line());
     }
@@ -288,6 +289,7 @@ pub fn run(args: &AttackArgs) -> anyhow::Result<()> {
         attack_name: cfg.kind.name().into(),
         stages: result.stages.clone(),
         attack: cfg,
+        defense: engine.active_defense().cloned(),
         images,
         diagnostics,
     };

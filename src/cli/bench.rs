@@ -1,7 +1,8 @@
 //! `advlens bench`: latency of forward, forward + input gradient and a PGD-10 attack on a
 //! network, for the cpu engines `--executor` picks (by default stock candle, the old path, and
 //! the planned executor, the new path) in the same run, with `--gpu` the gpu engine too, and with
-//! `--conv`, per-op convolution throughput for candle's conv against advlens's.
+//! `--conv`, per-op convolution throughput for candle's conv against advlens's (`--robust`,
+//! `--defense` and `--app` time other things, in their own files).
 //! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use clap::Args;
 
+use super::timing::median_ms;
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind};
 use crate::cancel::Cancel;
@@ -53,6 +55,11 @@ pub struct BenchArgs {
     /// AutoAttack on the first N bundled test images with the shipped default model.
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "100")]
     pub robust: Option<usize>,
+    /// Time the input-transformation defences instead: each transform's cost per image (and
+    /// its gradient map back) on the default model's input, and PGD-10 with EOT 1 and 10 behind
+    /// random resize and pad on the default model (cpu engine).
+    #[arg(long)]
+    pub defense: bool,
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
@@ -129,18 +136,6 @@ fn load_table(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median_ms(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?; // warm-up
-    let mut t = Vec::with_capacity(reps);
-    for _ in 0..reps.max(1) {
-        let s = Instant::now();
-        f()?;
-        t.push(s.elapsed().as_secs_f64() * 1e3);
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
-}
-
 /// Runs the benchmark and prints markdown tables; `bench_app` is the app's own benchmark
 /// (`--app`), handed in by `main`.
 pub fn run(
@@ -155,6 +150,9 @@ pub fn run(
     }
     if let Some(n) = args.robust {
         return super::bench_robust::robust_table(n, args.gpu);
+    }
+    if args.defense {
+        return super::bench_defense::defense_table(args.reps);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
     println!("model: {}", net.config.summary());

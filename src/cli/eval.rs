@@ -1,6 +1,7 @@
 //! `advlens eval`: clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets,
 //! as a markdown table and JSON, with a progress bar; Ctrl-C stops after the current batch and
-//! still prints the partial table.
+//! still prints the partial table. With several defences (or gradient modes, or EOT settings),
+//! one table with a row per combination.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,10 +9,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::analysis::{EvalReport, evaluate};
+use super::defense_args::{check_defense, defend, parse_chain, parse_gradient};
+use crate::analysis::{EvalOptions, defense_grid, evaluate_defenses};
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::cancel::Cancel;
 use crate::data::{self, Labelled, Split};
+use crate::defense::{Chain, Defense, GradientMode};
 
 /// Arguments of `eval`.
 #[derive(Args, Debug)]
@@ -53,7 +56,8 @@ pub struct EvalArgs {
     /// each denoise block at its input, its operation's output (`<block>/op`) and its output.
     #[arg(long)]
     pub amplification: bool,
-    /// Write the JSON report here.
+    /// Write the JSON report here: one report, or with several defence rows
+    /// `{"reports": [...]}`, one report per row.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Restarts of PGD and APGD (AutoAttack's standard version uses 1).
@@ -62,6 +66,38 @@ pub struct EvalArgs {
     /// APGD, Square and AutoAttack settings.
     #[command(flatten)]
     pub tuning: super::tuning::TuningArgs,
+    /// Input-transformation defence in front of the model (`jpeg[:Q]`, `bits[:B]`,
+    /// `median[:K]`, `resize-pad[:S]`, chained with commas, or `none`); repeat for one table over
+    /// several (`--defense none --defense jpeg:75`).
+    #[arg(long = "defense", value_name = "CHAIN", value_parser = parse_chain)]
+    pub defenses: Vec<Chain>,
+    /// How gradients pass the defences, comma separated for a row each (`naive,bpda`); a chain
+    /// whose modes agree (resize and pad alone, or none) gets one row, with the first.
+    #[arg(long = "gradient", value_name = "MODES", default_value = "bpda",
+          value_delimiter = ',', value_parser = parse_gradient)]
+    pub gradients: Vec<GradientMode>,
+    /// Expectation over transformation, draws per gradient step (see `attack --help`), comma
+    /// separated for a row each on random defences (`1,10`); other rows take the first.
+    #[arg(
+        long = "eot",
+        value_name = "K",
+        default_value = "1",
+        value_delimiter = ','
+    )]
+    pub eots: Vec<usize>,
+    /// Random defences: clean and robust accuracy are the mean (± standard deviation) over this
+    /// many independent draws of the randomness, every image re-predicted under each.
+    #[arg(long, value_name = "D", default_value_t = crate::analysis::DEFAULT_DEFENSE_DRAWS,
+          value_parser = parse_draws)]
+    pub defense_draws: usize,
+}
+
+/// Reads `--defense-draws`: 2 to 1000 (a spread needs two).
+fn parse_draws(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|d| (2..=1000).contains(d))
+        .ok_or_else(|| format!("{s:?}: use 2 to 1000 draws"))
 }
 
 /// Parses `pgd50` into (pgd, Some(50)).
@@ -99,22 +135,15 @@ fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
     })
 }
 
-/// Runs the evaluation.
-pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    let net = Arc::new(
-        crate::zoo::load_model(&args.model)
-            .with_context(|| format!("cannot open model {}", args.model))?,
-    );
-    let data = load_data(&args.data, args.n)?;
-    let norm = args.norm;
-    let target = args.target.clone();
+/// The attack settings of every attack × budget asked for, checked.
+fn attack_configs(args: &EvalArgs) -> anyhow::Result<Vec<AttackConfig>> {
     let mut attacks = Vec::new();
     for a in &args.attacks {
         let (kind, steps) = parse_attack(a)?;
         let norm = if kind == AttackKind::Cw {
             Norm::L2
         } else {
-            norm
+            args.norm
         };
         for eps in &args.eps {
             let mut cfg = AttackConfig {
@@ -122,7 +151,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
                 norm,
                 eps: eps.value(norm),
                 steps,
-                target: target.clone(),
+                target: args.target.clone(),
                 seed: args.seed,
                 restarts: args.restarts,
                 ..AttackConfig::default()
@@ -132,44 +161,86 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             attacks.push(cfg);
         }
     }
-    let mut engine = super::open_engine(net.clone(), args.engine)?;
+    Ok(attacks)
+}
+
+/// The (defence, gradient mode, EOT) rows asked for, each checked against the model.
+fn defenses(args: &EvalArgs, input: [usize; 3]) -> anyhow::Result<Vec<Defense>> {
+    let chains = if args.defenses.is_empty() {
+        vec![Chain::default()]
+    } else {
+        args.defenses.clone()
+    };
+    let grid = defense_grid(&chains, &args.gradients, &args.eots, args.seed);
+    for d in &grid {
+        check_defense(d, input, &args.model)?;
+    }
+    Ok(grid)
+}
+
+/// Runs the evaluation.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let net = Arc::new(
+        crate::zoo::load_model(&args.model)
+            .with_context(|| format!("cannot open model {}", args.model))?,
+    );
+    let attacks = attack_configs(args)?;
+    let grid = defenses(args, net.input_shape())?;
+    let data = load_data(&args.data, args.n)?;
+    let engine = super::open_engine(net.clone(), args.engine)?;
+    let engine_name = engine.describe();
+    let mut engine = defend(engine, Defense::default(), &args.model)?;
     let cancel = Cancel::new();
     let on_ctrl_c = cancel.clone();
     // Without a handler (e.g. one is already installed), Ctrl-C simply ends the process.
     let _ = ctrlc::set_handler(move || on_ctrl_c.cancel());
-    let bar = indicatif::ProgressBar::new(data.len() as u64);
+    let bar = indicatif::ProgressBar::new((data.len() * grid.len()) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = evaluate(
-        engine.as_mut(),
+    let opts = EvalOptions {
+        batch: args.batch,
+        amplification: args.amplification,
+        defense_draws: args.defense_draws,
+    };
+    let suite = evaluate_defenses(
+        &mut engine,
         &data,
         &attacks,
-        args.batch,
-        args.amplification,
+        &grid,
+        &opts,
         &cancel,
         &mut |done, _| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
     println!("model: {} ({})", args.model, net.config.summary());
-    println!("engine: {}\n", engine.describe());
-    print!("{}", report.markdown());
-    for row in &report.rows {
-        for w in row.warnings() {
-            eprintln!("{w}");
+    println!("engine: {engine_name}\n");
+    let single = match suite.reports.as_slice() {
+        [one] if grid.len() == 1 => Some(one),
+        _ => None,
+    };
+    match single {
+        Some(report) => print!("{}", report.markdown()),
+        None => print!("{}", suite.markdown()),
+    }
+    for report in &suite.reports {
+        for row in &report.rows {
+            for w in row.warnings() {
+                eprintln!("{w}");
+            }
         }
     }
     if let Some(path) = &args.json {
-        write_json(&report, path)?;
+        let json = match single {
+            Some(report) => serde_json::to_vec_pretty(report)?,
+            None => serde_json::to_vec_pretty(&suite)?,
+        };
+        crate::io::write_atomic(path, &json)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn write_json(report: &EvalReport, path: &Path) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(report)?;
-    crate::io::write_atomic(path, &json).with_context(|| format!("cannot write {}", path.display()))
 }

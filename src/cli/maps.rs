@@ -71,8 +71,7 @@ fn output_path(out: &Path, channel: usize, several: bool) -> PathBuf {
 
 /// Runs the attack and writes the maps.
 pub fn run(args: &MapsArgs) -> anyhow::Result<()> {
-    let cfg = args.spec.config()?;
-    cfg.validate()?;
+    let (cfg, defense) = args.spec.config()?;
     let net = Arc::new(
         crate::zoo::load_model(&args.model)
             .with_context(|| format!("cannot open model {}", args.model))?,
@@ -85,7 +84,11 @@ pub fn run(args: &MapsArgs) -> anyhow::Result<()> {
     let label = args
         .label
         .or_else(|| labels.and_then(|l| l.first().copied()));
-    let mut engine = super::open_engine(net.clone(), args.engine)?;
+    let engine = super::open_engine(net.clone(), args.engine)?;
+    let mut engine = super::defense_args::defend(engine, defense, &args.model)?;
+    if let Some(line) = super::defense_args::defense_line(&engine) {
+        println!("{line}");
+    }
     let job = AnalyseJob {
         id: 0,
         net: net.clone(),
@@ -97,7 +100,7 @@ pub fn run(args: &MapsArgs) -> anyhow::Result<()> {
         engine: args.engine,
         cancel: Cancel::new(),
     };
-    let snap = analyse(engine.as_mut(), &job)?;
+    let snap = analyse(&mut engine, &job)?;
     let graph = &net.graph;
     let tap = match &args.tap {
         Some(t) if graph.tap(t).is_some() => t.clone(),

@@ -2,11 +2,14 @@
 
 mod attack;
 mod bench;
+mod bench_defense;
 mod bench_robust;
+mod defense_args;
 mod eval;
 mod inspect;
 mod maps;
 mod new_model;
+mod timing;
 mod train;
 mod tuning;
 mod values;

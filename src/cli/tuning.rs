@@ -1,5 +1,5 @@
 //! The settings of the long attacks (APGD, Square, AutoAttack) shared by `attack`, `eval` and
-//! `maps`.
+//! `maps` (their EOT draws are `--eot`, with the defence flags).
 
 use clap::Args;
 
@@ -14,10 +14,6 @@ pub struct TuningArgs {
     /// Square: the fraction of the image the first windows cover (AutoAttack: 0.8).
     #[arg(long, default_value_t = 0.8)]
     pub p_init: f32,
-    /// APGD: gradient samples averaged per step, for randomised models (expectation over
-    /// transformation; autoattack-rand uses 20 when this is 1).
-    #[arg(long, default_value_t = 1)]
-    pub eot: usize,
     /// APGD-T: how many runner-up classes to target in turn (AutoAttack: 9).
     #[arg(long, default_value_t = 9)]
     pub apgd_targets: usize,
@@ -28,7 +24,6 @@ impl TuningArgs {
     pub fn apply(&self, cfg: &mut AttackConfig) {
         cfg.square.queries = self.queries;
         cfg.square.p_init = self.p_init;
-        cfg.apgd.eot = self.eot;
         cfg.apgd.targets = self.apgd_targets;
     }
 }

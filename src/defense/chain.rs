@@ -6,9 +6,10 @@ use std::str::FromStr;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::Dims;
 use super::draws::{Draws, image_rng};
 use super::resize_pad::Pattern;
-use super::transform::{Dims, Trace, Transform};
+use super::transform::{Trace, Transform};
 use super::{DefenseError, GradientMode};
 use crate::array::Array;
 
@@ -56,6 +57,15 @@ impl Chain {
     /// Whether any transform draws randomness.
     pub fn is_random(&self) -> bool {
         self.transforms.iter().any(Transform::is_random)
+    }
+
+    /// Whether naive and BPDA gradients differ on this chain: it holds a JPEG, bit-depth or
+    /// median step. Resize and pad pass its exact adjoint under both modes, so a chain of those
+    /// alone has one gradient.
+    pub fn gradient_modes_differ(&self) -> bool {
+        self.transforms
+            .iter()
+            .any(|t| !matches!(t, Transform::ResizePad { .. }))
     }
 
     /// Checks every transform against `[C, H, W]` images.
@@ -247,5 +257,21 @@ impl TryFrom<String> for Chain {
     type Error = DefenseError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jpeg_bits_and_median_make_the_gradient_modes_differ() {
+        let differ = |s: &str| s.parse::<Chain>().unwrap().gradient_modes_differ();
+        assert!(!differ("none"));
+        assert!(!differ("resize-pad"));
+        assert!(differ("jpeg:75"));
+        assert!(differ("bits:5"));
+        assert!(differ("median:3"));
+        assert!(differ("resize-pad,median:3"));
     }
 }

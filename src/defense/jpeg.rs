@@ -6,6 +6,7 @@ use image::codecs::jpeg::{JpegDecoder, JpegEncoder};
 use image::{DynamicImage, ExtendedColorType};
 
 use super::DefenseError;
+use super::Dims;
 
 /// The largest side a JPEG image may have.
 pub(crate) const MAX_SIDE: usize = 65_500;
@@ -17,11 +18,7 @@ pub(crate) fn to_u8(v: f32) -> u8 {
 
 /// Encodes one image at `quality` and decodes it again. Three channels are coded together as
 /// RGB (with the encoder's chroma subsampling); any other count channel by channel as greyscale.
-pub(crate) fn round_trip(
-    img: &[f32],
-    dims: [usize; 3],
-    quality: u8,
-) -> Result<Vec<f32>, DefenseError> {
+pub(crate) fn round_trip(img: &[f32], dims: Dims, quality: u8) -> Result<Vec<f32>, DefenseError> {
     let [c, h, w] = dims;
     let plane = h * w;
     let mut out = vec![0.0f32; img.len()];

@@ -1,5 +1,7 @@
 //! Median smoothing over a k×k window per channel, borders reflected (edge repeated).
 
+use super::Dims;
+
 /// The index of `i` (possibly outside `0..n`) after reflecting at the borders with the edge
 /// value repeated: `… 1 0 | 0 1 … n−1 | n−1 n−2 …`.
 fn reflect(mut i: isize, n: usize) -> usize {
@@ -17,7 +19,7 @@ fn reflect(mut i: isize, n: usize) -> usize {
 
 /// The smoothed image and, for every output value, the index in `img` of the value chosen (ties
 /// between equal values go to the lowest index).
-pub(crate) fn smooth(img: &[f32], dims: [usize; 3], size: usize) -> (Vec<f32>, Vec<u32>) {
+pub(crate) fn smooth(img: &[f32], dims: Dims, size: usize) -> (Vec<f32>, Vec<u32>) {
     let [c, h, w] = dims;
     let r = (size / 2) as isize;
     let mut out = vec![0.0f32; img.len()];

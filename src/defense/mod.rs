@@ -24,6 +24,10 @@ pub use transform::Transform;
 use std::fmt;
 use std::str::FromStr;
 
+/// Image dimensions `[C, H, W]`, shared by the transforms (kept here so that they need not
+/// import `transform.rs`, which imports them).
+pub(crate) type Dims = [usize; 3];
+
 /// Errors in a defence's description or its application.
 #[derive(Debug, thiserror::Error)]
 pub enum DefenseError {

@@ -4,6 +4,8 @@
 //! exact adjoint. Resizing is bilinear with half-pixel centres and no antialiasing (PyTorch's
 //! `interpolate(mode="bilinear", align_corners=False)`).
 
+use super::Dims;
+
 /// The grey value of the canvas around the resized image.
 pub const PAD_VALUE: f32 = 0.5;
 
@@ -164,7 +166,7 @@ fn resize_adjoint(g: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f3
 }
 
 /// The forward pass on one image for a drawn pattern.
-pub(crate) fn forward_on(img: &[f32], dims: [usize; 3], canvas: Canvas, p: Pattern) -> Vec<f32> {
+pub(crate) fn forward_on(img: &[f32], dims: Dims, canvas: Canvas, p: Pattern) -> Vec<f32> {
     let [c, h, w] = dims;
     let (sh, sw) = (canvas.side_h, canvas.side_w);
     let mut out = Vec::with_capacity(img.len());
@@ -182,7 +184,7 @@ pub(crate) fn forward_on(img: &[f32], dims: [usize; 3], canvas: Canvas, p: Patte
 }
 
 /// The exact adjoint of [`forward_on`] for the same pattern.
-pub(crate) fn backward_on(g: &[f32], dims: [usize; 3], canvas: Canvas, p: Pattern) -> Vec<f32> {
+pub(crate) fn backward_on(g: &[f32], dims: Dims, canvas: Canvas, p: Pattern) -> Vec<f32> {
     let [c, h, w] = dims;
     let (sh, sw) = (canvas.side_h, canvas.side_w);
     let mut out = Vec::with_capacity(g.len());

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::resize_pad::{self, Canvas, Pattern};
-use super::{DefenseError, GradientMode, bits, jpeg, median};
+use super::{DefenseError, Dims, GradientMode, bits, jpeg, median};
 
 /// The largest median window side.
 pub const MAX_MEDIAN: usize = 25;
@@ -52,9 +52,6 @@ pub(crate) enum Trace {
     /// The drawn pattern (resize and pad).
     ResizePad(Pattern),
 }
-
-/// Image dimensions `[C, H, W]`.
-pub(crate) type Dims = [usize; 3];
 
 impl Transform {
     /// Whether the transform draws randomness.

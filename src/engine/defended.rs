@@ -52,6 +52,18 @@ impl Defended {
         Ok(())
     }
 
+    /// Sets how many draws each gradient averages over (see [`Defense::eot`]), keeping the
+    /// chain and the sequence of draws; on error the old value stays.
+    pub fn set_eot(&mut self, eot: usize) -> Result<(), EngineError> {
+        let defense = Defense {
+            eot,
+            ..self.defense.clone()
+        };
+        defense.check(self.inner.network().input_shape())?;
+        self.defense = defense;
+        Ok(())
+    }
+
     /// Restarts the sequence of draws, so the passes that follow repeat those after the last
     /// restart (a random defence's view stays put until the user asks for a new draw).
     pub fn restart_draws(&mut self) {
@@ -101,6 +113,10 @@ impl Engine for Defended {
 
     fn network(&self) -> &Network {
         self.inner.network()
+    }
+
+    fn active_defense(&self) -> Option<&Defense> {
+        (!self.defense.is_none()).then_some(&self.defense)
     }
 
     fn forward(&mut self, x: &Array, opts: &ForwardOptions) -> Result<Forward, EngineError> {

@@ -154,6 +154,12 @@ pub trait Engine: Send {
     ) -> Option<Result<Box<dyn ApgdSession + 'a>, EngineError>> {
         None
     }
+
+    /// The input-transformation defence in front of the network, when there is one (see
+    /// [`Defended`]); `None` for a bare network or an empty chain.
+    fn active_defense(&self) -> Option<&crate::defense::Defense> {
+        None
+    }
 }
 
 /// The settings of an iterative attack run on the device by [`Engine::iterate`].
