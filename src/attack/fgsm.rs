@@ -18,6 +18,7 @@ pub fn run(
         norm: ctx.cfg.norm,
         random_start: false,
         momentum: None,
+        run: (0, 1),
     };
     let out = run_once(engine, ctx, &p, &mut [])?;
     Ok((out.x_adv, out.history))

@@ -6,7 +6,7 @@ use rand::Rng as _;
 use rand_chacha::ChaCha8Rng;
 
 use super::project::{l1, l2, project, step};
-use super::{AttackError, Context, Norm, StepRecord, record, record_with};
+use super::{AttackError, Context, Norm, Progress, StepRecord, record, record_with};
 use crate::array::Array;
 use crate::engine::{Engine, FusedLoop, FusedOutcome};
 use crate::model::normal;
@@ -26,6 +26,9 @@ pub struct IterParams {
     pub random_start: bool,
     /// MI-FGSM decay μ (gradients L1-normalised per example and accumulated).
     pub momentum: Option<f32>,
+    /// Which run of the attack this is and how many it makes (PGD's restarts), so the progress
+    /// reported after each step covers the whole attack.
+    pub run: (usize, usize),
 }
 
 /// What one run produced.
@@ -124,6 +127,10 @@ pub fn run_once(
             step(xi, direction, dir * p.alpha, p.norm);
             project(xi, x.example(i), p.eps, p.norm);
         }
+        (ctx.progress)(Progress {
+            stage: ctx.cfg.kind.id(),
+            done: fraction_done(p, s + 1),
+        });
     }
     ctx.cancel.check()?;
     let fwd = engine.forward(&x_adv, ctx.opts)?;
@@ -145,6 +152,13 @@ pub fn run_once(
         loss: final_loss,
         logits: fwd.logits,
     })
+}
+
+/// The fraction of the whole attack done after `steps` steps of run `p.run`.
+fn fraction_done(p: &IterParams, steps: usize) -> f32 {
+    let (run, runs) = p.run;
+    let total = runs.max(1) * p.steps.max(1);
+    ((run * p.steps + steps) as f32 / total as f32).min(1.0)
 }
 
 /// The outcome of a loop the engine ran on its device.
@@ -179,4 +193,28 @@ fn from_fused(ctx: &Context<'_>, out: FusedOutcome) -> Result<IterOutcome, Attac
         loss: last.iter().map(|s| s.loss).collect(),
         logits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_covers_every_restart_and_ends_at_one() {
+        let p = |run| IterParams {
+            eps: 0.1,
+            alpha: 0.01,
+            steps: 4,
+            norm: Norm::Linf,
+            random_start: true,
+            momentum: None,
+            run,
+        };
+        let all: Vec<f32> = (0..3)
+            .flat_map(|r| (1..=4).map(move |s| fraction_done(&p((r, 3)), s)))
+            .collect();
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+        assert_eq!(all[3], 4.0 / 12.0);
+        assert_eq!(*all.last().unwrap(), 1.0);
+    }
 }

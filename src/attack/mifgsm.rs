@@ -23,6 +23,7 @@ pub fn run(
         norm: cfg.norm,
         random_start: cfg.random_start.unwrap_or(false),
         momentum: Some(cfg.momentum),
+        run: (0, 1),
     };
     let out = run_once(engine, ctx, &p, rngs)?;
     Ok((out.x_adv, out.history))

@@ -557,7 +557,8 @@ pub fn run(
     run_with_progress(engine, x, labels, cfg, cancel, &|_| {})
 }
 
-/// [`run`], calling `progress` between steps of the long attacks (APGD, Square, AutoAttack).
+/// [`run`], calling `progress` between steps of the iterative attacks (BIM, PGD, MI-FGSM, APGD,
+/// Square, AutoAttack).
 pub fn run_with_progress(
     engine: &mut dyn Engine,
     x: &Array,

@@ -52,10 +52,15 @@ pub fn run(
         norm: cfg.norm,
         random_start: cfg.random_start.unwrap_or(cfg.kind == AttackKind::Pgd),
         momentum: None,
+        run: (0, cfg.restarts),
     };
     let (_, dir) = ctx.ce_loss();
     let mut best = run_once(engine, ctx, &p, rngs)?;
-    for _ in 1..cfg.restarts {
+    for r in 1..cfg.restarts {
+        let p = IterParams {
+            run: (r, cfg.restarts),
+            ..p
+        };
         let next = run_once(engine, ctx, &p, rngs)?;
         for i in 0..ctx.x.batch() {
             let score = |o: &super::iterative::IterOutcome| {
