@@ -38,6 +38,7 @@ fn job(id: u64, net: &Arc<advlens::model::Network>, cfg: AttackConfig) -> Analys
         source: "fashion:0".into(),
         cfg,
         engine: EngineChoice::Cpu,
+        defense: advlens::defense::Defense::default(),
         cancel: Cancel::new(),
     }
 }

@@ -1,6 +1,10 @@
 //! One image analysed: the attack, then clean and adversarial forward passes with every tap, kept
 //! as an immutable [`Snapshot`] (the images, each tap's pair of activations with its
 //! amplification, and the run record). The app's worker and `advlens maps` both build it here.
+//!
+//! With a defence the engine is the defended model ([`crate::engine::Defended`] with the job's
+//! [`Defense`]): the taps are those of the network after the transformation, and the snapshot
+//! keeps what the network saw ([`Seen`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +13,7 @@ use crate::array::Array;
 use crate::attack::{AttackConfig, AttackError, AttackResult, Diagnostic, Progress, Stage};
 use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
+use crate::defense::Defense;
 use crate::engine::{Engine, EngineChoice, ForwardOptions, TapSelection};
 use crate::model::Network;
 use crate::model::TapKind;
@@ -32,8 +37,34 @@ pub struct AnalyseJob {
     pub cfg: AttackConfig,
     /// The engine to run it on.
     pub engine: EngineChoice,
+    /// The defence in front of the network; the engine given to [`analyse`] must run behind it
+    /// (none: the bare engine).
+    pub defense: Defense,
     /// Cancels this job.
     pub cancel: Cancel,
+}
+
+impl AnalyseJob {
+    /// Whether the job takes long enough to run in the background with progress instead of
+    /// live on the ε slider: a slow attack ([`crate::attack::AttackKind::is_slow`]) or gradients
+    /// averaged over several draws of a random defence (EOT).
+    pub fn is_slow(&self) -> bool {
+        is_slow_job(&self.cfg, &self.defense)
+    }
+}
+
+/// Whether `cfg` behind `defense` is a slow job (see [`AnalyseJob::is_slow`]).
+pub fn is_slow_job(cfg: &AttackConfig, defense: &Defense) -> bool {
+    cfg.kind.is_slow() || defense.draws_per_gradient() > 1
+}
+
+/// The clean and adversarial images as the network saw them, after a defence's transformation.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The clean image after the transformation, `[1, C, H, W]`.
+    pub clean: Array,
+    /// The adversarial image after the transformation, same shape.
+    pub adv: Array,
 }
 
 /// One tap of the network, clean and adversarial.
@@ -68,6 +99,11 @@ pub struct Snapshot {
     pub id: u64,
     /// The attack that produced it.
     pub cfg: AttackConfig,
+    /// The defence the network ran behind.
+    pub defense: Defense,
+    /// What the network saw when a defence transformed its input (`None` without one): the
+    /// taps and the predictions are those of these images.
+    pub seen: Option<Seen>,
     /// The clean image `[1, C, H, W]`.
     pub x: Arc<Array>,
     /// The adversarial image, same shape.
@@ -140,8 +176,9 @@ pub fn analyse_result(
         taps: TapSelection::All,
         bypass_denoise: job.cfg.bypass_denoise,
     };
-    let clean = engine.forward(&job.x, &opts)?;
-    let adv = engine.forward(&result.x_adv, &opts)?;
+    let mut clean = engine.forward(&job.x, &opts)?;
+    let mut adv = engine.forward(&result.x_adv, &opts)?;
+    let seen = seen_images(job, clean.seen.take(), adv.seen.take())?;
     let net = engine.network();
     let taps = clean
         .taps
@@ -182,6 +219,8 @@ pub fn analyse_result(
     Ok(Snapshot {
         id: job.id,
         cfg: job.cfg.clone(),
+        defense: job.defense.clone(),
+        seen,
         x: job.x.clone(),
         x_adv: result.x_adv,
         taps,
@@ -190,4 +229,22 @@ pub fn analyse_result(
         diagnostics: result.diagnostics,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// The transformed pair of a defended job, checking that the engine ran the job's defence (a
+/// transformed input without a defence, or none with one, is a caller's mistake worth an error
+/// rather than a mislabelled view).
+fn seen_images(
+    job: &AnalyseJob,
+    clean: Option<Array>,
+    adv: Option<Array>,
+) -> Result<Option<Seen>, AttackError> {
+    match (clean, adv) {
+        (Some(clean), Some(adv)) if !job.defense.is_none() => Ok(Some(Seen { clean, adv })),
+        (None, None) if job.defense.is_none() => Ok(None),
+        _ => Err(AttackError::Config(format!(
+            "the engine does not run the job's defence ({})",
+            job.defense.describe()
+        ))),
+    }
 }

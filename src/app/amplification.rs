@@ -227,6 +227,7 @@ mod tests {
                 ..AttackConfig::default()
             },
             engine: EngineChoice::Cpu,
+            defense: crate::defense::Defense::default(),
             cancel: Cancel::new(),
         };
         let snap = analyse(&mut engine, &job).unwrap();

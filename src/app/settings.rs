@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
+use crate::defense::Defense;
 
 /// How many recent files of each kind are remembered.
 pub const MAX_RECENT: usize = 8;
@@ -270,6 +271,10 @@ pub struct Settings {
     pub recent_models: Vec<PathBuf>,
     /// Robustness curve.
     pub robustness: RobustnessSettings,
+    /// The input transformations in front of the network (none by default), how attacks'
+    /// gradients pass them, EOT and the seed of their draws: part of the model the views and
+    /// the live attack see.
+    pub defense: Defense,
 }
 
 impl Default for Settings {
@@ -286,6 +291,7 @@ impl Default for Settings {
             recent_images: vec![],
             recent_models: vec![],
             robustness: RobustnessSettings::default(),
+            defense: Defense::default(),
         }
     }
 }
@@ -349,6 +355,12 @@ mod tests {
         s.channel = 5;
         s.image = ImageSource::File("/tmp/a.png".into());
         s.push_recent_image(Path::new("/tmp/a.png"));
+        s.defense = Defense {
+            chain: "jpeg:60,resize-pad:33".parse().unwrap(),
+            gradient: crate::defense::GradientMode::Naive,
+            eot: 7,
+            seed: 12,
+        };
         let json = serde_json::to_string(&s).unwrap();
         let back: Settings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
@@ -359,6 +371,7 @@ mod tests {
         let back: Settings = serde_json::from_str(r#"{"channel": 2}"#).unwrap();
         assert_eq!(back.channel, 2);
         assert_eq!(back.attack, AttackSettings::default());
+        assert!(back.defense.is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The slow attacks (Square, AutoAttack: thousands of passes per image) seen from the UI: the
-//! runtime state of the one in flight ([`SlowRun`], fed by the worker's progress replies) and its
-//! bar above the views (stage, percentage, cancel, run again, and whether the views are stale).
+//! The slow jobs (Square, AutoAttack: thousands of passes per image; any attack whose gradients
+//! average several draws of a random defence, EOT) seen from the UI: the runtime state of the one
+//! in flight ([`SlowRun`], fed by the worker's progress replies) and its bar above the views
+//! (stage, percentage, cancel, run again, and whether the views are stale).
 //!
-//! A slow attack is not re-run live on every movement of the ε slider: it starts when the inputs
+//! A slow job is not re-run live on every movement of the ε slider: it starts when the inputs
 //! change and no widget is being dragged (so when the slider is released, or a value is typed),
 //! and a cancelled or failed run waits for the "Run attack" button.
 
@@ -37,6 +38,8 @@ pub struct SlowRun {
     pub kind: AttackKind,
     /// Its ε, pixel units.
     pub eps: f32,
+    /// The draws of a random defence each gradient averages over (EOT), 1 without.
+    pub draws: usize,
     /// The component running now (`apgd-ce`, `apgd-t`, `square`, …), once reported.
     pub stage: Option<&'static str>,
     /// Fraction of the whole run done, in [0, 1].
@@ -48,12 +51,14 @@ pub struct SlowRun {
 }
 
 impl SlowRun {
-    /// A run of `cfg` just submitted as job `id`.
-    pub fn new(id: u64, cfg: &AttackConfig) -> Self {
+    /// A run of `cfg` just submitted as job `id`, its gradients averaged over `draws` draws of
+    /// the defence.
+    pub fn new(id: u64, cfg: &AttackConfig, draws: usize) -> Self {
         Self {
             id,
             kind: cfg.kind,
             eps: cfg.eps,
+            draws,
             stage: None,
             done: 0.0,
             state: SlowState::Running,
@@ -84,6 +89,8 @@ pub struct SlowView<'a> {
     pub run: Option<&'a SlowRun>,
     /// The attack the settings select now.
     pub selected: &'a AttackConfig,
+    /// Whether the settings select a slow job (a slow attack, or EOT over a random defence).
+    pub selected_slow: bool,
     /// The result on screen.
     pub shown: &'a Snapshot,
     /// Whether the result on screen is not the result of the current settings.
@@ -92,15 +99,20 @@ pub struct SlowView<'a> {
     pub waiting_for_release: bool,
 }
 
-/// `attack ε N/255`, how the bar names a run.
-fn describe(kind: AttackKind, eps: f32) -> String {
-    format!("{} ε {:.1}/255", kind.id(), eps * 255.0)
+/// `attack ε N/255` (with ` EOT k` when gradients average k draws), how the bar names a run.
+fn describe(kind: AttackKind, eps: f32, draws: usize) -> String {
+    let eot = if draws > 1 {
+        format!(" EOT {draws}")
+    } else {
+        String::new()
+    };
+    format!("{} ε {:.1}/255{eot}", kind.id(), eps * 255.0)
 }
 
 /// Draws the bar when a slow attack is selected or in flight; returns what the user asked for.
 pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
     let in_flight = view.run.is_some_and(SlowRun::in_flight);
-    if !view.selected.kind.is_slow() && !in_flight {
+    if !view.selected_slow && !in_flight {
         return SlowAction::None;
     }
     let mut action = SlowAction::None;
@@ -110,7 +122,7 @@ pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
                 let stage = run.stage.unwrap_or("starting");
                 let text = format!(
                     "{} · {stage} {:.0}%",
-                    describe(run.kind, run.eps),
+                    describe(run.kind, run.eps, run.draws),
                     100.0 * run.done
                 );
                 ui.add(
@@ -147,7 +159,11 @@ pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
                     Some(SlowState::Done) if view.shown.id == run.map_or(0, |r| r.id) => {
                         ui.label(format!(
                             "{} finished in {:.1} s",
-                            describe(view.shown.cfg.kind, view.shown.cfg.eps),
+                            describe(
+                                view.shown.cfg.kind,
+                                view.shown.cfg.eps,
+                                view.shown.defense.draws_per_gradient()
+                            ),
                             view.shown.elapsed_ms / 1e3
                         ));
                     }
@@ -171,7 +187,11 @@ pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
             ui.visuals().warn_fg_color,
             format!(
                 "stale: showing the last finished result ({})",
-                describe(view.shown.cfg.kind, view.shown.cfg.eps)
+                describe(
+                    view.shown.cfg.kind,
+                    view.shown.cfg.eps,
+                    view.shown.defense.draws_per_gradient()
+                )
             ),
         )
         .on_hover_text(

@@ -1,9 +1,15 @@
 //! The background worker: a named [`Task`] that owns the engine, runs one attack-and-analyse job
 //! at a time and sends an immutable [`Snapshot`] back. When several jobs are queued only the
 //! newest runs (stale ones are dropped), and submitting a job cancels the one that is running.
-//! The slow attacks ([`crate::attack::AttackKind::is_slow`]) report their progress as they go, and
-//! a job the worker stopped part-way says so ([`Reply::Cancelled`]). Files (images and models) are read on the loader thread ([`super::loader`]), so a long attack
-//! never delays them.
+//! The slow jobs ([`AnalyseJob::is_slow`]: Square, AutoAttack, EOT over a random defence) report
+//! their progress as they go, and a job the worker stopped part-way says so
+//! ([`Reply::Cancelled`]). Files (images and models) are read on the loader thread
+//! ([`super::loader`]), so a long attack never delays them.
+//!
+//! The engine always runs behind the job's defence ([`Defended`]; an empty chain passes every
+//! call straight through). Its draws restart with every job and again before the views' forward
+//! passes, so a random defence shows the same view of the clean image for every ε until its seed
+//! changes (the "Redraw" button), however many passes the attack took.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use crate::attack::{AttackError, DiagnoseOptions, Progress, diagnose};
 use crate::cancel::Cancel;
 use crate::engine::Opened;
 use crate::engine::gpu::GpuContext;
-use crate::engine::{Engine, EngineChoice, open_engine};
+use crate::engine::{Defended, EngineChoice, open_engine};
 use crate::model::Network;
 
 /// Name of the worker thread.
@@ -34,8 +40,8 @@ pub enum Reply {
     },
     /// Something the user should know that is not a failure (e.g. a GPU fallback).
     Notice(String),
-    /// How far a slow attack has got (sent only for [`crate::attack::AttackKind::is_slow`]
-    /// attacks, at most every [`PROGRESS_STEP`] of the run or when the stage changes).
+    /// How far a slow job has got (sent only for [`AnalyseJob::is_slow`] jobs, at most every
+    /// [`PROGRESS_STEP`] of the run or when the stage changes).
     Progress {
         /// The job's id.
         id: u64,
@@ -125,11 +131,12 @@ impl Drop for Worker {
     }
 }
 
-/// The engine the worker keeps between jobs, rebuilt when the network or the choice changes.
+/// The engine the worker keeps between jobs, rebuilt when the network or the choice changes;
+/// each job sets its own defence in front of it.
 struct EngineCache {
     net: Arc<Network>,
     choice: EngineChoice,
-    engine: Box<dyn Engine>,
+    engine: Defended,
 }
 
 /// What lives on the worker thread between batches.
@@ -162,6 +169,13 @@ impl WorkerState {
         {
             return false;
         }
+        let engine = engine.and_then(|e| {
+            // A defence that does not fit the model fails this job only (the app checks it
+            // before submitting, so this is the last line of defence).
+            e.set_defense(job.defense.clone())
+                .map_err(|err| format!("cannot put the defence in front of the model: {err}"))?;
+            Ok(e)
+        });
         let result = match engine {
             Ok(engine) => match run_job(engine, &job, reply) {
                 Ok(s) => Some(Reply::Analysed(Box::new(s))),
@@ -182,7 +196,7 @@ impl WorkerState {
         &mut self,
         net: &Arc<Network>,
         choice: EngineChoice,
-    ) -> (Result<&mut dyn Engine, String>, Option<String>) {
+    ) -> (Result<&mut Defended, String>, Option<String>) {
         let stale = self
             .cache
             .as_ref()
@@ -193,11 +207,16 @@ impl WorkerState {
             match open_engine(net.clone(), choice, self.gpu.as_ref()) {
                 Ok(Opened { engine, notice: n }) => {
                     notice = n;
-                    self.cache = Some(EngineCache {
-                        net: net.clone(),
-                        choice,
-                        engine,
-                    });
+                    match Defended::new(engine, crate::defense::Defense::default()) {
+                        Ok(engine) => {
+                            self.cache = Some(EngineCache {
+                                net: net.clone(),
+                                choice,
+                                engine,
+                            });
+                        }
+                        Err(e) => return (Err(format!("cannot open the engine: {e}")), notice),
+                    }
                 }
                 Err(e) => {
                     let error = format!("cannot open the {choice} engine: {e}");
@@ -206,22 +225,22 @@ impl WorkerState {
             }
         }
         match &mut self.cache {
-            Some(c) => (Ok(c.engine.as_mut()), notice),
+            Some(c) => (Ok(&mut c.engine), notice),
             None => (Err("no engine".into()), notice),
         }
     }
 }
 
-/// The attack of `job` (forwarding the progress of a slow attack), then the analysis of its
-/// result.
+/// The attack of `job` (forwarding the progress of a slow job), then the analysis of its
+/// result, on `engine` with the job's defence already set.
 fn run_job(
-    engine: &mut dyn Engine,
+    engine: &mut Defended,
     job: &AnalyseJob,
     reply: &Replier<Reply>,
 ) -> Result<Snapshot, AttackError> {
     let started = Instant::now();
     let last: Cell<Option<(&'static str, f32)>> = Cell::new(None);
-    let slow = job.cfg.kind.is_slow();
+    let slow = job.is_slow();
     let progress = |p: Progress| {
         let due = last
             .get()
@@ -235,6 +254,7 @@ fn run_job(
             });
         }
     };
+    engine.restart_draws();
     let mut result = attack_job(engine, job, &progress)?;
     job.cancel.check()?;
     // The cheap checks only (no unbounded re-run), so a live slider stays live; the panel shows
@@ -245,5 +265,8 @@ fn run_job(
         ..DiagnoseOptions::default()
     };
     result.diagnostics = diagnose(engine, &job.x, &result, &job.cfg, &checks)?;
+    // The views' passes draw from the start again: what they show of the clean image depends
+    // on the seed only, not on how many passes the attack and its checks took.
+    engine.restart_draws();
     analyse_result(engine, job, result, started)
 }

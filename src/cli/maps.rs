@@ -98,6 +98,7 @@ pub fn run(args: &MapsArgs) -> anyhow::Result<()> {
         source: args.image.clone(),
         cfg,
         engine: args.engine,
+        defense: engine.defense().clone(),
         cancel: Cancel::new(),
     };
     let snap = analyse(&mut engine, &job)?;

@@ -66,15 +66,26 @@ impl AdvlensApp {
             });
     }
 
-    /// The slow attack's progress, cancel and run buttons, and whether the views are stale.
+    /// The slow job's progress, cancel and run buttons, and whether the views are stale; above
+    /// them, why the selected defence cannot run on this model, if it cannot.
     fn slow_bar_ui(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        if let Some(e) = self.defense_error() {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "the defence cannot run on this model ({e}); the views show the last result"
+                ),
+            );
+        }
         let selected = self.settings.attack.config();
+        let selected_slow = self.selected_is_slow();
         let view = SlowView {
             run: self.slow.as_ref(),
             selected: &selected,
+            selected_slow,
             shown: snap,
             stale: self.is_stale()
-                && (selected.kind.is_slow() || self.slow.as_ref().is_some_and(SlowRun::in_flight)),
+                && (selected_slow || self.slow.as_ref().is_some_and(SlowRun::in_flight)),
             waiting_for_release: self.waiting_for_release(),
         };
         match slow_run_ui(ui, &view) {

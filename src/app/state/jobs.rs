@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{AdvlensApp, JobKey};
-use crate::analysis::AnalyseJob;
 use crate::analysis::RobustnessJob;
+use crate::analysis::{AnalyseJob, is_slow_job};
 use crate::app::loader::InputPrep;
 use crate::app::robustness::RobustnessRun;
 use crate::app::settings::CurveAttack;
@@ -81,18 +81,33 @@ impl AdvlensApp {
     fn job_key(&self) -> JobKey {
         JobKey {
             cfg: self.settings.attack.config(),
+            defense: self.settings.defense.clone(),
             engine: self.settings.engine,
             image_gen: self.image_gen,
             net: Arc::as_ptr(&self.net) as usize,
         }
     }
 
-    /// Whether the current settings wait for a drag to end: a slow attack whose inputs changed
+    /// Whether the current settings make a slow job (a slow attack, or EOT over a random
+    /// defence): it runs in the background with progress, not live on the slider.
+    pub fn selected_is_slow(&self) -> bool {
+        is_slow_job(&self.settings.attack.config(), &self.settings.defense)
+    }
+
+    /// Why the selected defence cannot run in front of the model in use (a chain that does not
+    /// fit its input size), or `None` when it can. No job is submitted while there is a reason.
+    pub fn defense_error(&self) -> Option<String> {
+        self.settings
+            .defense
+            .check(self.net.input_shape())
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    /// Whether the current settings wait for a drag to end: a slow job whose inputs changed
     /// while a widget (the ε slider) is being dragged.
     pub(super) fn waiting_for_release(&self) -> bool {
-        self.dragging
-            && self.settings.attack.kind.is_slow()
-            && self.submitted.as_ref() != Some(&self.job_key())
+        self.dragging && self.selected_is_slow() && self.submitted.as_ref() != Some(&self.job_key())
     }
 
     /// Whether the result on screen is not the result of the current settings (a newer job is
@@ -125,14 +140,15 @@ impl AdvlensApp {
         self.submitted = None;
     }
 
-    /// Submits a job when the attack, the image or the model changed since the last one. A slow
-    /// attack waits until no widget is being dragged: it runs when the ε slider is released.
+    /// Submits a job when the attack, the defence, the image or the model changed since the last
+    /// one. A slow job waits until no widget is being dragged: it runs when the ε slider is
+    /// released. A defence that does not fit the model is not submitted (the controls say why).
     pub fn submit_if_changed(&mut self) {
         let key = self.job_key();
         if self.submitted.as_ref() == Some(&key) {
             return;
         }
-        if self.waiting_for_release() {
+        if self.waiting_for_release() || self.defense_error().is_some() {
             return;
         }
         // After a model change the image is converted again on the loader; wait for it.
@@ -158,13 +174,12 @@ impl AdvlensApp {
             source: self.settings.image.describe(),
             cfg: key.cfg.clone(),
             engine: key.engine,
+            defense: key.defense.clone(),
             cancel: Cancel::new(),
         };
-        self.slow = key
-            .cfg
-            .kind
+        self.slow = job
             .is_slow()
-            .then(|| SlowRun::new(self.next_id, &key.cfg));
+            .then(|| SlowRun::new(self.next_id, &key.cfg, key.defense.draws_per_gradient()));
         self.next_id += 1;
         worker.submit(job);
         self.busy = true;

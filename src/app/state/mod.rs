@@ -34,6 +34,7 @@ use crate::analysis::Snapshot;
 use crate::array::Array;
 use crate::attack::AttackConfig;
 use crate::data::Labelled;
+use crate::defense::Defense;
 use crate::engine::gpu::GpuContext;
 use crate::model::Network;
 
@@ -45,6 +46,7 @@ pub const SCREENSHOT_ENV: &str = "ADVLENS_SCREENSHOT";
 #[derive(Clone, Debug, PartialEq)]
 struct JobKey {
     cfg: AttackConfig,
+    defense: Defense,
     engine: EngineChoice,
     image_gen: u64,
     net: usize,
