@@ -1,5 +1,6 @@
-//! The control panel: model and image (open, recent, bundled strip), the attack settings, the engine
-//! and the denoise switch. Every control has a tooltip; the panel only edits settings and returns
+//! The control panel: model and image (open, recent, bundled strip), the attack settings, the
+//! defence in front of the network ([`super::defense_controls`]), the engine and the denoise
+//! switch. Every control has a tooltip; the panel only edits settings and returns
 //! what the app should do, it never does work itself.
 
 use std::cell::RefCell;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 
 use eframe::egui;
 
+use super::defense_controls::defense_ui;
 use super::settings::{AttackSettings, EngineChoice, ImageSource, Settings, TargetChoice};
 use super::textures::{CRISP, image_of};
 use crate::attack::parse_budget;
@@ -32,6 +34,8 @@ pub enum Action {
     Bundled(usize),
     /// Show the shipped photo of this name.
     Photo(String),
+    /// Draw the random defence anew (a new seed).
+    RedrawDefense,
 }
 
 /// Textures of the bundled-image strip, made once.
@@ -79,6 +83,10 @@ pub fn controls_ui(
             files_ui(ui, settings, loaded, &mut actions);
             ui.separator();
             attack_ui(ui, &mut settings.attack, loaded.classes);
+            ui.separator();
+            if defense_ui(ui, &mut settings.defense, loaded.input).redraw {
+                actions.push(Action::RedrawDefense);
+            }
             ui.separator();
             engine_ui(ui, settings, loaded.adapter);
             ui.separator();

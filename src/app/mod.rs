@@ -8,13 +8,14 @@
 //! the [`loader`] decodes images and reads model files, the [`writer`] encodes exports and
 //! screenshots, file [`dialogs`] and the [`robustness`] curve run on their own). One concept per
 //! file: [`state`] (the app, split by concern), [`settings`] (persisted), the panels
-//! ([`controls`], [`images`] with [`diagnostics`], [`slow_run`], [`feature_maps`], [`channels`],
+//! ([`controls`] with [`defense_controls`], [`images`] with [`diagnostics`], [`slow_run`], [`feature_maps`], [`channels`],
 //! [`amplification`], [`robustness`], [`status`]), [`textures`] and [`screenshot`].
 
 mod amplification;
 mod bench;
 mod channels;
 mod controls;
+mod defense_controls;
 mod diagnostics;
 mod dialogs;
 mod feature_maps;

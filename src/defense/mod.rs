@@ -16,10 +16,10 @@ mod median;
 mod resize_pad;
 mod transform;
 
-pub use chain::{Applied, Chain};
+pub use chain::{Applied, Chain, MAX_CHAIN};
 pub use draws::Draws;
 pub use resize_pad::{Pattern, padded_size};
-pub use transform::Transform;
+pub use transform::{MAX_MEDIAN, Transform};
 
 use std::fmt;
 use std::str::FromStr;

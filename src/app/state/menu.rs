@@ -8,6 +8,7 @@ use eframe::egui;
 use super::{AdvlensApp, is_model_path};
 use crate::analysis::Export;
 use crate::app::controls::Action;
+use crate::app::defense_controls::redraw_seed;
 use crate::app::dialogs::{DialogAnswer, DialogBackend, DialogPurpose};
 use crate::app::settings::ImageSource;
 
@@ -122,6 +123,9 @@ impl AdvlensApp {
                 if let Err(e) = self.set_image(&ImageSource::Photo(name)) {
                     self.errors.push(e);
                 }
+            }
+            Action::RedrawDefense => {
+                self.settings.defense.seed = redraw_seed(&self.settings.defense, &self.x);
             }
         }
     }
