@@ -1,12 +1,15 @@
 //! The top row: clean image | perturbation (signed colour map, amplified) | adversarial image, and
 //! the top-5 predictions clean vs adversarial (egui_plot, one shared class axis) under the
-//! attack's diagnostics line ([`super::diagnostics`]).
+//! attack's diagnostics line ([`super::diagnostics`]). With a defence, a second row shows what the
+//! network saw: the clean and adversarial images after the transformation, under their inputs
+//! and at the same scale (the predictions and feature maps are those of these images).
 
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot};
 
 use super::textures::{CRISP, image_of, rgb_texture};
-use crate::analysis::Snapshot;
+use crate::analysis::{Seen, Snapshot};
+use crate::array::Array;
 use crate::attack::ClassProb;
 
 /// Textures of the three images of one snapshot.
@@ -16,6 +19,8 @@ struct ImageTextures {
     perturbation: Option<egui::TextureHandle>,
     adversarial: Option<egui::TextureHandle>,
     amplification: f32,
+    /// The clean and adversarial images after the defence, when there is one.
+    seen: Option<[Option<egui::TextureHandle>; 2]>,
 }
 
 impl ImageTextures {
@@ -32,12 +37,19 @@ impl ImageTextures {
             }
             Err(_) => (None, 1.0),
         };
+        let seen = snap.seen.as_ref().map(|s| {
+            [
+                image_of(&s.clean).map(|i| ctx.load_texture("seen-clean", i, CRISP)),
+                image_of(&s.adv).map(|i| ctx.load_texture("seen-adversarial", i, CRISP)),
+            ]
+        });
         Self {
             id: snap.id,
             clean,
             perturbation,
             adversarial,
             amplification,
+            seen,
         }
     }
 }
@@ -65,25 +77,21 @@ fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>
     let side = 112.0;
     let rec = snap.record.images.first();
     ui.horizontal(|ui| {
-        let clean_pred = rec
-            .and_then(|r| r.clean_top5.first())
-            .map(pred_text)
-            .unwrap_or_default();
-        let adv_pred = rec
-            .and_then(|r| r.adversarial_top5.first())
-            .map(pred_text)
-            .unwrap_or_default();
-        image_cell(ui, "clean", t.clean.as_ref(), side, &clean_pred)
-            .on_hover_text("The model's view of the image (after conversion to its input)");
-        let title = format!("perturbation ×{:.0}", t.amplification);
-        let norms = rec
-            .map(|r| format!("L∞ {:.1}/255 · L2 {:.3}", r.linf * 255.0, r.l2))
-            .unwrap_or_default();
-        image_cell(ui, &title, t.perturbation.as_ref(), side, &norms).on_hover_text(
-            "x_adv − x, channel mean, scaled to its own L∞ (red +, blue −, white 0); the factor is the amplification applied",
-        );
-        image_cell(ui, "adversarial", t.adversarial.as_ref(), side, &adv_pred)
-            .on_hover_text("x_adv, the adversarial image");
+        match (&t.seen, &snap.seen) {
+            // One grid, so each transformed image sits under its input.
+            (Some(tex), Some(seen)) => {
+                egui::Grid::new("images-grid")
+                    .num_columns(3)
+                    .spacing([8.0, 6.0])
+                    .show(ui, |ui| {
+                        input_cells(ui, snap, t, side);
+                        ui.end_row();
+                        seen_cells(ui, snap, seen, tex, side);
+                        ui.end_row();
+                    });
+            }
+            _ => input_cells(ui, snap, t, side),
+        }
         if let Some(r) = rec {
             ui.vertical(|ui| {
                 let verdict = if r.success {
@@ -99,6 +107,92 @@ fn images_ui(ui: &mut egui::Ui, snap: &Snapshot, tex: &mut Option<ImageTextures>
     });
 }
 
+/// Clean | perturbation | adversarial, the inputs the attack worked on: three cells in the
+/// current layout.
+fn input_cells(ui: &mut egui::Ui, snap: &Snapshot, t: &ImageTextures, side: f32) {
+    let rec = snap.record.images.first();
+    let clean_pred = rec
+        .and_then(|r| r.clean_top5.first())
+        .map(pred_text)
+        .unwrap_or_default();
+    let adv_pred = rec
+        .and_then(|r| r.adversarial_top5.first())
+        .map(pred_text)
+        .unwrap_or_default();
+    let clean_tip = if snap.seen.is_some() {
+        "The image given to the defended model (after conversion to its input); the prediction under it is the network's on the transformed image below"
+    } else {
+        "The model's view of the image (after conversion to its input)"
+    };
+    image_cell(ui, "clean", t.clean.as_ref(), side, &clean_pred).on_hover_text(clean_tip);
+    let title = format!("perturbation ×{:.0}", t.amplification);
+    let norms = rec
+        .map(|r| format!("L∞ {:.1}/255 · L2 {:.3}", r.linf * 255.0, r.l2))
+        .unwrap_or_default();
+    image_cell(ui, &title, t.perturbation.as_ref(), side, &norms).on_hover_text(
+        "x_adv − x, channel mean, scaled to its own L∞ (red +, blue −, white 0); the factor is the amplification applied",
+    );
+    let adv_tip = if snap.seen.is_some() {
+        "x_adv, the adversarial image given to the defended model; the prediction under it is the network's on the transformed image below"
+    } else {
+        "x_adv, the adversarial image"
+    };
+    image_cell(ui, "adversarial", t.adversarial.as_ref(), side, &adv_pred).on_hover_text(adv_tip);
+}
+
+/// What the network saw: the clean and adversarial images after the defence (under their
+/// inputs, at the same scale), each with its L2 distance from its input, and the defence
+/// between them.
+fn seen_cells(
+    ui: &mut egui::Ui,
+    snap: &Snapshot,
+    seen: &Seen,
+    tex: &[Option<egui::TextureHandle>; 2],
+    side: f32,
+) {
+    let moved = |after: &Array, before: &Array| {
+        let l2 = after
+            .data()
+            .iter()
+            .zip(before.data())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        format!("L2 {l2:.3} from the input")
+    };
+    image_cell(
+        ui,
+        "clean, as seen",
+        tex[0].as_ref(),
+        side,
+        &moved(&seen.clean, &snap.x),
+    )
+    .on_hover_text("What the network saw of the clean image: the input after the defence's transformation (one draw for a random defence). The clean prediction and feature maps are the network's on this image.");
+    ui.vertical(|ui| {
+        ui.set_max_width(side + 8.0);
+        ui.add(egui::Label::new(egui::RichText::new("what the network sees").strong()).extend());
+        ui.label(snap.defense.chain.to_string());
+        let d = &snap.defense;
+        let mut how = format!("gradient {}", d.gradient);
+        if d.chain.is_random() {
+            how.push_str(&format!(" · EOT {} · seed {}", d.eot, d.seed));
+        }
+        ui.small(how);
+    })
+    .response
+    .on_hover_text(
+        "The defence in front of the network: these transformed images are what it classified",
+    );
+    image_cell(
+        ui,
+        "adversarial, as seen",
+        tex[1].as_ref(),
+        side,
+        &moved(&seen.adv, &snap.x_adv),
+    )
+    .on_hover_text("What the network saw of the adversarial image: x_adv after the defence's transformation. The adversarial prediction and feature maps are the network's on this image.");
+}
+
 fn pred_text(p: &ClassProb) -> String {
     format!("{} ({:.0}%)", p.name, 100.0 * p.prob)
 }
@@ -111,7 +205,9 @@ fn image_cell(
     caption: &str,
 ) -> egui::Response {
     ui.vertical(|ui| {
-        ui.strong(title);
+        // Titles and captions never wrap: in the defended grid a column is as wide as its
+        // widest cell.
+        ui.add(egui::Label::new(egui::RichText::new(title).strong()).extend());
         match tex {
             Some(t) => {
                 ui.image((t.id(), egui::vec2(side, side)));
@@ -120,7 +216,7 @@ fn image_cell(
                 ui.add_sized([side, side], egui::Label::new("(not available)"));
             }
         }
-        ui.label(caption);
+        ui.add(egui::Label::new(caption).extend());
     })
     .response
 }
