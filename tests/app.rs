@@ -491,6 +491,7 @@ fn robustness_curve_reports_progress_and_accuracy() {
         eps: vec![0.0, 16.0 / 255.0],
         engine: advlens::engine::EngineChoice::Cpu,
         gpu: None,
+        defense: advlens::defense::Defense::default(),
     };
     let run = |job: &RobustnessJob| {
         let got = std::sync::Mutex::new(vec![]);
@@ -525,6 +526,7 @@ fn robustness_curve_reports_progress_and_accuracy() {
         cfg: job.cfg.clone(),
         eps: job.eps.clone(),
         net: job.net.clone(),
+        defense: job.defense.clone(),
     };
     let gpu_points = run(&on_gpu);
     for ((e, a), (eg, ag)) in points.iter().zip(&gpu_points) {

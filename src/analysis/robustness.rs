@@ -8,8 +8,9 @@ use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Norm};
 use crate::cancel::Cancel;
 use crate::data::Labelled;
+use crate::defense::Defense;
 use crate::engine::gpu::GpuContext;
-use crate::engine::{EngineChoice, open_engine};
+use crate::engine::{Defended, EngineChoice, open_engine};
 use crate::model::Network;
 
 /// Images per batch, so progress moves and cancel is prompt.
@@ -49,6 +50,9 @@ pub struct RobustnessJob {
     pub engine: EngineChoice,
     /// The device to run the gpu engine on (the window's, in the app); `None` finds one.
     pub gpu: Option<GpuContext>,
+    /// The defence in front of the network, as for the live view (none: the bare network). A
+    /// random defence predicts each image with one draw per pass.
+    pub defense: Defense,
 }
 
 /// The attack a robustness curve uses: the chosen one, or PGD for minimum-norm attacks (they
@@ -96,9 +100,10 @@ pub fn robustness_curve(
             job.labels.len()
         ));
     }
-    let mut engine = open_engine(job.net.clone(), job.engine, job.gpu.as_ref())
+    let engine = open_engine(job.net.clone(), job.engine, job.gpu.as_ref())
         .map_err(|e| e.to_string())?
         .engine;
+    let mut engine = Defended::new(engine, job.defense.clone()).map_err(|e| e.to_string())?;
     let data = Labelled {
         images: job.images.clone(),
         labels: job.labels.clone(),
@@ -111,7 +116,7 @@ pub fn robustness_curve(
             send(CurveProgress::Fraction(f));
         };
         let report = evaluate(
-            engine.as_mut(),
+            &mut engine,
             &data,
             std::slice::from_ref(&cfg),
             CHUNK,

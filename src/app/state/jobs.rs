@@ -198,6 +198,12 @@ impl AdvlensApp {
                 .push("the bundled test images are not available");
             return;
         };
+        if let Some(e) = self.defense_error() {
+            self.errors.push(format!(
+                "the robustness curve cannot run behind this defence: {e}"
+            ));
+            return;
+        }
         let n = self.settings.robustness.images.clamp(1, set.len());
         let idx: Vec<usize> = (0..n).collect();
         let sub = set.select(&idx);
@@ -212,6 +218,7 @@ impl AdvlensApp {
             eps: self.settings.robustness.eps_values(),
             engine: self.settings.engine,
             gpu: self.gpu.clone(),
+            defense: self.settings.defense.clone(),
         };
         let apgd = (self.settings.robustness.attack == CurveAttack::ApgdCe)
             .then_some(self.settings.robustness.apgd_steps);
@@ -219,6 +226,9 @@ impl AdvlensApp {
             Ok(mut r) => {
                 if let Some(steps) = apgd {
                     r.attack = format!("apgd-ce {steps} steps");
+                }
+                if !self.settings.defense.is_none() {
+                    r.attack = format!("{} behind {}", r.attack, self.settings.defense.chain);
                 }
                 self.robustness = Some(r);
             }
