@@ -15,7 +15,7 @@ use advlens::attack::{AttackConfig, AttackKind};
 use advlens::cancel::Cancel;
 use advlens::defense::{Chain, Defense, Draws};
 use advlens::engine::cpu::CpuEngine;
-use advlens::engine::{Engine as _, EngineChoice, ForwardOptions, TapSelection};
+use advlens::engine::{Defended, Engine as _, EngineChoice, ForwardOptions, TapSelection};
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
@@ -266,6 +266,55 @@ fn analysing_a_defended_job_on_a_bare_engine_is_an_error() {
     let j = job(0, fgsm(), Defense::new("bits:3".parse().unwrap()));
     let err = analyse(&mut bare, &j).unwrap_err().to_string();
     assert!(err.contains("does not run the job's defence"), "{err}");
+    // And the reverse: a defended engine under a job without the defence.
+    let mut defended = Defended::new(Box::new(bare), j.defense.clone()).unwrap();
+    assert!(analyse(&mut defended, &j).unwrap().seen.is_some());
+    let undefended = job(0, fgsm(), Defense::default());
+    let err = analyse(&mut defended, &undefended).unwrap_err().to_string();
+    assert!(err.contains("it runs bits:3"), "{err}");
+}
+
+#[test]
+fn eot_goes_where_the_attack_takes_it_as_on_the_command_line() {
+    let mut harness = cpu_app_harness();
+    {
+        let s = &mut harness.state_mut().settings;
+        s.attack.kind = AttackKind::ApgdCe;
+        s.attack.steps = Some(4);
+        s.defense = Defense {
+            eot: 3,
+            ..Defense::new("resize-pad".parse().unwrap())
+        };
+    }
+    harness.step();
+    assert_eq!(harness.state().slow_run().map(|r| r.draws), Some(3));
+    step_until(&mut harness, |a| {
+        a.snapshot()
+            .is_some_and(|s| s.cfg.kind == AttackKind::ApgdCe)
+            && !a.is_busy()
+    });
+    // APGD averages its own gradient calls: the defence draws once per call.
+    let snap = harness.state().snapshot().unwrap();
+    assert_eq!((snap.cfg.apgd.eot, snap.defense.eot), (3, 1));
+    assert_eq!(snap.record.defense.as_ref(), Some(&snap.defense));
+    // PGD takes one gradient per step: the defence averages inside it.
+    harness.state_mut().settings.attack.kind = AttackKind::Pgd;
+    harness.step();
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| s.cfg.kind == AttackKind::Pgd) && !a.is_busy()
+    });
+    let snap = harness.state().snapshot().unwrap();
+    assert_eq!((snap.cfg.apgd.eot, snap.defense.eot), (1, 3));
+    // Without randomness EOT has nothing to average: one draw, and no slow job.
+    harness.state_mut().settings.defense.chain = "jpeg:60".parse().unwrap();
+    harness.step();
+    assert!(harness.state().slow_run().is_none());
+    step_until(&mut harness, |a| {
+        a.snapshot().is_some_and(|s| !s.defense.chain.is_random()) && !a.is_busy()
+    });
+    let snap = harness.state().snapshot().unwrap();
+    assert_eq!((snap.cfg.apgd.eot, snap.defense.eot), (1, 1));
+    assert!(harness.state().errors.list.is_empty());
 }
 
 #[test]

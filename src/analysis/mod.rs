@@ -34,7 +34,8 @@ pub use feature_grid::{
 pub use render::{ShapeError, feature_export_size, feature_maps_image, perturbation_rgb};
 pub use robustness::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
 pub use snapshot::{
-    AnalyseJob, Seen, Snapshot, TapPair, analyse, analyse_result, attack_job, is_slow_job,
+    AnalyseJob, Seen, Snapshot, TapPair, analyse, analyse_result, attack_job, eot_draws,
+    is_slow_job,
 };
 
 use crate::array::Array;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::array::Array;
-use crate::attack::{AttackConfig, AttackError, AttackResult, Diagnostic, Progress, Stage};
+use crate::attack::{
+    AttackConfig, AttackError, AttackKind, AttackResult, Diagnostic, Progress, Stage,
+};
 use crate::attack::{RunRecord, image_records};
 use crate::cancel::Cancel;
 use crate::defense::Defense;
@@ -55,7 +57,24 @@ impl AnalyseJob {
 
 /// Whether `cfg` behind `defense` is a slow job (see [`AnalyseJob::is_slow`]).
 pub fn is_slow_job(cfg: &AttackConfig, defense: &Defense) -> bool {
-    cfg.kind.is_slow() || defense.draws_per_gradient() > 1
+    cfg.kind.is_slow() || eot_draws(cfg, defense) > 1
+}
+
+/// The draws of a random defence that each step of the attack averages over, wherever the
+/// averaging happens: inside each gradient call (the defence's `eot`), or in the attack's own
+/// loop for the APGD family and AutoAttack (`cfg.apgd.eot`; see [`crate::attack::route_eot`]).
+/// 1 when the chain draws no randomness.
+pub fn eot_draws(cfg: &AttackConfig, defense: &Defense) -> usize {
+    if !defense.chain.is_random() {
+        return 1;
+    }
+    let own = cfg.kind.is_apgd()
+        || matches!(
+            cfg.kind,
+            AttackKind::AutoAttack | AttackKind::AutoAttackRand
+        );
+    let in_attack = if own { cfg.apgd.eot } else { 1 };
+    defense.eot.max(in_attack).max(1)
 }
 
 /// The clean and adversarial images as the network saw them, after a defence's transformation.
@@ -152,6 +171,7 @@ pub fn attack_job(
     job: &AnalyseJob,
     progress: &dyn Fn(Progress),
 ) -> Result<AttackResult, AttackError> {
+    check_defense(engine, job)?;
     let labels = job.label.map(|l| vec![l]);
     crate::attack::run_with_progress(
         engine,
@@ -176,9 +196,13 @@ pub fn analyse_result(
         taps: TapSelection::All,
         bypass_denoise: job.cfg.bypass_denoise,
     };
+    check_defense(engine, job)?;
     let mut clean = engine.forward(&job.x, &opts)?;
     let mut adv = engine.forward(&result.x_adv, &opts)?;
-    let seen = seen_images(job, clean.seen.take(), adv.seen.take())?;
+    let seen = match (clean.seen.take(), adv.seen.take()) {
+        (Some(clean), Some(adv)) => Some(Seen { clean, adv }),
+        _ => None,
+    };
     let net = engine.network();
     let taps = clean
         .taps
@@ -231,20 +255,18 @@ pub fn analyse_result(
     })
 }
 
-/// The transformed pair of a defended job, checking that the engine ran the job's defence (a
-/// transformed input without a defence, or none with one, is a caller's mistake worth an error
-/// rather than a mislabelled view).
-fn seen_images(
-    job: &AnalyseJob,
-    clean: Option<Array>,
-    adv: Option<Array>,
-) -> Result<Option<Seen>, AttackError> {
-    match (clean, adv) {
-        (Some(clean), Some(adv)) if !job.defense.is_none() => Ok(Some(Seen { clean, adv })),
-        (None, None) if job.defense.is_none() => Ok(None),
-        _ => Err(AttackError::Config(format!(
-            "the engine does not run the job's defence ({})",
-            job.defense.describe()
-        ))),
+/// Checks that `engine` runs the job's defence (a defended engine under an undefended job, or
+/// the reverse, is a caller's mistake worth an error rather than a mislabelled view or record).
+fn check_defense(engine: &dyn Engine, job: &AnalyseJob) -> Result<(), AttackError> {
+    let wanted = (!job.defense.is_none()).then_some(&job.defense);
+    if engine.active_defense() == wanted {
+        return Ok(());
     }
+    Err(AttackError::Config(format!(
+        "the engine does not run the job's defence ({}); it runs {}",
+        job.defense.describe(),
+        engine
+            .active_defense()
+            .map_or("none".into(), Defense::describe)
+    )))
 }

@@ -8,7 +8,7 @@ use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot};
 
 use super::textures::{CRISP, image_of, rgb_texture};
-use crate::analysis::{Seen, Snapshot};
+use crate::analysis::{Seen, Snapshot, eot_draws};
 use crate::array::Array;
 use crate::attack::ClassProb;
 
@@ -175,7 +175,8 @@ fn seen_cells(
         let d = &snap.defense;
         let mut how = format!("gradient {}", d.gradient);
         if d.chain.is_random() {
-            how.push_str(&format!(" · EOT {} · seed {}", d.eot, d.seed));
+            let k = eot_draws(&snap.cfg, d);
+            how.push_str(&format!(" · EOT {k} · seed {}", d.seed));
         }
         ui.small(how);
     })

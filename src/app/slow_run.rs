@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use eframe::egui;
 
-use crate::analysis::Snapshot;
+use crate::analysis::{Snapshot, eot_draws};
 use crate::attack::{AttackConfig, AttackKind};
 
 /// Where a slow run is.
@@ -162,7 +162,7 @@ pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
                             describe(
                                 view.shown.cfg.kind,
                                 view.shown.cfg.eps,
-                                view.shown.defense.draws_per_gradient()
+                                eot_draws(&view.shown.cfg, &view.shown.defense)
                             ),
                             view.shown.elapsed_ms / 1e3
                         ));
@@ -190,7 +190,7 @@ pub fn slow_run_ui(ui: &mut egui::Ui, view: &SlowView<'_>) -> SlowAction {
                 describe(
                     view.shown.cfg.kind,
                     view.shown.cfg.eps,
-                    view.shown.defense.draws_per_gradient()
+                    eot_draws(&view.shown.cfg, &view.shown.defense)
                 )
             ),
         )

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use super::{AdvlensApp, JobKey};
 use crate::analysis::RobustnessJob;
-use crate::analysis::{AnalyseJob, is_slow_job};
+use crate::analysis::{AnalyseJob, eot_draws, is_slow_job};
 use crate::app::loader::InputPrep;
 use crate::app::robustness::RobustnessRun;
 use crate::app::settings::CurveAttack;
 use crate::app::slow_run::{SlowRun, SlowState};
 use crate::app::worker::Reply;
+use crate::attack::{AttackConfig, route_eot};
 use crate::cancel::Cancel;
+use crate::defense::Defense;
 
 impl AdvlensApp {
     /// Takes every reply the worker and the loader have sent.
@@ -77,11 +79,27 @@ impl AdvlensApp {
         }
     }
 
+    /// `cfg` and the defence of the settings with EOT's draws where the attack takes them, as
+    /// the command line routes them ([`route_eot`]: in APGD's and AutoAttack's own loops, else
+    /// inside each gradient call), and only for a random chain (the EOT control is off
+    /// otherwise).
+    fn routed(&self, mut cfg: AttackConfig) -> (AttackConfig, Defense) {
+        let mut defense = self.settings.defense.clone();
+        let k = if defense.chain.is_random() {
+            defense.eot
+        } else {
+            1
+        };
+        route_eot(&mut cfg, &mut defense, k);
+        (cfg, defense)
+    }
+
     /// What the next job would be computed from.
     fn job_key(&self) -> JobKey {
+        let (cfg, defense) = self.routed(self.settings.attack.config());
         JobKey {
-            cfg: self.settings.attack.config(),
-            defense: self.settings.defense.clone(),
+            cfg,
+            defense,
             engine: self.settings.engine,
             image_gen: self.image_gen,
             net: Arc::as_ptr(&self.net) as usize,
@@ -91,7 +109,8 @@ impl AdvlensApp {
     /// Whether the current settings make a slow job (a slow attack, or EOT over a random
     /// defence): it runs in the background with progress, not live on the slider.
     pub fn selected_is_slow(&self) -> bool {
-        is_slow_job(&self.settings.attack.config(), &self.settings.defense)
+        let (cfg, defense) = self.routed(self.settings.attack.config());
+        is_slow_job(&cfg, &defense)
     }
 
     /// Why the selected defence cannot run in front of the model in use (a chain that does not
@@ -179,7 +198,7 @@ impl AdvlensApp {
         };
         self.slow = job
             .is_slow()
-            .then(|| SlowRun::new(self.next_id, &key.cfg, key.defense.draws_per_gradient()));
+            .then(|| SlowRun::new(self.next_id, &key.cfg, eot_draws(&key.cfg, &key.defense)));
         self.next_id += 1;
         worker.submit(job);
         self.busy = true;
@@ -204,6 +223,11 @@ impl AdvlensApp {
             ));
             return;
         }
+        let (cfg, defense) = self.routed(
+            self.settings
+                .robustness
+                .curve_config(&self.settings.attack.config()),
+        );
         let n = self.settings.robustness.images.clamp(1, set.len());
         let idx: Vec<usize> = (0..n).collect();
         let sub = set.select(&idx);
@@ -211,14 +235,11 @@ impl AdvlensApp {
             net: self.net.clone(),
             images: sub.images,
             labels: sub.labels,
-            cfg: self
-                .settings
-                .robustness
-                .curve_config(&self.settings.attack.config()),
+            cfg,
             eps: self.settings.robustness.eps_values(),
             engine: self.settings.engine,
             gpu: self.gpu.clone(),
-            defense: self.settings.defense.clone(),
+            defense,
         };
         let apgd = (self.settings.robustness.attack == CurveAttack::ApgdCe)
             .then_some(self.settings.robustness.apgd_steps);
