@@ -53,21 +53,29 @@ pub struct EvalRow {
     pub stages: Vec<Stage>,
 }
 
+/// Accuracy in percent: the mean over a random defence's draws, else `correct` of `images`.
+fn accuracy(draws: Option<&DrawStats>, correct: usize, images: usize) -> f64 {
+    draws.map_or_else(|| percent(correct, images), |d| d.mean)
+}
+
+/// [`accuracy`] as written in tables: `71.20`, or `71.20 ± 0.80` over the draws.
+fn accuracy_text(draws: Option<&DrawStats>, correct: usize, images: usize) -> String {
+    draws.map_or_else(
+        || format!("{:.2}", percent(correct, images)),
+        DrawStats::text,
+    )
+}
+
 impl EvalRow {
     /// Robust accuracy in percent (behind a random defence, the mean over the draws).
     pub fn accuracy(&self) -> f64 {
-        self.draws
-            .as_ref()
-            .map_or_else(|| percent(self.correct, self.images), |d| d.mean)
+        accuracy(self.draws.as_ref(), self.correct, self.images)
     }
 
     /// Robust accuracy as written in tables: `71.20`, or `71.20 ± 0.80` over a random
     /// defence's draws.
     pub fn accuracy_text(&self) -> String {
-        self.draws.as_ref().map_or_else(
-            || format!("{:.2}", percent(self.correct, self.images)),
-            DrawStats::text,
-        )
+        accuracy_text(self.draws.as_ref(), self.correct, self.images)
     }
 
     /// The attack's name in tables: AutoAttack's says which components it lacks.
@@ -196,18 +204,13 @@ fn percent(a: usize, b: usize) -> f64 {
 impl EvalReport {
     /// Clean accuracy in percent (behind a random defence, the mean over the draws).
     pub fn clean_accuracy(&self) -> f64 {
-        self.clean_draws
-            .as_ref()
-            .map_or_else(|| percent(self.clean_correct, self.images), |d| d.mean)
+        accuracy(self.clean_draws.as_ref(), self.clean_correct, self.images)
     }
 
     /// Clean accuracy as written in tables: `90.00`, or `90.00 ± 0.50` over a random
     /// defence's draws.
     pub fn clean_accuracy_text(&self) -> String {
-        self.clean_draws.as_ref().map_or_else(
-            || format!("{:.2}", percent(self.clean_correct, self.images)),
-            DrawStats::text,
-        )
+        accuracy_text(self.clean_draws.as_ref(), self.clean_correct, self.images)
     }
 
     /// What the accuracies were measured through, for a line above a table: the defence and,
