@@ -613,6 +613,8 @@ fn every_attack_runs_through_a_random_defence_within_its_budget_and_repeats_with
         (AttackKind::Deepfool, Norm::Linf, 0.1),
         (AttackKind::ApgdCe, Norm::Linf, 0.1),
         (AttackKind::ApgdT, Norm::Linf, 0.1),
+        (AttackKind::Square, Norm::Linf, 0.1),
+        (AttackKind::AutoAttack, Norm::Linf, 0.1),
     ] {
         let cfg = AttackConfig {
             kind,
@@ -621,6 +623,10 @@ fn every_attack_runs_through_a_random_defence_within_its_budget_and_repeats_with
             steps: Some(4),
             apgd: advlens::attack::ApgdConfig {
                 targets: 2,
+                ..Default::default()
+            },
+            square: advlens::attack::SquareConfig {
+                queries: 20,
                 ..Default::default()
             },
             ..Default::default()
@@ -650,6 +656,10 @@ fn every_attack_runs_through_a_random_defence_within_its_budget_and_repeats_with
             a.x_adv.data().iter().all(|v| (0.0..=1.0).contains(v)),
             "{kind:?}"
         );
-        assert_ne!(a.x_adv.data(), x.data(), "{kind:?} moved the image");
+        // AutoAttack leaves an image the model already gets wrong as it is (this random network
+        // gets these wrong); every other attack moves it.
+        if kind != AttackKind::AutoAttack {
+            assert_ne!(a.x_adv.data(), x.data(), "{kind:?} moved the image");
+        }
     }
 }
