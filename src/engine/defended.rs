@@ -87,6 +87,20 @@ impl Defended {
         Ok(self.apply(x, 0)?.x)
     }
 
+    /// The gradient at `x` through draw `draw` of this pass, mapped back through the chain.
+    fn draw_gradient(
+        &mut self,
+        x: &Array,
+        draw: u64,
+        loss: &Loss,
+        opts: &ForwardOptions,
+    ) -> Result<Gradient, EngineError> {
+        let applied = self.apply(x, draw)?;
+        let g = self.inner.input_grad(&applied.x, loss, opts)?;
+        let grad = applied.backward(&g.grad, self.defense.gradient)?;
+        Ok(Gradient { grad, ..g })
+    }
+
     fn apply(&self, x: &Array, draw: u64) -> Result<Applied, DefenseError> {
         self.defense.chain.apply(
             x,
@@ -142,24 +156,14 @@ impl Engine for Defended {
         }
         check_input(self.inner.network(), x)?;
         let draws = self.defense.draws_per_gradient();
-        let mut total: Option<Gradient> = None;
-        for draw in 0..draws as u64 {
-            let applied = self.apply(x, draw)?;
-            let g = self.inner.input_grad(&applied.x, loss, opts)?;
-            let grad = applied.backward(&g.grad, self.defense.gradient)?;
-            let g = Gradient { grad, ..g };
-            total = Some(match total {
-                None => g,
-                Some(mut t) => {
-                    add(t.grad.data_mut(), g.grad.data());
-                    add(t.logits.data_mut(), g.logits.data());
-                    add(&mut t.loss, &g.loss);
-                    t
-                }
-            });
+        let mut out = self.draw_gradient(x, 0, loss, opts)?;
+        for draw in 1..draws as u64 {
+            let g = self.draw_gradient(x, draw, loss, opts)?;
+            add(out.grad.data_mut(), g.grad.data());
+            add(out.logits.data_mut(), g.logits.data());
+            add(&mut out.loss, &g.loss);
         }
         self.calls += 1;
-        let mut out = total.ok_or(EngineError::Cancelled)?;
         if draws > 1 {
             let s = 1.0 / draws as f32;
             out.grad.data_mut().iter_mut().for_each(|v| *v *= s);
