@@ -1164,19 +1164,7 @@ fn autoattack_runs_in_the_background_with_progress_and_a_cancel_that_stops_the_w
         .expect("AutoAttack runs as a slow job")
         .id;
     // Progress arrives from the worker with the component's name; each frame stays quick.
-    let mut slowest = Duration::ZERO;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !harness
-        .state()
-        .slow_run()
-        .is_some_and(|r| r.stage == Some("apgd-ce") && r.done > 0.0)
-    {
-        assert!(Instant::now() < deadline, "no progress arrived");
-        std::thread::sleep(Duration::from_millis(20));
-        let t = Instant::now();
-        harness.step();
-        slowest = slowest.max(t.elapsed());
-    }
+    let slowest = common::step_until_progress(&mut harness, "apgd-ce");
     harness.step();
     assert!(
         slowest < Duration::from_millis(500),

@@ -334,19 +334,7 @@ fn eot_runs_in_the_background_with_progress_and_the_newest_request_wins() {
     assert_eq!(run.draws, 20);
     let first = run.id;
     // Progress arrives from the worker; each frame stays quick.
-    let mut slowest = Duration::ZERO;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !harness
-        .state()
-        .slow_run()
-        .is_some_and(|r| r.stage == Some("pgd") && r.done > 0.0)
-    {
-        assert!(Instant::now() < deadline, "no progress arrived");
-        std::thread::sleep(Duration::from_millis(20));
-        let t = Instant::now();
-        harness.step();
-        slowest = slowest.max(t.elapsed());
-    }
+    let slowest = common::step_until_progress(&mut harness, "pgd");
     harness.step();
     assert!(
         slowest < Duration::from_millis(500),

@@ -253,3 +253,26 @@ pub fn gpu_context() -> Option<advlens::engine::gpu::GpuContext> {
         }
     }
 }
+
+/// Steps the app until its slow run reports progress in `stage`, and returns the slowest frame
+/// (the UI must stay responsive while the worker runs). Fails after two minutes.
+pub fn step_until_progress(
+    harness: &mut egui_kittest::Harness<'_, advlens::app::AdvlensApp>,
+    stage: &str,
+) -> std::time::Duration {
+    use std::time::{Duration, Instant};
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !harness
+        .state()
+        .slow_run()
+        .is_some_and(|r| r.stage == Some(stage) && r.done > 0.0)
+    {
+        assert!(Instant::now() < deadline, "no progress arrived");
+        std::thread::sleep(Duration::from_millis(20));
+        let t = Instant::now();
+        harness.step();
+        slowest = slowest.max(t.elapsed());
+    }
+    slowest
+}
