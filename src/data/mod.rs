@@ -4,6 +4,7 @@
 mod idx;
 mod image_io;
 mod imagenet;
+mod source;
 
 pub use idx::{
     FASHION_CLASSES, FormatError, Idx, IdxError, Labelled, LabelledError, Split,
@@ -14,3 +15,4 @@ pub use image_io::{
     example_to_image, load as load_image, load_for_model, save_png, to_array_with,
 };
 pub use imagenet::{COUNT as IMAGENET_CLASSES, names as imagenet_names};
+pub use source::{Batch, Examples, InMemory, Prefetch, Unreadable, empty as empty_batch};
