@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EvalOptions, EvalReport, evaluate_defended};
+use super::{EvalOptions, EvalReport, EvalRow, evaluate_defended};
 use crate::attack::{AttackConfig, AttackError};
 use crate::cancel::Cancel;
 use crate::data::Labelled;
@@ -107,12 +107,6 @@ fn eot_cell(d: Option<&Defense>) -> String {
     }
 }
 
-/// An attack's column heading: `pgd-50 ε=0.1`.
-fn attack_heading(a: &AttackConfig, name: &str) -> String {
-    let steps = a.steps.map_or(String::new(), |n| format!("-{n}"));
-    format!("{name}{steps} ε={}", a.eps)
-}
-
 impl DefenseSuite {
     /// A markdown table with a row per report (defence, gradient mode, EOT) and a column per
     /// attack, accuracies in percent (`mean ± sd` over a random defence's draws), then the
@@ -122,11 +116,7 @@ impl DefenseSuite {
         let Some(first) = self.reports.first() else {
             return "no defence was evaluated\n".into();
         };
-        let headings: Vec<String> = first
-            .rows
-            .iter()
-            .map(|r| attack_heading(&r.attack, &r.name()))
-            .collect();
+        let headings: Vec<String> = first.rows.iter().map(EvalRow::heading).collect();
         let _ = write!(s, "| defence | gradient | EOT | images | clean %");
         for h in &headings {
             let _ = write!(s, " | {h} %");

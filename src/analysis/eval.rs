@@ -8,21 +8,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::DrawStats;
-use super::amplification;
-use super::block_noise::{BlockNoise, block_noise, block_noise_markdown};
-use crate::array::Array;
+use super::block_noise::{BlockNoise, block_noise_markdown};
+use super::eval_loop::{BatchLine, BatchRow};
 use crate::attack::{
-    self, AttackConfig, AttackError, AttackKind, DiagnoseOptions, Diagnostic, Flag, Stage,
-    TargetMode, diagnose, merge_batches, route_eot, square_beats_white_box,
+    self, AttackConfig, AttackKind, Diagnostic, Flag, Stage, TargetMode, merge_batches,
+    square_beats_white_box,
 };
-use crate::cancel::Cancel;
-use crate::data::Labelled;
+use crate::data::Unreadable;
 use crate::defense::Defense;
-use crate::engine::{Defended, Engine, ForwardOptions, TapSelection, predictions};
-
-/// Draws of a random defence's randomness that clean and robust accuracy are averaged over, by
-/// default.
-pub const DEFAULT_DEFENSE_DRAWS: usize = 10;
 
 /// One attack setting's results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +44,14 @@ pub struct EvalRow {
     /// For AutoAttack: each component's counts and seconds summed over the batches.
     #[serde(default)]
     pub stages: Vec<Stage>,
+    /// Robust accuracy in percent, as [`EvalRow::accuracy`] computes it (written for readers
+    /// of the JSON).
+    #[serde(default)]
+    pub accuracy: f64,
+    /// Its 95 % Wilson score interval in percent (`None` behind a random defence, whose spread
+    /// over draws is in `draws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<(f64, f64)>,
 }
 
 /// Accuracy in percent: the mean over a random defence's draws, else `correct` of `images`.
@@ -66,7 +67,78 @@ fn accuracy_text(draws: Option<&DrawStats>, correct: usize, images: usize) -> St
     )
 }
 
+/// The 95 % Wilson score interval of `correct` successes in `n` trials, in percent (`(0, 100)`
+/// for no trials).
+pub fn wilson95(correct: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 100.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (n, p) = (n as f64, correct as f64 / n as f64);
+    let centre = p + z * z / (2.0 * n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    let scale = 1.0 + z * z / n;
+    (
+        (100.0 * (centre - half) / scale).max(0.0),
+        (100.0 * (centre + half) / scale).min(100.0),
+    )
+}
+
+/// Adds AutoAttack's per-component counts and seconds of another batch or shard.
+fn add_stages(into: &mut Vec<Stage>, more: Vec<Stage>) {
+    if into.is_empty() {
+        *into = more;
+        return;
+    }
+    for (s, add) in into.iter_mut().zip(more) {
+        s.attacked += add.attacked;
+        s.fooled += add.fooled;
+        s.robust_after += add.robust_after;
+        s.seconds += add.seconds;
+    }
+}
+
+/// The interval column: `[70.31, 72.07]`, or `–` when there is none.
+fn ci_text(ci: Option<(f64, f64)>) -> String {
+    ci.map_or("–".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"))
+}
+
 impl EvalRow {
+    /// No images yet for `attack` behind `defense`, with `draws` draws of a random defence.
+    pub(crate) fn empty(
+        attack: AttackConfig,
+        defense: Option<Defense>,
+        draws: Option<usize>,
+    ) -> Self {
+        Self {
+            target_hits: (attack.target != TargetMode::Untargeted).then_some(0),
+            attack,
+            images: 0,
+            correct: 0,
+            defense,
+            draws: draws.map(DrawStats::new),
+            diagnostics: vec![],
+            stages: vec![],
+            accuracy: 0.0,
+            ci95: None,
+        }
+    }
+
+    /// The attack setting as a column heading and in per-image records: `pgd-50 ε=0.1`.
+    pub fn heading(&self) -> String {
+        Self::heading_of(&self.attack)
+    }
+
+    /// [`EvalRow::heading`] of an attack setting.
+    pub fn heading_of(a: &AttackConfig) -> String {
+        let name = match a.kind {
+            AttackKind::AutoAttack => attack::AUTOATTACK_STANDARD_NAME.to_string(),
+            k => k.id().to_string(),
+        };
+        let steps = a.steps.map_or(String::new(), |n| format!("-{n}"));
+        format!("{name}{steps} ε={}", a.eps)
+    }
+
     /// Robust accuracy in percent (behind a random defence, the mean over the draws).
     pub fn accuracy(&self) -> f64 {
         accuracy(self.draws.as_ref(), self.correct, self.images)
@@ -107,7 +179,7 @@ impl EvalRow {
     }
 
     /// Adds one batch's outcome.
-    fn absorb(&mut self, n: usize, b: BatchRow) {
+    pub(crate) fn absorb(&mut self, n: usize, b: BatchRow) {
         self.images += n;
         self.correct += b.correct.first().copied().unwrap_or(0);
         if let Some(d) = self.draws.as_mut() {
@@ -117,24 +189,35 @@ impl EvalRow {
             *h += add;
         }
         merge_batches(&mut self.diagnostics, b.diagnostics);
-        if self.stages.is_empty() {
-            self.stages = b.stages;
-        } else {
-            for (s, add) in self.stages.iter_mut().zip(b.stages) {
-                s.attacked += add.attacked;
-                s.fooled += add.fooled;
-                s.robust_after += add.robust_after;
-                s.seconds += add.seconds;
-            }
-        }
+        add_stages(&mut self.stages, b.stages);
     }
 
-    /// Drops the checks that passed on every batch and judges Square against the white-box
-    /// attacks on the whole set rather than per batch.
-    fn finish(&mut self) {
+    /// Adds another shard's counts for the same attack setting.
+    pub(crate) fn add(&mut self, other: EvalRow) {
+        self.images += other.images;
+        self.correct += other.correct;
+        if let (Some(h), Some(add)) = (self.target_hits.as_mut(), other.target_hits) {
+            *h += add;
+        }
+        if let (Some(d), Some(add)) = (self.draws.as_mut(), &other.draws) {
+            d.add(&add.correct);
+        }
+        merge_batches(&mut self.diagnostics, other.diagnostics);
+        add_stages(&mut self.stages, other.stages);
+    }
+
+    /// Drops the checks that passed on every batch, judges Square against the white-box
+    /// attacks on the whole set rather than per batch, and writes the accuracy and its interval.
+    /// Running it again (after merging shards) gives the same result.
+    pub(crate) fn finish(&mut self) {
         if let Some(d) = self.draws.as_mut() {
             d.finish(self.images);
         }
+        self.accuracy = self.accuracy();
+        self.ci95 = self
+            .draws
+            .is_none()
+            .then(|| wilson95(self.correct, self.images));
         self.diagnostics
             .retain(|d| d.images > 0 && d.flag != Flag::SquareBeatsWhiteBox);
         if let Some(d) = square_beats_white_box(&self.stages, self.images) {
@@ -142,19 +225,6 @@ impl EvalRow {
         }
     }
 }
-
-/// One attack's outcome on one batch.
-struct BatchRow {
-    /// Correct predictions under each draw of the defence (one for a deterministic model).
-    correct: Vec<usize>,
-    hits: Option<usize>,
-    diagnostics: Vec<Diagnostic>,
-    stages: Vec<Stage>,
-}
-
-/// Images re-attacked without a budget by the unbounded check, on the first batch only (the check
-/// costs a second attack).
-pub const EVAL_UNBOUNDED_IMAGES: usize = 16;
 
 /// Mean amplification at one tap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,8 +259,55 @@ pub struct EvalReport {
     /// amplification or denoise blocks).
     #[serde(default)]
     pub block_noise: Vec<BlockNoise>,
+    /// Clean accuracy in percent, as [`EvalReport::clean_accuracy`] computes it.
+    #[serde(default)]
+    pub clean_accuracy: f64,
+    /// Its 95 % Wilson score interval (`None` behind a random defence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_ci95: Option<(f64, f64)>,
+    /// With several attack settings: the per-image worst case, images classified correctly
+    /// under every one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_robust: Option<WorstCase>,
+    /// Examples that could not be read (they count in no accuracy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+    /// The model, data and shard the report is about (set by the command line), so that shards
+    /// of one run can be told from shards of different runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<EvalSource>,
     /// Whether every requested image was evaluated.
     pub complete: bool,
+}
+
+/// Images classified correctly under every attack setting of a report: robust accuracy as the
+/// per-image worst case over the attacks (never an average of them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorstCase {
+    /// Images robust under every attack (behind a random defence, under the first draw).
+    pub correct: usize,
+    /// Behind a random defence: the same under each draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draws: Option<DrawStats>,
+    /// In percent (the mean over draws behind a random defence).
+    pub accuracy: f64,
+    /// 95 % Wilson score interval (`None` behind a random defence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// What an evaluation ran on: recorded so that `advlens merge` combines only shards of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalSource {
+    /// The model as given (`builtin:default`, a path).
+    pub model: String,
+    /// The data as given (`bundled`, a folder, a CSV).
+    pub data: String,
+    /// Examples in the data set before sharding (after `--n`).
+    pub examples: usize,
+    /// This run's shard, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<super::Shard>,
 }
 
 fn percent(a: usize, b: usize) -> f64 {
@@ -202,6 +319,78 @@ fn percent(a: usize, b: usize) -> f64 {
 }
 
 impl EvalReport {
+    /// Adds one batch's line; `amp_sums` collects the amplification sums.
+    pub(crate) fn absorb(&mut self, line: BatchLine, amp_sums: &mut Vec<(String, f64)>) {
+        let n = line.indices.len();
+        self.images += n;
+        self.clean_correct += line.clean.first().copied().unwrap_or(0);
+        if let Some(d) = self.clean_draws.as_mut() {
+            d.add(&line.clean);
+        }
+        for (row, done) in self.rows.iter_mut().zip(line.rows) {
+            row.absorb(n, done);
+        }
+        if self.rows.len() > 1 {
+            let draws = line.all_robust.len();
+            let w = self.all_robust.get_or_insert_with(|| WorstCase {
+                correct: 0,
+                draws: (draws > 1).then(|| DrawStats::new(draws)),
+                accuracy: 0.0,
+                ci95: None,
+            });
+            w.correct += line.all_robust.first().copied().unwrap_or(0);
+            if let Some(d) = w.draws.as_mut() {
+                d.add(&line.all_robust);
+            }
+        }
+        if amp_sums.is_empty() {
+            *amp_sums = line.amplification;
+        } else {
+            for ((_, sum), (_, add)) in amp_sums.iter_mut().zip(line.amplification) {
+                *sum += add;
+            }
+        }
+        self.unreadable.extend(line.unreadable);
+    }
+
+    /// Turns the sums into accuracies, intervals and mean amplifications (`blocks` reads the
+    /// per-block noise off the means by tap name). Idempotent on the counts, so a merged report
+    /// can be finished again.
+    pub(crate) fn finish(
+        &mut self,
+        amp_sums: Vec<(String, f64)>,
+        blocks: impl Fn(&dyn Fn(&str) -> Option<f64>) -> Vec<BlockNoise>,
+    ) {
+        if let Some(d) = self.clean_draws.as_mut() {
+            d.finish(self.images);
+        }
+        self.clean_accuracy = self.clean_accuracy();
+        self.clean_ci95 = self
+            .clean_draws
+            .is_none()
+            .then(|| wilson95(self.clean_correct, self.images));
+        for row in &mut self.rows {
+            row.finish();
+        }
+        if let Some(w) = self.all_robust.as_mut() {
+            if let Some(d) = w.draws.as_mut() {
+                d.finish(self.images);
+            }
+            w.accuracy = accuracy(w.draws.as_ref(), w.correct, self.images);
+            w.ci95 = w.draws.is_none().then(|| wilson95(w.correct, self.images));
+        }
+        let images = self.images;
+        self.amplification = amp_sums
+            .into_iter()
+            .map(|(tap, sum)| TapAmplification {
+                tap,
+                mean: if images > 0 { sum / images as f64 } else { 0.0 },
+            })
+            .collect();
+        let amp = &self.amplification;
+        self.block_noise = blocks(&|tap: &str| amp.iter().find(|a| a.tap == tap).map(|a| a.mean));
+    }
+
     /// Clean accuracy in percent (behind a random defence, the mean over the draws).
     pub fn clean_accuracy(&self) -> f64 {
         accuracy(self.clean_draws.as_ref(), self.clean_correct, self.images)
@@ -237,14 +426,15 @@ impl EvalReport {
         }
         let _ = writeln!(
             s,
-            "| attack | norm | ε | steps | target | images | accuracy % | target success % |"
+            "| attack | norm | ε | steps | target | images | accuracy % | 95 % CI | target success % |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let _ = writeln!(
             s,
-            "| clean | – | 0 | – | – | {} | {} | – |",
+            "| clean | – | 0 | – | – | {} | {} | {} | – |",
             self.images,
-            self.clean_accuracy_text()
+            self.clean_accuracy_text(),
+            ci_text(self.clean_ci95)
         );
         for r in &self.rows {
             let a = &r.attack;
@@ -260,23 +450,50 @@ impl EvalReport {
             });
             let _ = writeln!(
                 s,
-                "| {} | {:?} | {:.4} | {steps} | {target} | {} | {} | {hits} |",
+                "| {} | {:?} | {:.4} | {steps} | {target} | {} | {} | {} | {hits} |",
                 r.name(),
                 a.norm,
                 a.eps,
                 r.images,
-                r.accuracy_text()
+                r.accuracy_text(),
+                ci_text(r.ci95)
             );
             for st in &r.stages {
                 let _ = writeln!(
                     s,
-                    "| ↳ after {} (fooled {} of {}, {:.1} s) | | | | | {} | {:.2} | – |",
+                    "| ↳ after {} (fooled {} of {}, {:.1} s) | | | | | {} | {:.2} | | – |",
                     st.attack,
                     st.fooled,
                     st.attacked,
                     st.seconds,
                     r.images,
                     percent(st.robust_after, r.images)
+                );
+            }
+        }
+        if let Some(w) = &self.all_robust {
+            let _ = writeln!(
+                s,
+                "| every attack above (per-image worst case) | | | | | {} | {} | {} | – |",
+                self.images,
+                accuracy_text(w.draws.as_ref(), w.correct, self.images),
+                ci_text(w.ci95)
+            );
+        }
+        if !self.unreadable.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{} example(s) could not be read and count in no accuracy:",
+                self.unreadable.len()
+            );
+            for u in self.unreadable.iter().take(10) {
+                let _ = writeln!(s, "- {} (#{}): {}", u.path, u.index, u.error);
+            }
+            if self.unreadable.len() > 10 {
+                let _ = writeln!(
+                    s,
+                    "- … and {} more (all in the JSON report)",
+                    self.unreadable.len() - 10
                 );
             }
         }
@@ -302,342 +519,4 @@ impl EvalReport {
         }
         s
     }
-}
-
-/// How [`evaluate_with`] and [`evaluate_defended`] run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EvalOptions {
-    /// Images per batch.
-    pub batch: usize,
-    /// Also measure the mean amplification per tap under the first attack.
-    pub amplification: bool,
-    /// Behind a random defence: independent draws of its randomness that clean and robust
-    /// accuracy are re-predicted under (at least 1; [`DEFAULT_DEFENSE_DRAWS`] by default).
-    pub defense_draws: usize,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        Self {
-            batch: 100,
-            amplification: false,
-            defense_draws: DEFAULT_DEFENSE_DRAWS,
-        }
-    }
-}
-
-/// What the evaluation loop attacks: an engine, and how an attack's EOT meets the defence.
-trait Subject {
-    /// The engine (a [`Defended`] one behind a defence).
-    fn engine(&mut self) -> &mut dyn Engine;
-    /// The settings `cfg` runs with here, and the defence as its attack uses it.
-    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>);
-    /// Sets the engine up for an attack routed to `defense`.
-    fn prepare(&mut self, defense: Option<&Defense>) -> Result<(), AttackError>;
-}
-
-/// Any engine, attacked as it is (a defence in it keeps its own EOT).
-struct Plain<'a>(&'a mut dyn Engine);
-
-impl Subject for Plain<'_> {
-    fn engine(&mut self) -> &mut dyn Engine {
-        self.0
-    }
-    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>) {
-        (cfg.clone(), self.0.active_defense().cloned())
-    }
-    fn prepare(&mut self, _: Option<&Defense>) -> Result<(), AttackError> {
-        Ok(())
-    }
-}
-
-/// A defended engine whose EOT draws `eot` are split per attack by [`route_eot`].
-struct Routed<'a> {
-    engine: &'a mut Defended,
-    eot: usize,
-}
-
-impl Subject for Routed<'_> {
-    fn engine(&mut self) -> &mut dyn Engine {
-        self.engine
-    }
-    fn route(&self, cfg: &AttackConfig) -> (AttackConfig, Option<Defense>) {
-        let mut cfg = cfg.clone();
-        let mut defense = self.engine.defense().clone();
-        route_eot(&mut cfg, &mut defense, self.eot);
-        (cfg, (!defense.is_none()).then_some(defense))
-    }
-    fn prepare(&mut self, defense: Option<&Defense>) -> Result<(), AttackError> {
-        let eot = defense.map_or(1, |d| d.eot);
-        Ok(self.engine.set_eot(eot)?)
-    }
-}
-
-/// Evaluates `engine` on `data` in batches of `batch`, for every attack in `attacks`.
-/// `progress(done, total)` is called after every batch. Cancelling returns the partial report.
-/// A defence inside `engine` is attacked as it is set; see [`evaluate_defended`] to split EOT
-/// per attack.
-pub fn evaluate(
-    engine: &mut dyn Engine,
-    data: &Labelled,
-    attacks: &[AttackConfig],
-    batch: usize,
-    with_amplification: bool,
-    cancel: &Cancel,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<EvalReport, AttackError> {
-    let opts = EvalOptions {
-        batch,
-        amplification: with_amplification,
-        ..EvalOptions::default()
-    };
-    evaluate_with(engine, data, attacks, &opts, cancel, progress)
-}
-
-/// [`evaluate`] with every option.
-pub fn evaluate_with(
-    engine: &mut dyn Engine,
-    data: &Labelled,
-    attacks: &[AttackConfig],
-    opts: &EvalOptions,
-    cancel: &Cancel,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<EvalReport, AttackError> {
-    run(&mut Plain(engine), data, attacks, opts, cancel, progress)
-}
-
-/// Evaluates a defended engine: the defence's `eot` draws per gradient are split per attack by
-/// [`route_eot`] (APGD and AutoAttack average their own calls, the others average inside the
-/// defence), and its `eot` is restored afterwards. Otherwise as [`evaluate_with`].
-pub fn evaluate_defended(
-    engine: &mut Defended,
-    data: &Labelled,
-    attacks: &[AttackConfig],
-    opts: &EvalOptions,
-    cancel: &Cancel,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<EvalReport, AttackError> {
-    let eot = engine.defense().eot;
-    let report = run(
-        &mut Routed {
-            engine: &mut *engine,
-            eot,
-        },
-        data,
-        attacks,
-        opts,
-        cancel,
-        progress,
-    );
-    engine.set_eot(eot)?;
-    report
-}
-
-/// The evaluation loop behind [`evaluate_with`] and [`evaluate_defended`].
-fn run(
-    subject: &mut dyn Subject,
-    data: &Labelled,
-    attacks: &[AttackConfig],
-    opts: &EvalOptions,
-    cancel: &Cancel,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<EvalReport, AttackError> {
-    let total = data.len();
-    let defense = subject.engine().active_defense().cloned();
-    let random = defense.as_ref().is_some_and(|d| d.chain.is_random());
-    let draws = if random { opts.defense_draws.max(1) } else { 1 };
-    let routed: Vec<(AttackConfig, Option<Defense>)> =
-        attacks.iter().map(|a| subject.route(a)).collect();
-    let mut report = EvalReport {
-        images: 0,
-        clean_correct: 0,
-        defense,
-        clean_draws: random.then(|| DrawStats::new(draws)),
-        rows: routed
-            .iter()
-            .map(|(a, d)| EvalRow {
-                attack: a.clone(),
-                images: 0,
-                correct: 0,
-                target_hits: (a.target != TargetMode::Untargeted).then_some(0),
-                defense: d.clone(),
-                draws: random.then(|| DrawStats::new(draws)),
-                diagnostics: vec![],
-                stages: vec![],
-            })
-            .collect(),
-        amplification: vec![],
-        block_noise: vec![],
-        complete: false,
-    };
-    let mut amp_sums: Vec<(String, f64)> = Vec::new();
-    let batch = opts.batch.max(1);
-    let mut start = 0;
-    while start < total {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let idx: Vec<usize> = (start..(start + batch).min(total)).collect();
-        let part = data.select(&idx);
-        let n = idx.len();
-        let clean = correct_per_draw(subject.engine(), &part.images, &part.labels, draws)?;
-        let mut rows_done = Vec::with_capacity(attacks.len());
-        // This batch's amplification sums, added to the report only once the batch is complete.
-        let mut batch_amp: Vec<(String, f64)> = Vec::new();
-        for (k, (cfg, defense)) in routed.iter().enumerate() {
-            subject.prepare(defense.as_ref())?;
-            let engine = subject.engine();
-            let unbounded = (start == 0).then_some(EVAL_UNBOUNDED_IMAGES);
-            let (row, x_adv) = match attack_batch(engine, &part, cfg, unbounded, draws, cancel) {
-                Err(AttackError::Cancelled) => break,
-                other => other?,
-            };
-            if opts.amplification && k == 0 {
-                batch_amp = amplification_sums(engine, &part.images, &x_adv, cfg)?;
-            }
-            rows_done.push(row);
-        }
-        if rows_done.len() < attacks.len() {
-            break; // cancelled mid-batch: count only complete batches
-        }
-        if amp_sums.is_empty() {
-            amp_sums = batch_amp;
-        } else {
-            for ((_, sum), (_, add)) in amp_sums.iter_mut().zip(batch_amp) {
-                *sum += add;
-            }
-        }
-        report.images += n;
-        report.clean_correct += clean.first().copied().unwrap_or(0);
-        if let Some(d) = report.clean_draws.as_mut() {
-            d.add(&clean);
-        }
-        for (row, done) in report.rows.iter_mut().zip(rows_done) {
-            row.absorb(n, done);
-        }
-        start += n;
-        progress(report.images, total);
-    }
-    report.complete = report.images == total;
-    if let Some(d) = report.clean_draws.as_mut() {
-        d.finish(report.images);
-    }
-    for row in &mut report.rows {
-        row.finish();
-    }
-    report.amplification = amp_sums
-        .into_iter()
-        .map(|(tap, sum)| TapAmplification {
-            tap,
-            mean: if report.images > 0 {
-                sum / report.images as f64
-            } else {
-                0.0
-            },
-        })
-        .collect();
-    report.block_noise = block_noise(&subject.engine().network().graph, |tap| {
-        report
-            .amplification
-            .iter()
-            .find(|a| a.tap == tap)
-            .map(|a| a.mean)
-    });
-    Ok(report)
-}
-
-/// The correct predictions on `x` under each of `draws` forward passes (through a random
-/// defence, each pass is a fresh draw of its randomness).
-fn correct_per_draw(
-    engine: &mut dyn Engine,
-    x: &Array,
-    labels: &[usize],
-    draws: usize,
-) -> Result<Vec<usize>, AttackError> {
-    correct_and_hits(engine, x, labels, None, &ForwardOptions::default(), draws).map(|(c, _)| c)
-}
-
-/// The correct predictions on `x` under each of `draws` forward passes, and the target hits
-/// under the first.
-fn correct_and_hits(
-    engine: &mut dyn Engine,
-    x: &Array,
-    labels: &[usize],
-    targets: Option<&[usize]>,
-    opts: &ForwardOptions,
-    draws: usize,
-) -> Result<(Vec<usize>, Option<usize>), AttackError> {
-    let mut correct = Vec::with_capacity(draws);
-    let mut hits = None;
-    for d in 0..draws.max(1) {
-        let pred = predictions(&engine.forward(x, opts)?.logits);
-        correct.push(pred.iter().zip(labels).filter(|(p, y)| p == y).count());
-        if d == 0 {
-            hits = targets.map(|t| pred.iter().zip(t).filter(|(p, t)| p == t).count());
-        }
-    }
-    Ok((correct, hits))
-}
-
-/// Per tap, the sum over the batch of `‖A(x_adv) − A(x)‖ / ‖A(x)‖`.
-fn amplification_sums(
-    engine: &mut dyn Engine,
-    x: &Array,
-    x_adv: &Array,
-    cfg: &AttackConfig,
-) -> Result<Vec<(String, f64)>, AttackError> {
-    let all = ForwardOptions {
-        taps: TapSelection::All,
-        ..cfg.forward_options()
-    };
-    let c = engine.forward(x, &all)?;
-    let a = engine.forward(x_adv, &all)?;
-    Ok(c.taps
-        .iter()
-        .zip(&a.taps)
-        .map(|((name, ct), (_, at))| {
-            let sum = amplification(ct, at).iter().map(|&v| v as f64).sum::<f64>();
-            (name.clone(), sum)
-        })
-        .collect())
-}
-
-/// Runs one attack on one batch, re-predicts its images (under `draws` draws of a random
-/// defence) and runs the diagnostics on it (the unbounded re-attack on up to `unbounded` images,
-/// when given). Returns the batch's row and the adversarial images.
-fn attack_batch(
-    engine: &mut dyn Engine,
-    part: &Labelled,
-    cfg: &AttackConfig,
-    unbounded: Option<usize>,
-    draws: usize,
-    cancel: &Cancel,
-) -> Result<(BatchRow, Array), AttackError> {
-    let result = attack::run(engine, &part.images, Some(&part.labels), cfg, cancel)?;
-    let (correct, hits) = correct_and_hits(
-        engine,
-        &result.x_adv,
-        &part.labels,
-        result.targets.as_deref(),
-        &cfg.forward_options(),
-        draws,
-    )?;
-    let opts = DiagnoseOptions {
-        unbounded,
-        keep_passed: true,
-        cancel: cancel.clone(),
-    };
-    let mut diagnostics = diagnose(engine, &part.images, &result, cfg, &opts)?;
-    for d in &mut diagnostics {
-        if d.flag == Flag::UnboundedFailure {
-            d.detail.push_str(" (checked on the first batch only)");
-        }
-    }
-    let row = BatchRow {
-        correct,
-        hits,
-        diagnostics,
-        stages: result.stages,
-    };
-    Ok((row, result.x_adv))
 }

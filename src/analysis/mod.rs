@@ -4,25 +4,35 @@
 //! in the [`glyphs`] font), [`export`] to files, evaluation reports ([`eval`]) and the
 //! [`robustness`] curve.
 
+mod adv_store;
 mod block_noise;
 mod colormap;
 mod defense_table;
 mod draw_stats;
 mod eval;
+mod eval_log;
+mod eval_loop;
 mod export;
 mod feature_grid;
 mod glyphs;
+mod merge;
+mod per_image;
 mod render;
 mod robustness;
+mod shard;
 mod snapshot;
 
+pub use adv_store::{AdvManifest, AdvSet, AdvStore, AdvStoreError, attack_slug, load_adversarial};
 pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
 pub use colormap::{diverging, perturbation_image};
 pub use defense_table::{DefenseSuite, defense_grid, evaluate_defenses};
 pub use draw_stats::DrawStats;
-pub use eval::{
-    DEFAULT_DEFENSE_DRAWS, EvalOptions, EvalReport, EvalRow, TapAmplification, evaluate,
-    evaluate_defended, evaluate_with,
+pub use eval::{EvalReport, EvalRow, EvalSource, TapAmplification, WorstCase, wilson95};
+pub use eval_log::{EvalLog, LogError, LogHeader, batches_path};
+pub use eval_loop::{
+    BatchLine, BatchOutcome, BatchRow, DEFAULT_DEFENSE_DRAWS, EVAL_UNBOUNDED_IMAGES, EvalError,
+    EvalInput, EvalOptions, EvalSink, evaluate, evaluate_defended, evaluate_defended_stream,
+    evaluate_stream, evaluate_with,
 };
 pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,
@@ -31,8 +41,11 @@ pub use feature_grid::{
     Column, DENOISE_COLUMNS, FeatureGrid, Row, channel_deltas, channel_map, colour, column_taps,
     denoise_block_of, feature_grid, map_rgb, sorted_by_delta,
 };
+pub use merge::{MergeError, merge_reports};
+pub use per_image::ImageResult;
 pub use render::{ShapeError, feature_export_size, feature_maps_image, perturbation_rgb};
 pub use robustness::{CurveProgress, RobustnessJob, curve_attack, robustness_curve};
+pub use shard::{Shard, ShardError};
 pub use snapshot::{
     AnalyseJob, Seen, Snapshot, TapPair, analyse, analyse_result, attack_job, eot_draws,
     is_slow_job,

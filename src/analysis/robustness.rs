@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::eval::evaluate;
+use super::eval_loop::evaluate;
 use crate::array::Array;
 use crate::attack::{AttackConfig, AttackKind, Norm};
 use crate::cancel::Cancel;
