@@ -24,8 +24,8 @@ use crate::engine::{Defended, Engine, ForwardOptions, TapSelection, predictions}
 /// default.
 pub const DEFAULT_DEFENSE_DRAWS: usize = 10;
 
-/// Images re-attacked without a budget by the unbounded check, on the run's first batch only (the
-/// check costs a second attack).
+/// Images re-attacked without a budget by the unbounded check, on the data set's first batch only
+/// (the check costs a second attack).
 pub const EVAL_UNBOUNDED_IMAGES: usize = 16;
 
 /// How [`evaluate_with`] and [`evaluate_defended`] run.
@@ -363,25 +363,22 @@ fn run(
         done += line.done().count();
         report.absorb(line, &mut amp_sums);
     }
-    let mut unbounded_checked = report.images > 0;
     for batch in input.batches {
         if cancel.is_cancelled() {
             break;
         }
-        let n = batch.len();
         let Some((line, records, adversarial)) = evaluate_batch(
             subject,
             &batch,
             &routed,
             opts.amplification,
             draws,
-            (!unbounded_checked && n > 0).then_some(EVAL_UNBOUNDED_IMAGES),
+            holds_first_image(&batch).then_some(EVAL_UNBOUNDED_IMAGES),
             cancel,
         )?
         else {
             break; // cancelled mid-batch: count only complete batches
         };
-        unbounded_checked |= n > 0;
         let outcome = BatchOutcome {
             batch: &batch,
             records: &records,
@@ -399,6 +396,12 @@ fn run(
     let graph = &subject.engine().network().graph;
     report.finish(amp_sums, |means| block_noise(graph, means));
     Ok(report)
+}
+
+/// Whether `batch` is the one that starts the data set (image 0), where the diagnostics' costly
+/// unbounded re-attack runs: the same batch whether the run is sharded, resumed or whole.
+fn holds_first_image(batch: &Batch) -> bool {
+    batch.indices.first() == Some(&0) || batch.unreadable.iter().any(|u| u.index == 0)
 }
 
 /// Every attack on one batch. `None` when cancelled before the batch was complete.
@@ -587,7 +590,8 @@ fn attack_batch(
     let mut diagnostics = diagnose(engine, &part.images, &result, cfg, &opts)?;
     for d in &mut diagnostics {
         if d.flag == Flag::UnboundedFailure {
-            d.detail.push_str(" (checked on the first batch only)");
+            d.detail
+                .push_str(" (checked on the data set's first batch only)");
         }
     }
     Ok(RowOutcome {

@@ -21,6 +21,7 @@ mod render;
 mod robustness;
 mod shard;
 mod snapshot;
+mod transfer;
 
 pub use adv_store::{AdvManifest, AdvSet, AdvStore, AdvStoreError, attack_slug, load_adversarial};
 pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
@@ -50,6 +51,7 @@ pub use snapshot::{
     AnalyseJob, Seen, Snapshot, TapPair, analyse, analyse_result, attack_job, eot_draws,
     is_slow_job,
 };
+pub use transfer::{TransferMatrix, transfer_matrix};
 
 use crate::array::Array;
 

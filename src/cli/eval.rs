@@ -1,8 +1,11 @@
-//! `advlens eval`: clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets,
-//! as a markdown table and JSON, with a progress bar; Ctrl-C stops after the current batch and
-//! still prints the partial table. With several defences (or gradient modes, or EOT settings),
-//! one table with a row per combination.
+//! `advlens eval`: clean and robust accuracy on a labelled set for a list of attacks and
+//! budgets, as a markdown table and JSON, with a progress bar; Ctrl-C stops after the current
+//! batch and still prints (and writes) the partial table. Per-image results (`--per-image`),
+//! resumable; one shard of many (`--shard I/N`, combined by `advlens merge`); adversarial images
+//! kept for transfer (`--save-adv`) and another model evaluated on them (`--adv-from`). With
+//! several defences (or gradient modes, or EOT settings), one table with a row per combination.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,10 +13,13 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::defense_args::{check_defense, defend, parse_chain, parse_gradient};
-use crate::analysis::{EvalOptions, defense_grid, evaluate_defenses};
+use crate::analysis::{
+    AdvStore, BatchLine, DefenseSuite, EvalInput, EvalLog, EvalOptions, EvalReport, EvalRow,
+    EvalSink, EvalSource, LogHeader, defense_grid, evaluate_defended_stream,
+};
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::cancel::Cancel;
-use crate::data::{self, Labelled, Split};
+use crate::data::{self, Examples, InMemory, Labelled, Prefetch, Split};
 use crate::defense::{Chain, Defense, GradientMode};
 
 /// Arguments of `eval`.
@@ -90,6 +96,24 @@ pub struct EvalArgs {
     #[arg(long, value_name = "D", default_value_t = crate::analysis::DEFAULT_DEFENSE_DRAWS,
           value_parser = parse_draws)]
     pub defense_draws: usize,
+    /// Evaluate only shard I of N (0-based, `2/8`): a contiguous 1/N of the images. Each image's
+    /// randomness comes from the seed and the image, so the N shards together are the unsharded
+    /// run, image for image; combine their `--json` reports with `advlens merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::analysis::Shard>,
+    /// Write one JSON line per image and attack here (index, path, label, clean and adversarial
+    /// prediction, fooled, L∞, L2, final loss, steps), with `NAME.batches.jsonl` beside it; run
+    /// the same command again with the same file to resume an interrupted run.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub per_image: Option<PathBuf>,
+    /// Keep the adversarial images in this folder (lossless: float32 `.npz` per batch, with
+    /// labels and indices) for `--adv-from` or another tool.
+    #[arg(long, value_name = "DIR")]
+    pub save_adv: Option<PathBuf>,
+    /// Transfer: evaluate this model on adversarial images saved by `--save-adv` (crafted on
+    /// another model) instead of attacking it; `--data` and `--attacks` are not used.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["save_adv", "per_image", "shard"])]
+    pub adv_from: Option<PathBuf>,
 }
 
 /// Reads `--defense-draws`: 2 to 1000 (a spread needs two).
@@ -117,7 +141,8 @@ pub fn parse_attack(s: &str) -> anyhow::Result<(AttackKind, Option<usize>)> {
     Ok((kind, steps))
 }
 
-fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
+/// Reads `--data` (a Fashion-MNIST folder or `bundled`), the first `n` images.
+pub(super) fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
     let set = if spec == "bundled" {
         data::bundled_test_images().map_err(anyhow::Error::msg)?
     } else {
@@ -184,9 +209,24 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         crate::zoo::load_model(&args.model)
             .with_context(|| format!("cannot open model {}", args.model))?,
     );
+    if let Some(dir) = &args.adv_from {
+        return super::adv_from::run(args, net, dir);
+    }
     let attacks = attack_configs(args)?;
     let grid = defenses(args, net.input_shape())?;
-    let data = load_data(&args.data, args.n)?;
+    if grid.len() > 1
+        && (args.per_image.is_some() || args.shard.is_some() || args.save_adv.is_some())
+    {
+        anyhow::bail!(
+            "--per-image, --shard and --save-adv take one defence row; this command asks for {} \
+             (defences × gradient modes × EOT settings): run one eval per row",
+            grid.len()
+        );
+    }
+    let examples: Arc<dyn Examples> = Arc::new(InMemory::new(
+        load_data(&args.data, args.n)?,
+        args.data.clone(),
+    ));
     let engine = super::open_engine(net.clone(), args.engine)?;
     let engine_name = engine.describe();
     let mut engine = defend(engine, Defense::default(), &args.model)?;
@@ -194,32 +234,37 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let on_ctrl_c = cancel.clone();
     // Without a handler (e.g. one is already installed), Ctrl-C simply ends the process.
     let _ = ctrlc::set_handler(move || on_ctrl_c.cancel());
-    let bar = indicatif::ProgressBar::new((data.len() * grid.len()) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let opts = EvalOptions {
-        batch: args.batch,
-        amplification: args.amplification,
-        defense_draws: args.defense_draws,
+    let source = EvalSource {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        examples: examples.len(),
+        shard: args.shard,
     };
-    let suite = evaluate_defenses(
-        &mut engine,
-        &data,
-        &attacks,
-        &grid,
-        &opts,
-        &cancel,
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
+    let mut reports = Vec::with_capacity(grid.len());
+    for defense in grid {
+        if cancel.is_cancelled() {
+            break;
+        }
+        engine.set_defense(defense)?;
+        let mut report = run_one(args, &mut engine, &examples, &attacks, &source, &cancel)?;
+        report.source = Some(source.clone());
+        reports.push(report);
+    }
     println!("model: {} ({})", args.model, net.config.summary());
-    println!("engine: {engine_name}\n");
+    println!("engine: {engine_name}");
+    println!("data: {}", examples.describe());
+    if let Some(s) = args.shard {
+        println!("shard: {s} (images {:?})", s.range(examples.len()));
+    }
+    println!();
+    print_and_write(args, reports)
+}
+
+/// Prints the table (or the defences' table) and its warnings, and writes the JSON.
+fn print_and_write(args: &EvalArgs, reports: Vec<EvalReport>) -> anyhow::Result<()> {
+    let suite = DefenseSuite { reports };
     let single = match suite.reports.as_slice() {
-        [one] if grid.len() == 1 => Some(one),
+        [one] => Some(one),
         _ => None,
     };
     match single {
@@ -243,4 +288,86 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A progress bar over `total` images with images/s and the time left.
+pub(super) fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// One defence row: this shard's images, less those a resumed per-image file already has,
+/// decoded ahead of the engine, with the per-image file and the saved images as sinks.
+fn run_one(
+    args: &EvalArgs,
+    engine: &mut crate::engine::Defended,
+    examples: &Arc<dyn Examples>,
+    attacks: &[AttackConfig],
+    source: &EvalSource,
+    cancel: &Cancel,
+) -> anyhow::Result<EvalReport> {
+    let range = args
+        .shard
+        .map_or(0..examples.len(), |s| s.range(examples.len()));
+    let mut resumed = vec![];
+    let mut log = match &args.per_image {
+        Some(path) => {
+            let defense = Some(engine.defense().clone()).filter(|d| !d.is_none());
+            let header = LogHeader::new(
+                source.clone(),
+                attacks.to_vec(),
+                defense,
+                args.defense_draws,
+            );
+            let (log, lines) = EvalLog::open(path, &header)?;
+            if !lines.is_empty() {
+                let done: usize = lines.iter().map(|l| l.done().count()).sum();
+                eprintln!("resuming {}: {done} images done", path.display());
+            }
+            resumed = lines;
+            Some(log)
+        }
+        None => None,
+    };
+    let headings: Vec<String> = attacks.iter().map(EvalRow::heading_of).collect();
+    let mut store = match &args.save_adv {
+        Some(dir) => Some(AdvStore::create(dir, source, &headings)?),
+        None => None,
+    };
+    let done: BTreeSet<usize> = resumed.iter().flat_map(BatchLine::done).collect();
+    let order: Vec<usize> = range.clone().filter(|i| !done.contains(i)).collect();
+    let shape = crate::engine::Engine::network(engine).input_shape();
+    let mut batches = Prefetch::start(examples.clone(), order, args.batch, 2, shape)
+        .context("cannot start the decoding thread")?;
+    let mut sinks: Vec<&mut dyn EvalSink> = Vec::new();
+    if let Some(l) = log.as_mut() {
+        sinks.push(l);
+    }
+    if let Some(s) = store.as_mut() {
+        sinks.push(s);
+    }
+    let opts = EvalOptions {
+        batch: args.batch,
+        amplification: args.amplification,
+        defense_draws: args.defense_draws,
+    };
+    let bar = progress_bar(range.len());
+    let input = EvalInput {
+        batches: &mut batches,
+        total: range.len(),
+        resumed,
+        sinks: &mut sinks,
+    };
+    let report =
+        evaluate_defended_stream(engine, input, attacks, &opts, cancel, &mut |done, _| {
+            bar.set_position(done as u64);
+        })?;
+    bar.finish_and_clear();
+    Ok(report)
 }

@@ -1,5 +1,6 @@
 //! The command line: `advlens` alone opens the app; subcommands run headless.
 
+mod adv_from;
 mod attack;
 mod bench;
 mod bench_defense;
@@ -8,9 +9,11 @@ mod defense_args;
 mod eval;
 mod inspect;
 mod maps;
+mod merge;
 mod new_model;
 mod timing;
 mod train;
+mod transfer;
 mod tuning;
 mod values;
 
@@ -38,8 +41,12 @@ pub struct Cli {
 pub enum Command {
     /// Attack images and write the adversarial images, perturbations and a JSON record.
     Attack(attack::AttackArgs),
-    /// Clean and robust accuracy on Fashion-MNIST for a list of attacks and budgets.
+    /// Clean and robust accuracy on a labelled set for a list of attacks and budgets.
     Eval(eval::EvalArgs),
+    /// Transfer matrix: adversarial images crafted on each model, classified by every model.
+    Transfer(transfer::TransferArgs),
+    /// Combine the JSON reports of `eval --shard I/N` runs into the report of the whole.
+    Merge(merge::MergeArgs),
     /// Write the feature maps of a tap, clean vs adversarial, before and after denoising.
     Maps(maps::MapsArgs),
     /// Print a model's architecture, taps and parameter count.
@@ -69,6 +76,8 @@ pub fn main(app: AppEntry) -> ExitCode {
         None => (app.run)(),
         Some(Command::Attack(a)) => attack::run(&a),
         Some(Command::Eval(a)) => eval::run(&a),
+        Some(Command::Merge(a)) => merge::run(&a),
+        Some(Command::Transfer(a)) => transfer::run(&a),
         Some(Command::Inspect(a)) => inspect::run(&a),
         Some(Command::Maps(a)) => maps::run(&a),
         Some(Command::NewModel(a)) => new_model::run(&a),
