@@ -306,7 +306,7 @@ fn autoattack_stages_are_summed_over_batches() {
     let md = r.markdown();
     assert!(md.contains("| ↳ after apgd-ce (fooled"), "{md}");
     let after_dlr = format!(
-        "| {} | {:.2} | – |",
+        "| {} | {:.2} | | – |",
         r.images,
         100.0 * row.correct as f64 / r.images as f64
     );
@@ -353,9 +353,16 @@ fn the_table_names_autoattack_and_lists_warnings() {
                 stage("apgd-t", 50, 5, 45),
                 stage("square", 45, 5, 40),
             ],
+            accuracy: 40.0,
+            ci95: None,
         }],
         amplification: vec![],
         block_noise: vec![],
+        clean_accuracy: 90.0,
+        clean_ci95: None,
+        all_robust: None,
+        unreadable: vec![],
+        source: None,
         complete: true,
     };
     let md = report.markdown();
@@ -364,11 +371,11 @@ fn the_table_names_autoattack_and_lists_warnings() {
         "{md}"
     );
     assert!(
-        md.contains("| ↳ after apgd-t (fooled 5 of 50, 1.0 s) | | | | | 100 | 45.00 | – |"),
+        md.contains("| ↳ after apgd-t (fooled 5 of 50, 1.0 s) | | | | | 100 | 45.00 | | – |"),
         "{md}"
     );
     assert!(
-        md.contains("| ↳ after square (fooled 5 of 45, 1.0 s) | | | | | 100 | 40.00 | – |"),
+        md.contains("| ↳ after square (fooled 5 of 45, 1.0 s) | | | | | 100 | 40.00 | | – |"),
         "{md}"
     );
     assert!(md.contains("warnings:\n- AutoAttack standard without FAB-T ε=0.1000: square_beats_white_box: 5/45 images: Square fooled 5 — "), "{md}");
