@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -144,26 +144,35 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     )
 }
 
-/// Whether every program is installed; with [`REQUIRE_SLURM`] unset a missing one skips the test
-/// with a note, with it set the test fails.
-fn installed() -> bool {
+/// Why the cluster cannot start here: programs not installed, or not running as root (the
+/// configuration runs every daemon and job as root).
+fn missing() -> Option<String> {
     let missing: Vec<String> = PROGRAMS
         .iter()
         .filter(|(p, _)| find_program(p).is_none())
         .map(|(p, pkg)| format!("{p} ({pkg})"))
         .collect();
-    if missing.is_empty() {
-        return true;
+    if !missing.is_empty() {
+        return Some(format!(
+            "{} not installed (apt install slurm-wlm munge)",
+            missing.join(", ")
+        ));
     }
+    let uid = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    (uid != Some(0)).then(|| "not running as root".to_string())
+}
+
+/// Whether the cluster can start; if not, the test skips with a note, or fails where
+/// [`REQUIRE_SLURM`] is set.
+fn available() -> bool {
+    let Some(why) = missing() else {
+        return true;
+    };
     assert!(
         std::env::var_os(REQUIRE_SLURM).is_none(),
-        "{} not installed although {REQUIRE_SLURM} is set",
-        missing.join(", ")
+        "{why}, although {REQUIRE_SLURM} is set"
     );
-    super::common::skip_note(&format!(
-        "skipped: {} not installed (apt install slurm-wlm munge to run the Slurm test)",
-        missing.join(", ")
-    ));
+    super::common::skip_note(&format!("skipped: the one-node Slurm cluster: {why}"));
     false
 }
 
@@ -171,7 +180,7 @@ impl LocalSlurm {
     /// Starts munged, slurmctld and slurmd and waits until the node is idle; `None` (after a
     /// note) when Slurm is not installed.
     pub fn start() -> Option<Self> {
-        if !installed() {
+        if !available() {
             return None;
         }
         let program = |p: &str| find_program(p).unwrap();
