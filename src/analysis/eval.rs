@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::DrawStats;
+use super::batch_line::{BatchLine, BatchRow};
 use super::block_noise::{BlockNoise, block_noise_markdown};
-use super::eval_loop::{BatchLine, BatchRow};
 use crate::attack::{
     self, AttackConfig, AttackKind, Diagnostic, Flag, Stage, TargetMode, merge_batches,
     square_beats_white_box,

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::batch_line::BatchLine;
 use super::eval::EvalSource;
-use super::eval_loop::{BatchLine, BatchOutcome, EvalError, EvalSink};
+use super::eval_loop::{BatchOutcome, EvalError, EvalSink};
 use crate::attack::AttackConfig;
 use crate::defense::Defense;
 

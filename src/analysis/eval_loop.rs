@@ -3,20 +3,19 @@
 //! [`EvalReport`] and handed to the [`EvalSink`]s (the per-image file, the saved adversarial
 //! images). A run resumed from a per-image file starts from the batch lines it had written.
 
-use serde::{Deserialize, Serialize};
-
 use super::DrawStats;
 use super::amplification;
+use super::batch_line::{BatchLine, BatchRow};
 use super::block_noise::block_noise;
 use super::eval::{EvalReport, EvalRow};
 use super::per_image::ImageResult;
 use crate::array::Array;
 use crate::attack::{
-    self, AttackConfig, AttackError, DiagnoseOptions, Diagnostic, Flag, Stage, StepRecord,
-    TargetMode, diagnose, route_eot,
+    self, AttackConfig, AttackError, DiagnoseOptions, Flag, StepRecord, TargetMode, diagnose,
+    route_eot,
 };
 use crate::cancel::Cancel;
-use crate::data::{Batch, Labelled, Unreadable};
+use crate::data::{Batch, Labelled};
 use crate::defense::Defense;
 use crate::engine::{Defended, Engine, ForwardOptions, TapSelection, predictions};
 
@@ -59,49 +58,6 @@ pub enum EvalError {
     /// Writing the per-image results or the adversarial images failed.
     #[error("{0}")]
     Output(String),
-}
-
-/// One attack setting's outcome on one batch: counts that add over batches.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchRow {
-    /// Correct predictions under each draw of the defence (one for a deterministic model).
-    pub correct: Vec<usize>,
-    /// Targeted attacks: images classified as their target (first draw).
-    pub hits: Option<usize>,
-    /// The diagnostics' flags on this batch, passed checks included.
-    pub diagnostics: Vec<Diagnostic>,
-    /// AutoAttack's components on this batch.
-    pub stages: Vec<Stage>,
-}
-
-/// Everything one batch adds to a report, as stored in the batch file a run resumes from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchLine {
-    /// Data-set indices of the images evaluated.
-    pub indices: Vec<usize>,
-    /// Clean correct predictions under each draw.
-    pub clean: Vec<usize>,
-    /// One entry per attack setting.
-    pub rows: Vec<BatchRow>,
-    /// With several attack settings: images correct under every one of them, per draw.
-    #[serde(default)]
-    pub all_robust: Vec<usize>,
-    /// Per tap, the summed amplification under the first attack (empty unless asked).
-    #[serde(default)]
-    pub amplification: Vec<(String, f64)>,
-    /// Examples asked for that could not be read.
-    #[serde(default)]
-    pub unreadable: Vec<Unreadable>,
-}
-
-impl BatchLine {
-    /// Every data-set index this line accounts for, read or not.
-    pub fn done(&self) -> impl Iterator<Item = usize> + '_ {
-        self.indices
-            .iter()
-            .copied()
-            .chain(self.unreadable.iter().map(|u| u.index))
-    }
 }
 
 /// One batch as it was evaluated, for the [`EvalSink`]s.
@@ -404,6 +360,9 @@ fn holds_first_image(batch: &Batch) -> bool {
     batch.indices.first() == Some(&0) || batch.unreadable.iter().any(|u| u.index == 0)
 }
 
+/// One batch evaluated: its line, its per-image records and each attack's adversarial images.
+type Evaluated = (BatchLine, Vec<ImageResult>, Vec<Array>);
+
 /// Every attack on one batch. `None` when cancelled before the batch was complete.
 fn evaluate_batch(
     subject: &mut dyn Subject,
@@ -413,7 +372,7 @@ fn evaluate_batch(
     draws: usize,
     unbounded: Option<usize>,
     cancel: &Cancel,
-) -> Result<Option<(BatchLine, Vec<ImageResult>, Vec<Array>)>, EvalError> {
+) -> Result<Option<Evaluated>, EvalError> {
     let mut line = BatchLine {
         indices: batch.indices.clone(),
         clean: vec![0; draws],

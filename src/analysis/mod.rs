@@ -5,6 +5,7 @@
 //! [`robustness`] curve.
 
 mod adv_store;
+mod batch_line;
 mod block_noise;
 mod colormap;
 mod defense_table;
@@ -24,6 +25,7 @@ mod snapshot;
 mod transfer;
 
 pub use adv_store::{AdvManifest, AdvSet, AdvStore, AdvStoreError, attack_slug, load_adversarial};
+pub use batch_line::{BatchLine, BatchRow};
 pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
 pub use colormap::{diverging, perturbation_image};
 pub use defense_table::{DefenseSuite, defense_grid, evaluate_defenses};
@@ -31,9 +33,9 @@ pub use draw_stats::DrawStats;
 pub use eval::{EvalReport, EvalRow, EvalSource, TapAmplification, WorstCase, wilson95};
 pub use eval_log::{EvalLog, LogError, LogHeader, batches_path};
 pub use eval_loop::{
-    BatchLine, BatchOutcome, BatchRow, DEFAULT_DEFENSE_DRAWS, EVAL_UNBOUNDED_IMAGES, EvalError,
-    EvalInput, EvalOptions, EvalSink, evaluate, evaluate_defended, evaluate_defended_stream,
-    evaluate_stream, evaluate_with,
+    BatchOutcome, DEFAULT_DEFENSE_DRAWS, EVAL_UNBOUNDED_IMAGES, EvalError, EvalInput, EvalOptions,
+    EvalSink, evaluate, evaluate_defended, evaluate_defended_stream, evaluate_stream,
+    evaluate_with,
 };
 pub use export::{
     Export, save_adversarial, save_dynamic, save_feature_maps, save_perturbation, save_record,

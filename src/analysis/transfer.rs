@@ -144,10 +144,12 @@ pub fn transfer_matrix(
             break;
         }
         m.images += batch.len();
-        for t in 0..n {
-            m.clean_correct[t] += clean[t];
-            for s in 0..n {
-                m.correct[s][t] += adv[s][t];
+        for (total, add) in m.clean_correct.iter_mut().zip(&clean) {
+            *total += add;
+        }
+        for (row, add) in m.correct.iter_mut().zip(&adv) {
+            for (total, add) in row.iter_mut().zip(add) {
+                *total += add;
             }
         }
         progress(m.images);

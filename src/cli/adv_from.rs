@@ -12,7 +12,6 @@ use super::eval::{EvalArgs, progress_bar};
 use crate::analysis::{AdvManifest, EvalOptions, EvalReport, evaluate_defended, load_adversarial};
 use crate::cancel::Cancel;
 use crate::defense::{Chain, Defense};
-use crate::model::Network;
 
 /// The JSON written by `--adv-from`.
 #[derive(Serialize)]
@@ -26,8 +25,12 @@ struct TransferReport<'a> {
     results: Vec<(String, EvalReport)>,
 }
 
-/// Evaluates `net` on every attack setting's images in `dir`.
-pub fn run(args: &EvalArgs, net: Arc<Network>, dir: &Path) -> anyhow::Result<()> {
+/// Evaluates `args.model` on every attack setting's images in `dir`.
+pub fn run(args: &EvalArgs, dir: &Path) -> anyhow::Result<()> {
+    let net = Arc::new(
+        crate::zoo::load_model(&args.model)
+            .with_context(|| format!("cannot open model {}", args.model))?,
+    );
     let (manifest, sets) = load_adversarial(dir)
         .with_context(|| format!("cannot read adversarial images from {}", dir.display()))?;
     let shape = net.input_shape();

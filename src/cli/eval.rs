@@ -209,9 +209,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         crate::zoo::load_model(&args.model)
             .with_context(|| format!("cannot open model {}", args.model))?,
     );
-    if let Some(dir) = &args.adv_from {
-        return super::adv_from::run(args, net, dir);
-    }
     let attacks = attack_configs(args)?;
     let grid = defenses(args, net.input_shape())?;
     if grid.len() > 1

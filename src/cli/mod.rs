@@ -75,7 +75,10 @@ pub fn main(app: AppEntry) -> ExitCode {
     let result = match cli.command {
         None => (app.run)(),
         Some(Command::Attack(a)) => attack::run(&a),
-        Some(Command::Eval(a)) => eval::run(&a),
+        Some(Command::Eval(a)) => match &a.adv_from {
+            Some(dir) => adv_from::run(&a, dir),
+            None => eval::run(&a),
+        },
         Some(Command::Merge(a)) => merge::run(&a),
         Some(Command::Transfer(a)) => transfer::run(&a),
         Some(Command::Inspect(a)) => inspect::run(&a),
