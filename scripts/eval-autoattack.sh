@@ -6,6 +6,8 @@
 # DATA the first N images of the Fashion-MNIST test set fetched by scripts/fetch-data.sh into
 # DATA. On the 2-core development machine beside other jobs, 200 images took about half an hour
 # a robust model (Square's 5000 queries on every still-robust image dominate).
+# Each run keeps its per-image results in runs/NAME.N.autoattack.jsonl: an interrupted run
+# started again resumes where it stopped (delete the file to start over).
 # Usage: scripts/eval-autoattack.sh [N] [--data DIR]   [MODEL...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +25,12 @@ done
 suffix=".$n"
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
+mkdir -p runs
 for name in "${models[@]}"; do
   out="assets/models/$name$suffix.autoattack"
   "$bin" eval --engine cpu --model "builtin:$name" "${data[@]}" --n "$n" --eps 0.1 --seed 0 \
-    --attacks pgd50,autoattack --batch 100 --json "$out.json.tmp" | tee "$out.md.tmp"
+    --attacks pgd50,autoattack --batch 50 --per-image "runs/$name$suffix.autoattack.jsonl" \
+    --json "$out.json.tmp" | tee "$out.md.tmp"
   mv "$out.json.tmp" "$out.json"
   mv "$out.md.tmp" "$out.md"
 done
