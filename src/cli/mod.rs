@@ -2,6 +2,7 @@
 
 mod attack;
 mod bench;
+mod bench_data;
 mod bench_defense;
 mod bench_robust;
 mod defense_args;
