@@ -231,10 +231,12 @@ fn corrupt_and_non_image_files_are_unreadable_and_the_rest_load() {
     std::fs::write(dir.path().join("k/notes.txt"), "notes").unwrap();
     std::fs::write(dir.path().join("k/.thumb.png"), &png).unwrap();
     write_png(&dir.path().join(".cache/x.png"), &pattern(1));
+    // Beside the class folders: in no class, skipped.
+    std::fs::write(dir.path().join("LICENSE"), "text").unwrap();
     let set = open_data(&spec(dir.path()), &opts([3, 4, 4], 1)).unwrap();
     assert_eq!(set.len(), 3, "{}", set.describe());
     assert!(
-        set.describe().contains("1 other files skipped"),
+        set.describe().contains("2 other files skipped"),
         "{}",
         set.describe()
     );
@@ -344,6 +346,14 @@ fn tsv_and_txt_lists_with_class_names() {
         [3, 4, 4],
     );
     assert_eq!(b.labels, [1, 0]);
+    // A spreadsheet's byte-order mark is not part of the first path.
+    let bom = dir.path().join("bom.csv");
+    std::fs::write(&bom, "\u{feff}c.png,1\n").unwrap();
+    let b = load_all(
+        &*open_data(&spec(&bom), &opts([3, 4, 4], 2)).unwrap(),
+        [3, 4, 4],
+    );
+    assert_eq!((b.len(), b.labels[0]), (1, 1));
     // A class name without a class file is explained.
     let named = dir.path().join("named.csv");
     std::fs::write(&named, "c.png,0\nc.png,goldfish\n").unwrap();

@@ -146,10 +146,9 @@ pub fn open_image_folder(
     n: Option<usize>,
 ) -> Result<ImageFiles, DataError> {
     let shown = dir.display().to_string();
-    let folders: Vec<PathBuf> = entries(dir)?
-        .into_iter()
-        .filter_map(|(p, is_dir)| is_dir.then_some(p))
-        .collect();
+    let (folders, loose): (Vec<_>, Vec<_>) =
+        entries(dir)?.into_iter().partition(|(_, is_dir)| *is_dir);
+    let folders: Vec<PathBuf> = folders.into_iter().map(|(p, _)| p).collect();
     if folders.is_empty() {
         return Err(DataError::NoClassFolders { dir: shown });
     }
@@ -165,7 +164,8 @@ pub fn open_image_folder(
     order.sort();
     let mut files = Vec::new();
     let mut file_labels = Vec::new();
-    let mut skipped = 0;
+    // Files beside the class folders belong to no class.
+    let mut skipped = loose.len();
     for (label, folder) in order {
         let before = files.len();
         images_below(folder, 0, &mut files, &mut skipped)?;

@@ -47,6 +47,8 @@ pub fn parse_path_list(
     classes: Option<&ClassList>,
     model_classes: usize,
 ) -> Result<Vec<(String, usize)>, DataError> {
+    // Spreadsheets often start a UTF-8 file with a byte-order mark: not part of the first path.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
