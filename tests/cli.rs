@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+
+use image::GenericImageView as _;
 use std::process::Command;
 
 fn advlens(args: &[&str]) -> std::process::Output {
@@ -471,4 +473,62 @@ fn an_autoattack_record_names_what_ran_and_each_stage() {
         .map(|s| s["attack"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["apgd-ce", "apgd-t", "square"]);
+}
+
+#[test]
+fn bench_data_times_a_generated_jpeg_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpegs = dir.path().join("jpegs");
+    let out = advlens(&[
+        "bench",
+        "--make-jpegs",
+        jpegs.to_str().unwrap(),
+        "--n",
+        "10",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One folder per shipped photo, the images dealt round them: 3, 3, 2, 2.
+    let count = |p: &str| std::fs::read_dir(jpegs.join(p)).unwrap().count();
+    assert_eq!(
+        (count("coffee"), count("chelsea"), count("rocket")),
+        (3, 3, 2)
+    );
+    let img = advlens::data::load_image(&jpegs.join("coffee/00000.jpg")).unwrap();
+    assert!(
+        (300..=450).contains(&img.width().min(img.height())),
+        "{:?}",
+        img.dimensions()
+    );
+    // A broken file is counted, not fatal.
+    std::fs::write(jpegs.join("rocket/broken.jpg"), b"not a jpeg").unwrap();
+    let out = advlens(&[
+        "bench",
+        "--data",
+        jpegs.to_str().unwrap(),
+        "--batch",
+        "4",
+        "--reps",
+        "1",
+        "--no-attack",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(11 images, 4 classes)"), "{text}");
+    assert!(
+        text.contains("| decode only | – | 10 (1 unreadable) |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| decode + forward + input gradient (Prefetch) | cpu"),
+        "{text}"
+    );
+    assert!(!text.contains("PGD-10"), "{text}");
 }

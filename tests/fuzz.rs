@@ -1,9 +1,10 @@
 //! Every loader survives mutated input. A mutation fuzzer (tests/fuzz/mutation.rs) starts from
 //! valid files of each format and runs each loader on the result, as it reads a file from disk:
 //! safetensors models, PyTorch checkpoints in both formats (and their pickles alone), tensorpack
-//! `.npz` archives, images, and (gzipped) IDX files. Each input must end in `Ok` or the loader's
-//! typed error: no panic, no more than [`harness::time_bound`], and no more memory live at once
-//! than the loader's bound (each [`Target`] says why its bound is what it is).
+//! `.npz` archives, images, (gzipped) IDX files, and the data sets of `--data`: lists of paths
+//! with class files, and `.npz` arrays of images and labels. Each input must end in `Ok` or the
+//! loader's typed error: no panic, no more than [`harness::time_bound`], and no more memory live
+//! at once than the loader's bound (each [`Target`] says why its bound is what it is).
 //!
 //! `cargo test --release --test fuzz` runs 1000 inputs per loader; `-- --ignored` runs 10 000.
 //! `ADVLENS_FUZZ_SEED` (default `0xAD71E5`) and `ADVLENS_FUZZ_INPUTS` change the seed and the
@@ -314,6 +315,8 @@ fn images() -> Target {
             encode(image::ImageFormat::Bmp),
             encode(image::ImageFormat::Gif),
             encode(image::ImageFormat::WebP),
+            encode(image::ImageFormat::Tiff),
+            encode(image::ImageFormat::Pnm),
             read("assets/photos/astronaut.jpg"),
         ],
         load: load_image,
@@ -367,6 +370,96 @@ fn idx_target() -> Target {
     }
 }
 
+// --- data sets: lists of paths, class files, .npz arrays ----------------------------------
+
+/// As `--data` reads a list and a class file: the bytes as a class file, and as a list whose
+/// delimiter is guessed from its first line (the `.txt` rule), labels by number or class name.
+fn load_path_list(bytes: &[u8]) -> Loaded {
+    let text = String::from_utf8_lossy(bytes);
+    if let Ok(list) = data::ClassList::parse(&text, "fuzz-classes.txt") {
+        assert_eq!(list.keys.len(), list.names.len());
+    }
+    let classes =
+        data::ClassList::parse("n01 tench\nn02,goldfish\nn03 great white shark\n", "c.txt")?;
+    let first = text.lines().next().unwrap_or_default();
+    let delimiter = data::list_delimiter(std::path::Path::new("fuzz.txt"), first);
+    let rows = data::parse_path_list(bytes, delimiter, "fuzz.txt", Some(&classes), 10)?;
+    assert!(
+        rows.iter()
+            .all(|(path, label)| !path.is_empty() && *label < 10)
+    );
+    Ok(())
+}
+
+/// Lists with a header, quoted paths, class names, tabs and repeated spaces.
+/// Bound: each row keeps its path as a `String` and a 32-byte slot in a `Vec` that doubles; a
+/// row is at least 4 bytes (`a,1` and a newline), so about 24 bytes per input byte at worst,
+/// and the parser's record buffers: 64 bytes per input byte and 32 MiB.
+fn path_list_target() -> Target {
+    Target {
+        name: "path list",
+        seeds: vec![
+            b"path,label\nimg/a.png,1\n\"b, c.png\",goldfish\nval/x.JPEG,n03\n".to_vec(),
+            b"file\tclass\na b.png\t2\nc.png\ttench\n".to_vec(),
+            b"ILSVRC2012_val_00000001.JPEG   7\nILSVRC2012_val_00000002.JPEG 9\n".to_vec(),
+        ],
+        load: load_path_list,
+        fixed_bytes: 32 * MIB,
+        per_byte: 64,
+    }
+}
+
+/// As `--data FILE.npz` reads an archive: typed arrays, then x and y as a labelled set for a
+/// 3×4×4 model with 10 classes.
+fn load_npz_dataset(bytes: &[u8]) -> Loaded {
+    let arrays = npz::read_npz_typed_bytes(bytes)?;
+    let set = data::labelled_from_arrays(arrays, [3, 4, 4], 10, "fuzz.npz")?;
+    assert_eq!(set.images.shape()[1..], [3, 4, 4]);
+    assert_eq!(set.images.batch(), set.labels.len());
+    assert!(set.images.data().iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(set.labels.iter().all(|&l| l < 10));
+    Ok(())
+}
+
+/// uint8 NHWC images with int64 labels (stored and deflated) and float NCHW images with uint8
+/// labels. Bound: a uint8 image byte becomes a 4-byte float, copied once more when its axes
+/// are reordered (8 floats per byte live at once, 32 bytes); deflated entries expand as far as
+/// their declared sizes, which the seeds here keep near 1:1: 64 bytes per input byte and
+/// 32 MiB.
+fn npz_dataset_target() -> Target {
+    let raw = |name: &str, descr: &str, shape: &[usize], data: Vec<u8>| npz::RawArray {
+        name: name.into(),
+        descr: descr.into(),
+        shape: shape.to_vec(),
+        data,
+    };
+    let pixels: Vec<u8> = (0..3 * 4 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let labels: Vec<u8> = [3i64, 0, 9].iter().flat_map(|l| l.to_le_bytes()).collect();
+    let nhwc = [
+        raw("x", "|u1", &[3, 4, 4, 3], pixels.clone()),
+        raw("y", "<i8", &[3], labels),
+    ];
+    let floats: Vec<u8> = pixels
+        .iter()
+        .flat_map(|&p| (f32::from(p) / 255.0).to_le_bytes())
+        .collect();
+    let nchw = [
+        raw("x", "<f4", &[3, 3, 4, 4], floats),
+        raw("y", "|u1", &[3], vec![1, 2, 3]),
+    ];
+    Target {
+        name: "npz data set",
+        seeds: vec![
+            npz::write_npz_raw(&nhwc, false),
+            npz::write_npz_raw(&nhwc, true),
+            npz::write_npz_raw(&nchw, false),
+        ],
+        load: load_npz_dataset,
+        fixed_bytes: 32 * MIB,
+        per_byte: 64,
+    }
+}
+
 fn all_targets() -> Vec<Target> {
     vec![
         safetensors(),
@@ -376,6 +469,8 @@ fn all_targets() -> Vec<Target> {
         npz_target(),
         images(),
         idx_target(),
+        path_list_target(),
+        npz_dataset_target(),
     ]
 }
 
@@ -402,6 +497,8 @@ fuzz_tests! {
     npz_survives_mutations, npz_survives_10000_mutations => npz_target();
     image_survives_mutations, image_survives_10000_mutations => images();
     idx_survives_mutations, idx_survives_10000_mutations => idx_target();
+    path_list_survives_mutations, path_list_survives_10000_mutations => path_list_target();
+    npz_dataset_survives_mutations, npz_dataset_survives_10000_mutations => npz_dataset_target();
 }
 
 // --- the fuzzer itself ---------------------------------------------------------------------

@@ -430,3 +430,50 @@ fn eval_resize_scales_the_shorter_side_and_crops_the_centre() {
     assert!(px(0, 10) > 0.9 && px(2, 10) < 0.1, "left is red");
     assert!(px(2, 215) > 0.9 && px(0, 215) < 0.1, "right is blue");
 }
+
+#[test]
+fn a_data_set_archive_reads_integers_with_their_element_type() {
+    use advlens::model::npz::{RawArray, read_npz_bytes, read_npz_typed_bytes, write_npz_raw};
+    let raw = |name: &str, descr: &str, shape: &[usize], data: Vec<u8>| RawArray {
+        name: name.into(),
+        descr: descr.into(),
+        shape: shape.to_vec(),
+        data,
+    };
+    let arrays = [
+        raw("x", "|u1", &[2, 2], vec![0, 7, 200, 255]),
+        raw(
+            "y",
+            ">i8",
+            &[2],
+            [-3i64, 999].iter().flat_map(|v| v.to_be_bytes()).collect(),
+        ),
+        raw("z", "<u2", &[1], 65535u16.to_le_bytes().to_vec()),
+        raw("m", "|b1", &[3], vec![0, 1, 2]),
+        raw("i", "|i1", &[2], vec![0x80, 0x7f]),
+        raw("w", "<f4", &[1], 0.5f32.to_le_bytes().to_vec()),
+    ];
+    for deflate in [false, true] {
+        let typed = read_npz_typed_bytes(&write_npz_raw(&arrays, deflate)).unwrap();
+        assert_eq!(typed["x"].kind, "u1");
+        assert_eq!(typed["x"].array.shape(), &[2, 2]);
+        assert_eq!(typed["x"].array.data(), &[0.0, 7.0, 200.0, 255.0]);
+        assert_eq!(typed["y"].kind, "i8");
+        assert_eq!(typed["y"].array.data(), &[-3.0, 999.0]);
+        assert_eq!(typed["z"].array.data(), &[65535.0]);
+        assert_eq!(typed["m"].array.data(), &[0.0, 1.0, 1.0]);
+        assert_eq!(typed["i"].array.data(), &[-128.0, 127.0]);
+        assert!(typed["y"].is_integer() && !typed["w"].is_integer());
+        assert_eq!(typed["w"].array.data(), &[0.5]);
+    }
+    // Weights stay floats: the model reader refuses the same archive.
+    let e = read_npz_bytes(&write_npz_raw(&arrays, false)).unwrap_err();
+    assert!(e.to_string().contains("\"|u1\" is not a float type"), "{e}");
+    // Strings and complex numbers are no numbers.
+    let text = [raw("s", "<U2", &[1], vec![0; 8])];
+    let e = read_npz_typed_bytes(&write_npz_raw(&text, false)).unwrap_err();
+    assert!(
+        e.to_string().contains("\"<U2\" is not a number type"),
+        "{e}"
+    );
+}

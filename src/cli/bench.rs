@@ -2,7 +2,7 @@
 //! network, for the cpu engines `--executor` picks (by default stock candle, the old path, and
 //! the planned executor, the new path) in the same run, with `--gpu` the gpu engine too, and with
 //! `--conv`, per-op convolution throughput for candle's conv against advlens's (`--robust`,
-//! `--defense` and `--app` time other things, in their own files).
+//! `--defense`, `--data` and `--app` time other things, in their own files).
 //! Numbers are medians; compare ratios from one run, not absolute times across runs.
 
 use std::sync::Arc;
@@ -71,6 +71,19 @@ pub struct BenchArgs {
     /// own process, so the peak belongs to the load).
     #[arg(long)]
     pub load: Option<std::path::PathBuf>,
+    /// Time an evaluation on this data set instead (any `eval --data`, e.g. an image folder):
+    /// decoding alone, the engine alone (forward + input gradient, and PGD-10 unless
+    /// `--no-attack`), and both together with batches decoded ahead of the engine; batches of
+    /// the largest `--batch`.
+    #[arg(long, value_name = "SPEC")]
+    pub data: Option<String>,
+    /// With `--data`: only the first N images; with `--make-jpegs`: how many to write (1000).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Write a folder of JPEGs made from the shipped photos (crops at ImageNet-like sizes, one
+    /// sub-folder per photo) for `--data`, and stop.
+    #[arg(long, value_name = "DIR")]
+    pub make_jpegs: Option<std::path::PathBuf>,
 }
 
 /// Which cpu engines `bench` times.
@@ -144,6 +157,20 @@ pub fn run(
 ) -> anyhow::Result<()> {
     if let Some(path) = &args.load {
         return load_table(path);
+    }
+    if let Some(dir) = &args.make_jpegs {
+        return super::bench_data::make_jpegs(dir, args.n.unwrap_or(1000));
+    }
+    if let Some(data) = &args.data {
+        return super::bench_data::data_table(&super::bench_data::DataBench {
+            data: data.clone(),
+            model: args.model.clone(),
+            batch: args.batch.iter().copied().max().unwrap_or(64),
+            n: args.n,
+            reps: args.reps,
+            gpu: args.gpu,
+            attack: !args.no_attack,
+        });
     }
     if args.app {
         return bench_app(args.reps, args.gpu);

@@ -3,6 +3,7 @@
 mod adv_from;
 mod attack;
 mod bench;
+mod bench_data;
 mod bench_defense;
 mod bench_robust;
 mod defense_args;

@@ -45,10 +45,41 @@ fn zip_err(e: ZipError, key: &str) -> NpzError {
     }
 }
 
+/// The element types a reader accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// Floats only (`f2`, `f4`, `f8`): weights.
+    Floats,
+    /// Floats, integers of 1 to 8 bytes (`u1` … `i8`) and booleans (`b1`): data sets, where
+    /// images are often `uint8` and labels `int64`.
+    Numbers,
+}
+
+/// The integer and boolean element types [`Accept::Numbers`] adds to the floats.
+const INTEGER_KINDS: [&str; 9] = ["u1", "i1", "b1", "u2", "i2", "u4", "i4", "u8", "i8"];
+
+/// An array as stored: its element type and its values converted to `f32` (integers above
+/// 2^24 lose their last bits).
+#[derive(Clone, Debug)]
+pub struct TypedArray {
+    /// Element type without the byte order: `f4`, `f8`, `f2`, `u1`, `i8`, `b1`, ...
+    pub kind: String,
+    /// The values.
+    pub array: Array,
+}
+
+impl TypedArray {
+    /// Whether the elements are integers (booleans included).
+    pub fn is_integer(&self) -> bool {
+        !self.kind.starts_with('f')
+    }
+}
+
 /// The parsed header of an `.npy` array.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NpyHeader {
-    /// Element type: `f4`, `f8` or `f2`.
+    /// Element type: `f4`, `f8` or `f2`; with [`Accept::Numbers`] also `u1`, `i1`, `b1`, `u2`,
+    /// `i2`, `u4`, `i4`, `u8` or `i8`.
     pub kind: String,
     /// Big-endian data.
     pub big_endian: bool,
@@ -61,9 +92,10 @@ pub struct NpyHeader {
 impl NpyHeader {
     /// Bytes per element.
     pub fn item_size(&self) -> usize {
-        match self.kind.as_str() {
-            "f8" => 8,
-            "f2" => 2,
+        match self.kind.as_bytes().get(1) {
+            Some(b'8') => 8,
+            Some(b'2') => 2,
+            Some(b'1') => 1,
             _ => 4,
         }
     }
@@ -74,8 +106,17 @@ impl NpyHeader {
     }
 }
 
-/// Reads the header of an `.npy` stream (the magic string, version and the Python dict).
+/// Reads the header of a float `.npy` stream (the magic string, version and the Python dict).
 pub fn read_header(r: &mut impl Read, name: &str) -> Result<NpyHeader, NpzError> {
+    read_header_of(r, name, Accept::Floats)
+}
+
+/// [`read_header`] accepting the element types `accept` says.
+pub fn read_header_of(
+    r: &mut impl Read,
+    name: &str,
+    accept: Accept,
+) -> Result<NpyHeader, NpzError> {
     let bad = |reason: String| NpzError::Array {
         name: name.into(),
         reason,
@@ -122,10 +163,20 @@ pub fn read_header(r: &mut impl Read, name: &str) -> Result<NpyHeader, NpzError>
         Some(k) => (true, k),
         None => (false, descr.strip_prefix(['<', '|', '=']).unwrap_or(descr)),
     };
-    if !matches!(kind, "f4" | "f8" | "f2") {
-        return Err(bad(format!(
-            "element type {descr:?} is not a float type (f2, f4, f8)"
-        )));
+    let float = matches!(kind, "f4" | "f8" | "f2");
+    match accept {
+        Accept::Floats if !float => {
+            return Err(bad(format!(
+                "element type {descr:?} is not a float type (f2, f4, f8)"
+            )));
+        }
+        Accept::Numbers if !float && !INTEGER_KINDS.contains(&kind) => {
+            return Err(bad(format!(
+                "element type {descr:?} is not a number type (floats f2, f4, f8; integers \
+                 u1 to i8; b1)"
+            )));
+        }
+        _ => {}
     }
     let fortran =
         field("fortran_order").ok_or_else(|| bad("header has no fortran_order".into()))?;
@@ -179,41 +230,53 @@ fn read_data(
     if bytes.len() != len {
         return Err(bad("data shorter than its shape says (truncated?)".into()));
     }
-    let data: Vec<f32> = match (h.kind.as_str(), h.big_endian) {
-        ("f4", false) => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        ("f4", true) => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        ("f8", big) => bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(c);
-                (if big {
-                    f64::from_be_bytes(a)
-                } else {
-                    f64::from_le_bytes(a)
-                }) as f32
-            })
-            .collect(),
-        (_, big) => bytes
-            .chunks_exact(2)
-            .map(|c| {
-                let b = if big { [c[1], c[0]] } else { [c[0], c[1]] };
-                f16_to_f32(u16::from_le_bytes(b))
-            })
-            .collect(),
-    };
+    let data = values(&bytes, &h.kind, h.big_endian);
     let shape = if h.shape.is_empty() {
         vec![1]
     } else {
         h.shape.clone()
     };
     Array::new(shape, data).map_err(|e| bad(e.to_string()))
+}
+
+/// Converts the little- or big-endian elements of type `kind` in `bytes` to `f32`.
+fn values(bytes: &[u8], kind: &str, big: bool) -> Vec<f32> {
+    /// The `N` bytes of an element, in little-endian order.
+    fn le<const N: usize>(c: &[u8], big: bool) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(c);
+        if big {
+            a.reverse();
+        }
+        a
+    }
+    macro_rules! each {
+        ($n:literal, $t:ty) => {
+            bytes
+                .chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(le::<$n>(c, big)) as f32)
+                .collect()
+        };
+    }
+    match kind {
+        "f4" => each!(4, f32),
+        "f8" => each!(8, f64),
+        "f2" => bytes
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes(le::<2>(c, big))))
+            .collect(),
+        "u1" => bytes.iter().map(|&b| f32::from(b)).collect(),
+        "i1" => bytes.iter().map(|&b| f32::from(b as i8)).collect(),
+        "b1" => bytes.iter().map(|&b| f32::from(u8::from(b != 0))).collect(),
+        "u2" => each!(2, u16),
+        "i2" => each!(2, i16),
+        "u4" => each!(4, u32),
+        "i4" => each!(4, i32),
+        "u8" => each!(8, u64),
+        "i8" => each!(8, i64),
+        // The header reader admits no other kind.
+        _ => Vec::new(),
+    }
 }
 
 /// Reads one `.npy` file (at most `max_bytes`).
@@ -262,6 +325,32 @@ pub fn read_npz_from<R: Read + Seek>(
     r: &mut R,
     file_len: u64,
 ) -> Result<BTreeMap<String, Array>, NpzError> {
+    let typed = read_entries(r, file_len, Accept::Floats)?;
+    Ok(typed.into_iter().map(|(k, t)| (k, t.array)).collect())
+}
+
+/// Reads every array of an `.npz` archive of numbers (a data set: `uint8` images, `int64`
+/// labels), with its element type, keyed by entry name without the `.npy` suffix.
+pub fn read_npz_typed(path: &Path) -> Result<BTreeMap<String, TypedArray>, NpzError> {
+    let file_len = std::fs::metadata(path)?.len();
+    read_entries(
+        &mut BufReader::new(File::open(path)?),
+        file_len,
+        Accept::Numbers,
+    )
+}
+
+/// [`read_npz_typed`] for an archive held in memory.
+pub fn read_npz_typed_bytes(bytes: &[u8]) -> Result<BTreeMap<String, TypedArray>, NpzError> {
+    read_entries(&mut Cursor::new(bytes), bytes.len() as u64, Accept::Numbers)
+}
+
+/// The arrays of the `file_len`-byte archive `r` whose element types `accept` admits.
+fn read_entries<R: Read + Seek>(
+    r: &mut R,
+    file_len: u64,
+    accept: Accept,
+) -> Result<BTreeMap<String, TypedArray>, NpzError> {
     let entries = zip::read_directory(r, file_len).map_err(|e| zip_err(e, ""))?;
     if entries.is_empty() {
         return Err(NpzError::Zip("the archive is empty".into()));
@@ -279,7 +368,7 @@ pub fn read_npz_from<R: Read + Seek>(
         };
         // Never reads past the declared size, whatever the stream says.
         let mut body = zip::open_entry(r, &e, file_len).map_err(|err| zip_err(err, &key))?;
-        let h = read_header(&mut body, &key)?;
+        let h = read_header_of(&mut body, &key, accept)?;
         let expected = h
             .count()
             .and_then(|n| n.checked_mul(h.item_size()))
@@ -299,27 +388,65 @@ pub fn read_npz_from<R: Read + Seek>(
         // A deflated entry's declared size is only a claim until the stream delivers it; the
         // stored bytes (which lie inside the file) are a size worth reserving up front.
         let reserve = usize::try_from(e.compressed).unwrap_or(usize::MAX);
-        let a = read_data(&mut body, &h, &key, reserve)?;
-        out.insert(key, a);
+        let array = read_data(&mut body, &h, &key, reserve)?;
+        out.insert(
+            key,
+            TypedArray {
+                kind: h.kind.clone(),
+                array,
+            },
+        );
     }
     Ok(out)
 }
 
-/// Writes arrays as an `.npz` archive, compressed (`deflate`) or stored: for tests and for
-/// exporting; the inverse of [`read_npz`].
+/// Writes arrays as an `.npz` archive of `float32` entries, compressed (`deflate`) or stored:
+/// for tests and for exporting; the inverse of [`read_npz`].
 pub fn write_npz(arrays: &[(String, Array)], deflate: bool) -> Vec<u8> {
+    let raw: Vec<RawArray> = arrays
+        .iter()
+        .map(|(name, a)| RawArray {
+            name: name.clone(),
+            descr: "<f4".into(),
+            shape: a.shape().to_vec(),
+            data: a.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    write_npz_raw(&raw, deflate)
+}
+
+/// An array to write as it is stored: NumPy's element type and the bytes.
+#[derive(Clone, Debug)]
+pub struct RawArray {
+    /// Entry name, without `.npy`.
+    pub name: String,
+    /// NumPy's type string, byte order included: `<f4`, `|u1`, `<i8`, ...
+    pub descr: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// The elements' bytes, row-major, in `descr`'s byte order.
+    pub data: Vec<u8>,
+}
+
+/// Writes arrays of any element type as an `.npz` archive, compressed (`deflate`) or stored
+/// (a data set's `uint8` images and `int64` labels, in tests).
+pub fn write_npz_raw(arrays: &[RawArray], deflate: bool) -> Vec<u8> {
     use std::io::Write as _;
     let mut out = Vec::new();
     let mut central = Vec::new();
-    for (name, a) in arrays {
+    for a in arrays {
+        let name = &a.name;
         let mut npy = Vec::new();
-        let shape: Vec<String> = a.shape().iter().map(|d| d.to_string()).collect();
+        let shape: Vec<String> = a.shape.iter().map(|d| d.to_string()).collect();
         let shape = if shape.len() == 1 {
             format!("({},)", shape[0])
         } else {
             format!("({})", shape.join(", "))
         };
-        let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut dict = format!(
+            "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+            a.descr
+        );
         while !(10 + dict.len() + 1).is_multiple_of(64) {
             dict.push(' ');
         }
@@ -327,9 +454,7 @@ pub fn write_npz(arrays: &[(String, Array)], deflate: bool) -> Vec<u8> {
         npy.extend_from_slice(b"\x93NUMPY\x01\x00");
         npy.extend_from_slice(&(dict.len() as u16).to_le_bytes());
         npy.extend_from_slice(dict.as_bytes());
-        for v in a.data() {
-            npy.extend_from_slice(&v.to_le_bytes());
-        }
+        npy.extend_from_slice(&a.data);
         let (method, body) = if deflate {
             let mut enc =
                 flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
