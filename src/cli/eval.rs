@@ -19,8 +19,9 @@ use crate::analysis::{
 };
 use crate::attack::{AttackConfig, AttackKind, Norm, TargetMode};
 use crate::cancel::Cancel;
-use crate::data::{self, Examples, InMemory, Labelled, Prefetch, Split};
+use crate::data::{self, DataOptions, Examples, Prefetch};
 use crate::defense::{Chain, Defense, GradientMode};
+use crate::model::Network;
 
 /// Arguments of `eval`.
 #[derive(Args, Debug)]
@@ -32,10 +33,16 @@ pub struct EvalArgs {
     /// A model file (advlens safetensors, Xie et al.'s .npz, a PyTorch .pth) or `builtin:NAME`.
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
-    /// Test data: a folder made by scripts/fetch-data.sh, or `bundled` (the 500 test images in
-    /// assets/).
+    /// Labelled data: a Fashion-MNIST folder made by scripts/fetch-data.sh, `bundled` (the 500
+    /// test images in assets/), an image folder (one sub-folder per class), a CSV/TSV list of
+    /// `path,label`, or an `.npz` with `x` and `y`. Images go through the model's preprocessing.
     #[arg(long, default_value = "data/fashion-mnist")]
     pub data: String,
+    /// Class order for an image folder or a list with class names: one class per line, the
+    /// first word the folder name (ImageNet synsets: `n01440764 tench`). Default: sorted
+    /// folder names.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
     /// Evaluate the first N test images (default: all).
     #[arg(long)]
     pub n: Option<usize>,
@@ -141,23 +148,19 @@ pub fn parse_attack(s: &str) -> anyhow::Result<(AttackKind, Option<usize>)> {
     Ok((kind, steps))
 }
 
-/// Reads `--data` (a Fashion-MNIST folder or `bundled`), the first `n` images.
-pub(super) fn load_data(spec: &str, n: Option<usize>) -> anyhow::Result<Labelled> {
-    let set = if spec == "bundled" {
-        data::bundled_test_images().map_err(anyhow::Error::msg)?
-    } else {
-        let dir = Path::new(spec);
-        if !dir.exists() {
-            anyhow::bail!(
-                "{spec} does not exist: run scripts/fetch-data.sh to fetch Fashion-MNIST, or pass --data bundled"
-            );
-        }
-        data::load_fashion_mnist(dir, Split::Test)?
+/// Opens `--data` for `net` (its input shape, resize and classes), the first `n` examples.
+pub(super) fn open_examples(
+    spec: &str,
+    n: Option<usize>,
+    classes: Option<&Path>,
+    net: &Network,
+) -> anyhow::Result<Arc<dyn Examples>> {
+    let opts = DataOptions {
+        classes_file: classes.map(Path::to_path_buf),
+        n,
+        ..DataOptions::for_model(net)
     };
-    Ok(match n {
-        Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),
-        _ => set,
-    })
+    data::open_data(spec, &opts).with_context(|| format!("cannot read --data {spec}"))
 }
 
 /// The attack settings of every attack × budget asked for, checked.
@@ -220,10 +223,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             grid.len()
         );
     }
-    let examples: Arc<dyn Examples> = Arc::new(InMemory::new(
-        load_data(&args.data, args.n)?,
-        args.data.clone(),
-    ));
+    let examples = open_examples(&args.data, args.n, args.classes.as_deref(), &net)?;
     let engine = super::open_engine(net.clone(), args.engine)?;
     let engine_name = engine.describe();
     let mut engine = defend(engine, Defense::default(), &args.model)?;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::eval::{load_data, parse_attack, progress_bar};
+use super::eval::{open_examples, parse_attack, progress_bar};
 use crate::analysis::transfer_matrix;
 use crate::attack::{AttackConfig, AttackKind, Norm};
 use crate::cancel::Cancel;
-use crate::data::{Examples, InMemory, Prefetch};
+use crate::data::Prefetch;
 
 /// Arguments of `transfer`.
 #[derive(Args, Debug)]
@@ -29,9 +29,12 @@ pub struct TransferArgs {
     /// The threat model's norm.
     #[arg(long, value_enum, ignore_case = true, default_value_t = Norm::Linf)]
     pub norm: Norm,
-    /// Test data, as for `eval`.
+    /// Labelled data, as for `eval`.
     #[arg(long, default_value = "data/fashion-mnist")]
     pub data: String,
+    /// Class order for an image folder or list, as for `eval`.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
     /// The first N images (default: all).
     #[arg(long)]
     pub n: Option<usize>,
@@ -71,6 +74,7 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<()> {
     cfg.validate()?;
     let mut engines = Vec::with_capacity(args.models.len());
     let mut shape = None;
+    let mut first = None;
     for m in &args.models {
         let net =
             Arc::new(crate::zoo::load_model(m).with_context(|| format!("cannot open model {m}"))?);
@@ -82,13 +86,12 @@ pub fn run(args: &TransferArgs) -> anyhow::Result<()> {
             ),
             _ => shape = Some(s),
         }
+        first.get_or_insert_with(|| net.clone());
         engines.push(super::open_engine(net, args.engine)?);
     }
-    let shape = shape.context("no models")?;
-    let examples: Arc<dyn Examples> = Arc::new(InMemory::new(
-        load_data(&args.data, args.n)?,
-        args.data.clone(),
-    ));
+    let (shape, first) = shape.zip(first).context("no models")?;
+    // The first model's preprocessing reads the data; every model takes the same input shape.
+    let examples = open_examples(&args.data, args.n, args.classes.as_deref(), &first)?;
     let total = examples.len();
     let mut batches = Prefetch::start(examples, (0..total).collect(), args.batch, 2, shape)
         .context("cannot start the decoding thread")?;
