@@ -26,6 +26,10 @@ pub enum Flag {
     SquareBeatsWhiteBox,
     /// An iterate on the attack's path was adversarial but the returned point is not.
     SilentSuccess,
+    /// The attack's own forward pass found the returned point adversarial, but a fresh forward
+    /// pass of the model on it does not: what the attack optimised against is not the model
+    /// that is evaluated.
+    TransferFailure,
     /// Images survive even without a budget, which a working attack should not allow.
     UnboundedFailure,
 }
@@ -41,6 +45,7 @@ impl Flag {
             Flag::SoftmaxOutput => "softmax_output",
             Flag::SquareBeatsWhiteBox => "square_beats_white_box",
             Flag::SilentSuccess => "silent_success",
+            Flag::TransferFailure => "transfer_failure",
             Flag::UnboundedFailure => "unbounded_failure",
         }
     }
@@ -77,6 +82,15 @@ impl Flag {
             Flag::SilentSuccess => {
                 "the attack passed through an adversarial point but returned one that is not: \
                  the attack should keep the best adversarial iterate."
+            }
+            Flag::TransferFailure => {
+                "the attack's own forward pass found the image it returned adversarial, but a \
+                 fresh forward pass of the model classifies it correctly (targeted: not as the \
+                 target). What the attack optimised against is not the model evaluated: a random \
+                 defence drew differently, an approximation (BPDA, a surrogate) stood in for the \
+                 real forward pass, or two passes differ numerically. Use EOT over the \
+                 randomness (autoattack-rand, --eot), attack the real forward pass, and trust \
+                 the re-predicted accuracy, not the attack's."
             }
             Flag::UnboundedFailure => {
                 "images stay correctly classified even with an unlimited budget: the attack, not \
@@ -165,8 +179,16 @@ const CONVERGE_TOL: f32 = 0.05;
 /// Runs every check on the attack `result` of `cfg` on the clean images `x` and returns the
 /// flags raised: those the attack recorded itself (`result.diagnostics`) followed by softmax
 /// output, randomness, non-finite logits, zero gradient (gradient attacks that do not check it
-/// themselves), silent success, incomplete optimisation and, with `opts.unbounded`, failure at an
-/// unlimited budget. Every flag says how many images it affects out of how many it looked at.
+/// themselves), silent success, transfer failure, incomplete optimisation and, with
+/// `opts.unbounded`, failure at an unlimited budget. Every flag says how many images it affects
+/// out of how many it looked at.
+///
+/// One fresh forward pass of the returned images decides what counts as fooled (the checks
+/// share it, so transfer failure costs no pass of its own); silent success and transfer failure
+/// compare it with the attack's own records and split the images the attack fooled by its own
+/// account but this pass does not: transfer failure when the attack vouched for the returned
+/// point itself (its record of that point has margin < 0), silent success when only some other
+/// point on its path was adversarial.
 pub fn diagnose(
     engine: &mut dyn Engine,
     x: &Array,
@@ -190,7 +212,13 @@ pub fn diagnose(
         checks.push(zero);
         checks.push(bad);
     }
-    checks.push(silent_success(result, &success));
+    let claims: Vec<Option<&StepRecord>> = result
+        .history
+        .iter()
+        .map(|h| claimed(cfg.kind, h))
+        .collect();
+    checks.push(silent_success(result, &success, &claims));
+    checks.push(transfer_failure(result, &adv.logits, &success, &claims));
     if let Some(dir) = ascent_direction(cfg, result) {
         checks.push(not_converged(&result.history, &success, dir));
     }
@@ -398,12 +426,44 @@ fn zero_gradient(
     ))
 }
 
+/// The record in which the attack itself judged the point it returned adversarial (margin < 0),
+/// or `None` when by its own account that point is not adversarial. Which record describes the
+/// returned point depends on what the attack returns:
+/// - its last iterate, recorded last: FGSM, BIM, PGD (a restart's whole history travels with its
+///   point), MI-FGSM, DeepFool (which stops at its first fooling point) and Square (which
+///   records only the points it accepts and stops once fooled);
+/// - its latest fooling iterate: APGD, and AutoAttack, which keeps the history of the component
+///   whose point it returns;
+/// - the fooling iterate of smallest L2 distance (the first of equals): C&W.
+fn claimed(kind: AttackKind, history: &[StepRecord]) -> Option<&StepRecord> {
+    let fooling = || history.iter().filter(|s| s.margin < 0.0);
+    match kind {
+        AttackKind::Fgsm
+        | AttackKind::Bim
+        | AttackKind::Pgd
+        | AttackKind::MiFgsm
+        | AttackKind::Deepfool
+        | AttackKind::Square => history.last().filter(|s| s.margin < 0.0),
+        AttackKind::ApgdCe
+        | AttackKind::ApgdDlr
+        | AttackKind::ApgdT
+        | AttackKind::AutoAttack
+        | AttackKind::AutoAttackRand => fooling().next_back(),
+        AttackKind::Cw => fooling().min_by(|a, b| a.l2.total_cmp(&b.l2)),
+    }
+}
+
 /// Images whose history passed through an adversarial point (margin < 0) although the returned
-/// image, re-predicted, is not adversarial.
-fn silent_success(result: &AttackResult, success: &[bool]) -> Diagnostic {
+/// image, re-predicted, is not adversarial, and the attack did not vouch for the returned point
+/// (those are transfer failures).
+fn silent_success(
+    result: &AttackResult,
+    success: &[bool],
+    claims: &[Option<&StepRecord>],
+) -> Diagnostic {
     let n = success.len();
     let silent: Vec<usize> = (0..n)
-        .filter(|&i| !success[i])
+        .filter(|&i| !success[i] && claims[i].is_none())
         .filter(|&i| result.history[i].iter().any(|s| s.margin < 0.0))
         .collect();
     let steps: Vec<String> = silent
@@ -430,6 +490,55 @@ fn silent_success(result: &AttackResult, success: &[bool]) -> Diagnostic {
                 String::new()
             } else {
                 format!("{})", steps.join(", "))
+            }
+        ),
+    )
+}
+
+/// Pintor et al.'s transfer failure: images the attack's own records call adversarial at the
+/// point it returned ([`claimed`]: margin < 0 there) that the fresh forward pass `adv` of that
+/// point classifies correctly (untargeted) or not as the target (targeted). Counted out of the
+/// images the attack claimed; the detail gives both margins of the first few.
+fn transfer_failure(
+    result: &AttackResult,
+    adv: &Array,
+    success: &[bool],
+    claims: &[Option<&StepRecord>],
+) -> Diagnostic {
+    let n = success.len();
+    let claimed: Vec<usize> = (0..n).filter(|&i| claims[i].is_some()).collect();
+    let failed: Vec<usize> = claimed.iter().copied().filter(|&i| !success[i]).collect();
+    let examples: Vec<String> = failed
+        .iter()
+        .take(5)
+        .filter_map(|&i| {
+            let s = claims[i]?;
+            let target = result.targets.as_ref().map(|t| t[i]);
+            let fresh = super::success_margin(adv.example(i), result.labels[i], target);
+            Some(format!(
+                "image {i}: margin {:.3} at step {} in the attack, {fresh:.3} re-predicted",
+                s.margin, s.step
+            ))
+        })
+        .collect();
+    let verdict = if result.targets.is_some() {
+        "not as the target"
+    } else {
+        "correctly"
+    };
+    diagnostic(
+        Flag::TransferFailure,
+        failed.len(),
+        claimed.len(),
+        format!(
+            "{} of the {} images the attack found adversarial at the returned point are \
+             classified {verdict} by a fresh forward pass{}",
+            failed.len(),
+            claimed.len(),
+            if examples.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", examples.join("; "))
             }
         ),
     )
@@ -617,6 +726,38 @@ mod tests {
         merge_batches(&mut all, vec![d(3, 100, "first")]);
         merge_batches(&mut all, vec![d(2, 50, "second")]);
         assert_eq!(all, vec![d(5, 250, "first")]);
+    }
+
+    #[test]
+    fn the_claimed_record_is_the_one_of_the_returned_point() {
+        let rec = |step, margin, l2| StepRecord {
+            step,
+            loss: 0.0,
+            pred: 0,
+            margin,
+            linf: 0.0,
+            l2,
+        };
+        // Fooled at steps 1 and 2 (the smaller perturbation at 1), not at the last step 3.
+        let h = [
+            rec(0, 1.0, 0.0),
+            rec(1, -0.5, 0.5),
+            rec(2, -0.1, 1.0),
+            rec(3, 0.3, 3.0),
+        ];
+        let step = |kind| claimed(kind, &h).map(|s| s.step);
+        // The last iterate is returned, and it is not adversarial.
+        assert_eq!(step(AttackKind::Pgd), None);
+        assert_eq!(step(AttackKind::Square), None);
+        // The latest fooling iterate.
+        assert_eq!(step(AttackKind::ApgdCe), Some(2));
+        assert_eq!(step(AttackKind::AutoAttack), Some(2));
+        // The fooling iterate of smallest L2, the first of equals.
+        assert_eq!(step(AttackKind::Cw), Some(1));
+        let tie = [rec(0, -0.2, 1.0), rec(1, -0.4, 1.0), rec(2, 0.1, 0.5)];
+        assert_eq!(claimed(AttackKind::Cw, &tie).map(|s| s.step), Some(0));
+        assert_eq!(claimed(AttackKind::Fgsm, &h[..2]).map(|s| s.step), Some(1));
+        assert!(claimed(AttackKind::Pgd, &[]).is_none());
     }
 
     #[test]
