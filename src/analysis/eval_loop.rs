@@ -169,21 +169,9 @@ pub fn evaluate_with(
     cancel: &Cancel,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, AttackError> {
-    let mut batches = in_memory_batches(data, opts.batch);
-    let input = EvalInput {
-        batches: &mut batches,
-        total: data.len(),
-        resumed: vec![],
-        sinks: &mut [],
-    };
-    attack_errors(run(
-        &mut Plain(engine),
-        input,
-        attacks,
-        opts,
-        cancel,
-        progress,
-    ))
+    in_memory(data, opts.batch, |input| {
+        evaluate_stream(engine, input, attacks, opts, cancel, progress)
+    })
 }
 
 /// [`evaluate_with`] on batches from anywhere ([`crate::data::Prefetch`] over the user's files),
@@ -210,16 +198,9 @@ pub fn evaluate_defended(
     cancel: &Cancel,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, AttackError> {
-    let mut batches = in_memory_batches(data, opts.batch);
-    let input = EvalInput {
-        batches: &mut batches,
-        total: data.len(),
-        resumed: vec![],
-        sinks: &mut [],
-    };
-    attack_errors(evaluate_defended_stream(
-        engine, input, attacks, opts, cancel, progress,
-    ))
+    in_memory(data, opts.batch, |input| {
+        evaluate_defended_stream(engine, input, attacks, opts, cancel, progress)
+    })
 }
 
 /// [`evaluate_defended`] on batches from anywhere, as [`evaluate_stream`].
@@ -253,6 +234,22 @@ fn attack_errors(r: Result<EvalReport, EvalError>) -> Result<EvalReport, AttackE
         EvalError::Attack(a) => a,
         EvalError::Output(m) => AttackError::Config(m),
     })
+}
+
+/// Runs `eval` on `data` in batches of `batch`, with nothing resumed and no sinks (so it can only
+/// fail in an attack).
+fn in_memory(
+    data: &Labelled,
+    batch: usize,
+    eval: impl FnOnce(EvalInput<'_>) -> Result<EvalReport, EvalError>,
+) -> Result<EvalReport, AttackError> {
+    let mut batches = in_memory_batches(data, batch);
+    attack_errors(eval(EvalInput {
+        batches: &mut batches,
+        total: data.len(),
+        resumed: vec![],
+        sinks: &mut [],
+    }))
 }
 
 /// `data` in batches of `batch`, in order.
