@@ -98,8 +98,8 @@ fn add_stages(into: &mut Vec<Stage>, more: Vec<Stage>) {
     }
 }
 
-/// The interval column: `[70.31, 72.07]`, or `–` when there is none.
-fn ci_text(ci: Option<(f64, f64)>) -> String {
+/// An interval as written in tables: `[70.31, 72.07]`, or `–` when there is none.
+pub fn ci_text(ci: Option<(f64, f64)>) -> String {
     ci.map_or("–".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"))
 }
 
@@ -310,7 +310,8 @@ pub struct EvalSource {
     pub shard: Option<super::Shard>,
 }
 
-fn percent(a: usize, b: usize) -> f64 {
+/// `a` of `b` in percent (0 for `b = 0`).
+pub(crate) fn percent(a: usize, b: usize) -> f64 {
     if b == 0 {
         0.0
     } else {

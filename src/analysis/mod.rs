@@ -30,7 +30,7 @@ pub use block_noise::{BlockNoise, block_noise, block_noise_markdown};
 pub use colormap::{diverging, perturbation_image};
 pub use defense_table::{DefenseSuite, defense_grid, evaluate_defenses};
 pub use draw_stats::DrawStats;
-pub use eval::{EvalReport, EvalRow, EvalSource, TapAmplification, WorstCase, wilson95};
+pub use eval::{EvalReport, EvalRow, EvalSource, TapAmplification, WorstCase, ci_text, wilson95};
 pub use eval_log::{EvalLog, LogError, LogHeader, batches_path};
 pub use eval_loop::{
     BatchOutcome, DEFAULT_DEFENSE_DRAWS, EVAL_UNBOUNDED_IMAGES, EvalError, EvalInput, EvalOptions,

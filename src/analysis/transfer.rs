@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::eval::wilson95;
+use super::eval::{percent, wilson95};
 use crate::array::Array;
 use crate::attack::{self, AttackConfig, AttackError};
 use crate::cancel::Cancel;
@@ -75,14 +75,6 @@ impl TransferMatrix {
             let _ = writeln!(s, "(partial: cancelled after {} images)", self.images);
         }
         s
-    }
-}
-
-fn percent(a: usize, b: usize) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        100.0 * a as f64 / b as f64
     }
 }
 

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::defense_args::defend;
 use super::eval::{EvalArgs, progress_bar};
-use crate::analysis::{AdvManifest, EvalOptions, EvalReport, evaluate_defended, load_adversarial};
+use crate::analysis::{
+    AdvManifest, EvalOptions, EvalReport, ci_text, evaluate_defended, load_adversarial,
+};
 use crate::cancel::Cancel;
 use crate::defense::{Chain, Defense};
 
@@ -80,9 +82,7 @@ pub fn run(args: &EvalArgs, dir: &Path) -> anyhow::Result<()> {
     println!("| images from | images | accuracy % | 95 % CI |");
     println!("|---|---|---|---|");
     for (heading, r) in &results {
-        let ci = r
-            .clean_ci95
-            .map_or("–".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
+        let ci = ci_text(r.clean_ci95);
         println!(
             "| {heading} on {} | {} | {} | {ci} |",
             manifest.source.model,
