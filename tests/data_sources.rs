@@ -13,7 +13,7 @@ use advlens::array::Array;
 use advlens::data::{
     Batch, DataError, DataOptions, Examples, Prefetch, Unreadable, open_data, to_array_with,
 };
-use advlens::model::npz::{RawArray, write_npz_raw};
+use advlens::model::npz::{RawArray, write_npy_raw, write_npz_raw};
 use image::{ImageFormat, RgbImage};
 
 /// Options for a model taking `input` with `classes` classes and no evaluation resize.
@@ -539,10 +539,64 @@ fn npz_labels_out_of_range_and_wrong_shapes_are_explained() {
     assert!(err(&spec(&p), &o).contains("x holds the value 2: float images must be in [0, 1]"));
     let p = write(dir.path(), "count.npz", &[x, labels_i8(&[0, 1, 2])], false);
     assert!(err(&spec(&p), &o).contains("the 2 images of x need labels of shape [2]"));
-    // An .npy alone is pointed to savez.
-    let npy = dir.path().join("x.npy");
-    std::fs::write(&npy, b"\x93NUMPY").unwrap();
-    assert!(err(&spec(&npy), &o).contains("numpy.savez(FILE.npz, x=images, y=labels)"));
+}
+
+#[test]
+fn npy_images_find_their_labels_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str, a: &RawArray| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, write_npy_raw(a)).unwrap();
+        p
+    };
+    let x = raw("x", "|u1", &[2, 4, 4, 3], nhwc_bytes());
+    let npz = write(
+        dir.path(),
+        "both.npz",
+        &[x.clone(), labels_i8(&[4, 1])],
+        false,
+    );
+    let want = load_all(
+        &*open_data(&spec(&npz), &opts([3, 4, 4], 5)).unwrap(),
+        [3, 4, 4],
+    );
+    for (images, labels) in [
+        ("x.npy", "y.npy"),
+        ("X_test.npy", "y_test.npy"),
+        ("val-images.npy", "val-labels.npy"),
+    ] {
+        let p = save(images, &x);
+        save(labels, &labels_i8(&[4, 1]));
+        let set = open_data(&spec(&p), &opts([3, 4, 4], 5)).unwrap();
+        assert!(set.describe().contains(images), "{}", set.describe());
+        let got = load_all(&*set, [3, 4, 4]);
+        assert_eq!(got.labels, want.labels, "{images}");
+        assert_eq!(got.images.data(), want.images.data(), "{images}");
+    }
+    // Labels that are not beside the images: every name tried is listed.
+    let p = save("x_train.npy", &x);
+    let e = err(&spec(&p), &opts([3, 4, 4], 5));
+    assert!(
+        e.contains("looked for beside the images as y_train.npy or Y_train.npy"),
+        "{e}"
+    );
+    // A name with no x part cannot lead to labels.
+    let p = save("pictures.npy", &x);
+    assert!(err(&spec(&p), &opts([3, 4, 4], 5)).contains("name the files x.npy and y.npy"));
+    // The labels are checked like an archive's: range, count, and a truncated file.
+    let p = save("x_r.npy", &x);
+    save("y_r.npy", &labels_i8(&[4, 5]));
+    let e = err(&spec(&p), &opts([3, 4, 4], 5));
+    assert!(
+        e.contains("label 5 is out of range for the model's 5 classes"),
+        "{e}"
+    );
+    let p = save("x_n.npy", &x);
+    save("y_n.npy", &labels_i8(&[4]));
+    assert!(err(&spec(&p), &opts([3, 4, 4], 5)).contains("need labels of shape [2]"));
+    let p = save("x_t.npy", &x);
+    std::fs::write(dir.path().join("y_t.npy"), b"\x93NUMPY").unwrap();
+    assert!(err(&spec(&p), &opts([3, 4, 4], 5)).contains("y_t.npy"));
 }
 
 // --- Fashion-MNIST and the bundled images ----------------------------------------------------

@@ -35,7 +35,8 @@ pub struct EvalArgs {
     pub model: String,
     /// Labelled data: a Fashion-MNIST folder made by scripts/fetch-data.sh, `bundled` (the 500
     /// test images in assets/), an image folder (one sub-folder per class), a CSV/TSV list of
-    /// `path,label`, or an `.npz` with `x` and `y`. Images go through the model's preprocessing.
+    /// `path,label`, an `.npz` with `x` and `y`, or `x.npy` with its labels in `y.npy` beside it.
+    /// Images go through the model's preprocessing.
     #[arg(long, default_value = "data/fashion-mnist")]
     pub data: String,
     /// Class order for an image folder or a list with class names: one class per line, the

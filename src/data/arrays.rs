@@ -1,15 +1,18 @@
-//! A labelled set stored as NumPy arrays in an `.npz` archive (`numpy.savez(FILE, x=images,
-//! y=labels)`): `x` is `uint8` 0–255 in `[N, H, W, C]` (or `[N, C, H, W]` when its second
+//! A labelled set stored as NumPy arrays: an `.npz` archive (`numpy.savez(FILE, x=images,
+//! y=labels)`) or two `.npy` files, the images named on the command line and the labels beside
+//! them under the name with its `x` replaced by `y` (`x.npy` and `y.npy`, `x_test.npy` and
+//! `y_test.npy`; `images.npy` and `labels.npy`). `x` is `uint8` 0–255 in `[N, H, W, C]` (or `[N, C, H, W]` when its second
 //! dimension is the model's channels and its last is not), or floats in [0, 1] in `[N, C, H, W]`
 //! (or `[N, H, W, C]` when its last dimension is the model's channels and its second is not),
 //! or `[N, H, W]` for grey images; `y` is `[N]` integers. Arrays are not resized: their images
 //! must have the model's input size.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{DataError, Labelled};
 use crate::array::Array;
+use crate::model::MAX_FILE_BYTES;
 use crate::model::npz::{self, TypedArray};
 
 /// How far a float image value may lie outside [0, 1] (rounding in whoever wrote it).
@@ -24,6 +27,87 @@ pub fn open_arrays(path: &Path, input: [usize; 3], classes: usize) -> Result<Lab
         source,
     })?;
     labelled_from_arrays(arrays, input, classes, &shown)
+}
+
+/// Reads the image array `path` (an `.npy` file) and the label array beside it (see the module
+/// docs for its name) as a labelled set for a model taking `input` with `classes` classes.
+pub fn open_npy_pair(
+    path: &Path,
+    input: [usize; 3],
+    classes: usize,
+) -> Result<Labelled, DataError> {
+    let shown = path.display().to_string();
+    let labels_path = label_file(path)?;
+    let read = |p: &Path| {
+        npz::read_npy_typed(p, MAX_FILE_BYTES).map_err(|source| DataError::Npz {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let arrays = BTreeMap::from([
+        ("x".to_string(), read(path)?),
+        ("y".to_string(), read(&labels_path)?),
+    ]);
+    let name = format!("{shown} with {}", labels_path.display());
+    labelled_from_arrays(arrays, input, classes, &name)
+}
+
+/// The label file beside the image array `x`: the first of [`label_names`] that exists.
+fn label_file(x: &Path) -> Result<PathBuf, DataError> {
+    let stem = x
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let dir = x.parent().unwrap_or(Path::new(""));
+    let names = label_names(&stem);
+    if let Some(found) = names.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+        return Ok(found);
+    }
+    let reason = if names.is_empty() {
+        "an .npy file holds the images only, and its name has no x or images part to find the \
+         labels by: name the files x.npy and y.npy (or x_NAME.npy and y_NAME.npy), or save both \
+         in one archive: numpy.savez(FILE.npz, x=images, y=labels)"
+            .to_string()
+    } else {
+        format!(
+            "the labels were looked for beside the images as {} and are not there: save them \
+             with numpy.save, or save both in one archive: numpy.savez(FILE.npz, x=images, \
+             y=labels)",
+            names.join(" or ")
+        )
+    };
+    Err(DataError::Arrays {
+        path: x.display().to_string(),
+        reason,
+    })
+}
+
+/// The names the label file of the image array named `stem` may have: each `_`-, `-`- or
+/// `.`-separated part `x` (either case) replaced by `y` (both cases), or `images` by `labels`.
+fn label_names(stem: &str) -> Vec<String> {
+    let parts: Vec<&str> = stem.split_inclusive(['_', '-', '.']).collect();
+    let mut names = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let word = part.trim_end_matches(['_', '-', '.']);
+        let sep = &part[word.len()..];
+        let swaps: &[&str] = match word {
+            "x" | "X" => &["y", "Y"],
+            "images" => &["labels"],
+            "Images" => &["Labels"],
+            _ => continue,
+        };
+        for swap in swaps {
+            let mut name: String = parts[..i].concat();
+            name.push_str(swap);
+            name.push_str(sep);
+            name.push_str(&parts[i + 1..].concat());
+            name.push_str(".npy");
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// The labelled set that the arrays `x` and `y` of the archive `name` (for messages) hold, for
@@ -158,5 +242,20 @@ fn kind_name(kind: &str) -> String {
         "f" => format!("float{bits}"),
         "b" => "bool".into(),
         _ => kind.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_names;
+
+    #[test]
+    fn label_names_swap_the_x_part() {
+        assert_eq!(label_names("x"), ["y.npy", "Y.npy"]);
+        assert_eq!(label_names("X_test"), ["y_test.npy", "Y_test.npy"]);
+        assert_eq!(label_names("test-x"), ["test-y.npy", "test-Y.npy"]);
+        assert_eq!(label_names("val_images"), ["val_labels.npy"]);
+        assert!(label_names("pictures").is_empty());
+        assert!(label_names("xray").is_empty());
     }
 }

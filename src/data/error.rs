@@ -11,8 +11,8 @@ pub enum DataError {
     /// Nothing exists at the path given.
     #[error(
         "{spec} does not exist: pass an image folder (one sub-folder per class), a .csv/.tsv/.txt \
-         list of `path,label` rows, an .npz with arrays x and y, a Fashion-MNIST folder made by \
-         scripts/fetch-data.sh, or `bundled`"
+         list of `path,label` rows, an .npz with arrays x and y (or x.npy with y.npy beside it), \
+         a Fashion-MNIST folder made by scripts/fetch-data.sh, or `bundled`"
     )]
     NotFound {
         /// What `--data` said.

@@ -14,7 +14,7 @@ mod open;
 mod path_list;
 mod source;
 
-pub use arrays::{labelled_from_arrays, open_arrays};
+pub use arrays::{labelled_from_arrays, open_arrays, open_npy_pair};
 pub use classes::{ClassList, MAX_CLASS_FILE_BYTES};
 pub use error::DataError;
 pub use idx::{

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{
     ClassList, DataError, Examples, InMemory, Labelled, Split, bundled_test_images,
-    load_fashion_mnist, open_arrays, open_image_folder, open_path_list,
+    load_fashion_mnist, open_arrays, open_image_folder, open_npy_pair, open_path_list,
 };
 use crate::model::Network;
 
@@ -105,6 +105,11 @@ pub fn open_data(spec: &str, opts: &DataOptions) -> Result<Arc<dyn Examples>, Da
             let set = open_arrays(path, opts.input, opts.classes)?;
             in_memory(set, &format!("arrays x, y of {spec}"), opts)
         }
+        "npy" => {
+            fixed_labels(spec)?;
+            let set = open_npy_pair(path, opts.input, opts.classes)?;
+            in_memory(set, &format!("arrays {spec} and its labels"), opts)
+        }
         _ => Err(DataError::UnknownKind {
             path: spec.into(),
             hint: unknown_kind_hint(path, &ext),
@@ -174,9 +179,7 @@ fn in_memory(
 
 /// Advice for a file that is no data set, by its extension.
 fn unknown_kind_hint(path: &Path, ext: &str) -> String {
-    if ext == "npy" {
-        "; save the images and labels together: numpy.savez(FILE.npz, x=images, y=labels)".into()
-    } else if ext == "gz" {
+    if ext == "gz" {
         format!("; for Fashion-MNIST, pass the folder holding {FASHION_TEST_IMAGES}")
     } else if super::is_image_file(path) {
         "; to classify or attack one image, use `advlens attack --image FILE`".into()

@@ -279,8 +279,19 @@ fn values(bytes: &[u8], kind: &str, big: bool) -> Vec<f32> {
     }
 }
 
-/// Reads one `.npy` file (at most `max_bytes`).
+/// Reads one float `.npy` file (at most `max_bytes`).
 pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
+    read_npy_of(path, max_bytes, Accept::Floats).map(|t| t.array)
+}
+
+/// Reads one `.npy` file of numbers (images as `uint8`, labels as integers; at most
+/// `max_bytes`), with its element type.
+pub fn read_npy_typed(path: &Path, max_bytes: u64) -> Result<TypedArray, NpzError> {
+    read_npy_of(path, max_bytes, Accept::Numbers)
+}
+
+/// One `.npy` file whose element type `accept` admits.
+fn read_npy_of(path: &Path, max_bytes: u64, accept: Accept) -> Result<TypedArray, NpzError> {
     let name = path.display().to_string();
     let len = std::fs::metadata(path)?.len();
     if len > max_bytes {
@@ -290,7 +301,7 @@ pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
         });
     }
     let mut r = BufReader::new(File::open(path)?);
-    let h = read_header(&mut r, &name)?;
+    let h = read_header_of(&mut r, &name, accept)?;
     let expected = h
         .count()
         .and_then(|n| n.checked_mul(h.item_size()))
@@ -306,7 +317,11 @@ pub fn read_npy(path: &Path, max_bytes: u64) -> Result<Array, NpzError> {
         });
     }
     // The size was checked against the file's: reserving it all is safe.
-    read_data(&mut r, &h, &name, len as usize)
+    let array = read_data(&mut r, &h, &name, len as usize)?;
+    Ok(TypedArray {
+        kind: h.kind.clone(),
+        array,
+    })
 }
 
 /// Reads every array of an `.npz` archive, keyed by entry name without the `.npy` suffix.
@@ -428,6 +443,30 @@ pub struct RawArray {
     pub data: Vec<u8>,
 }
 
+/// One array as the bytes of an `.npy` file (format 1.0): what `numpy.save` writes.
+pub fn write_npy_raw(a: &RawArray) -> Vec<u8> {
+    let shape: Vec<String> = a.shape.iter().map(|d| d.to_string()).collect();
+    let shape = if shape.len() == 1 {
+        format!("({},)", shape[0])
+    } else {
+        format!("({})", shape.join(", "))
+    };
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        a.descr
+    );
+    while !(10 + dict.len() + 1).is_multiple_of(64) {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut npy = Vec::with_capacity(10 + dict.len() + a.data.len());
+    npy.extend_from_slice(b"\x93NUMPY\x01\x00");
+    npy.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    npy.extend_from_slice(dict.as_bytes());
+    npy.extend_from_slice(&a.data);
+    npy
+}
+
 /// Writes arrays of any element type as an `.npz` archive, compressed (`deflate`) or stored
 /// (a data set's `uint8` images and `int64` labels, in tests).
 pub fn write_npz_raw(arrays: &[RawArray], deflate: bool) -> Vec<u8> {
@@ -436,25 +475,7 @@ pub fn write_npz_raw(arrays: &[RawArray], deflate: bool) -> Vec<u8> {
     let mut central = Vec::new();
     for a in arrays {
         let name = &a.name;
-        let mut npy = Vec::new();
-        let shape: Vec<String> = a.shape.iter().map(|d| d.to_string()).collect();
-        let shape = if shape.len() == 1 {
-            format!("({},)", shape[0])
-        } else {
-            format!("({})", shape.join(", "))
-        };
-        let mut dict = format!(
-            "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
-            a.descr
-        );
-        while !(10 + dict.len() + 1).is_multiple_of(64) {
-            dict.push(' ');
-        }
-        dict.push('\n');
-        npy.extend_from_slice(b"\x93NUMPY\x01\x00");
-        npy.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-        npy.extend_from_slice(dict.as_bytes());
-        npy.extend_from_slice(&a.data);
+        let npy = write_npy_raw(a);
         let (method, body) = if deflate {
             let mut enc =
                 flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
