@@ -2,8 +2,10 @@
 # For a machine with a real GPU (not part of CI): builds advlens, runs the gpu-engine agreement
 # tests on the best adapter (a discrete GPU is preferred over integrated and software ones), and
 # benchmarks the gpu engine against the cpu engine in the same run on the shipped default model
-# and on a ResNet-50-shaped network at 224x224 with random weights. Everything it prints also
-# goes to the folder it is given.
+# and on ResNet-50- and R152-Denoise-shaped networks at 224x224 with random weights (and
+# EfficientNet-Lite0 when scripts/fetch-models.sh has fetched it), and profiles the gpu engine
+# (device time per kernel family and node from timestamp queries, launches per attack step,
+# overhead per launch). Everything it prints also goes to the folder it is given.
 #
 #   scripts/gpu-check.sh OUT_DIR
 #
@@ -33,4 +35,22 @@ cargo test --release --test gpu 2>&1 | tee "$out/gpu-tests.txt"
   2>&1 | tee "$out/bench-resnet50.md"
 "$bin" bench --gpu --executor planned --model builtin:resnet50-random --batch 16 --reps 3 --no-attack \
   2>&1 | tee "$out/bench-resnet50-b16.md"
+"$bin" bench --gpu --executor planned --model builtin:r152-denoise-random --batch 1 --reps 3 \
+  2>&1 | tee "$out/bench-r152-denoise.md"
+effl0=data/models/efficientnet-lite0.pth
+if [ -f "$effl0" ]; then
+  "$bin" bench --gpu --executor planned --model "$effl0" --batch 1,16 --reps 10 \
+    2>&1 | tee "$out/bench-efficientnet-lite0.md"
+fi
+# Where the gpu engine's time goes: per kernel family, entry point and node.
+"$bin" bench --gpu --profile --model builtin:default --batch 1,64 --reps 20 \
+  2>&1 | tee "$out/profile-default.md"
+"$bin" bench --gpu --profile --model builtin:resnet50-random --batch 1 --reps 5 \
+  2>&1 | tee "$out/profile-resnet50.md"
+"$bin" bench --gpu --profile --model builtin:r152-denoise-random --batch 1 --reps 3 \
+  2>&1 | tee "$out/profile-r152-denoise.md"
+if [ -f "$effl0" ]; then
+  "$bin" bench --gpu --profile --model "$effl0" --batch 1 --reps 10 \
+    2>&1 | tee "$out/profile-efficientnet-lite0.md"
+fi
 echo "results in $out"

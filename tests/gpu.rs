@@ -18,8 +18,8 @@ use advlens::array::Array;
 use advlens::attack::{self, AttackConfig, AttackKind, Norm};
 use advlens::cancel::Cancel;
 use advlens::engine::cpu::CpuEngine;
-use advlens::engine::gpu::GpuEngine;
 use advlens::engine::gpu::kernels::Shader;
+use advlens::engine::gpu::{GpuEngine, Phase};
 use advlens::engine::{Engine, EngineError, ForwardOptions, Loss, TapSelection};
 use advlens::model::{
     ArchConfig, DenoiseVariant, EfficientNetLiteConfig, Network, Placement, TorchResnetConfig,
@@ -774,4 +774,60 @@ fn a_defended_model_agrees_between_the_engines() {
         assert_close(&gg.grad, &gc.grad, &format!("{chain}: gradient"));
         assert!(cosine(gg.grad.data(), gc.grad.data()) > 0.9999, "{chain}");
     }
+}
+
+/// The profile times every launch of one forward pass and input gradient, groups them so that
+/// each grouping adds up to the whole, names the nodes, and leaves the engine's results as they
+/// were.
+#[test]
+fn profile_times_every_launch_and_changes_nothing() {
+    let net = Arc::new(randomized(
+        tiny_config(DenoiseVariant::NonlocalGaussian, Placement::AfterStage),
+        5,
+    ));
+    let Some(mut gpu) = gpu(&net) else { return };
+    if !gpu.can_profile() {
+        assert!(
+            std::env::var_os(common::REQUIRE_GPU).is_none(),
+            "the adapter offers no timestamp queries"
+        );
+        eprintln!("skipped: the adapter offers no timestamp queries");
+        return;
+    }
+    let x = random_images(2, net.input_shape(), 3);
+    let loss = Loss::CrossEntropy {
+        classes: vec![1, 2],
+    };
+    let opts = ForwardOptions::default();
+    let before = gpu.input_grad(&x, &loss, &opts).unwrap();
+    let p = gpu.profile(&x, &loss, &opts).unwrap();
+    assert_eq!(p.kernels.len(), p.step.forward + p.step.backward);
+    assert!(p.step.forward > 0 && p.step.backward > 0 && p.step.clears > 0);
+    assert!(p.kernels.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0));
+    assert!(p.total_ms() > 0.0, "no launch took any time");
+    for rows in [p.by_shader(), p.by_entry(), p.by_node()] {
+        let launches: usize = rows.iter().map(|r| r.launches).sum();
+        let ms: f64 = rows.iter().map(|r| r.ms).sum();
+        assert_eq!(launches, p.kernels.len());
+        assert!((ms - p.total_ms()).abs() <= 1e-9 * p.total_ms().max(1.0));
+        assert!(
+            rows.windows(2).all(|w| w[0].ms >= w[1].ms),
+            "sorted by time"
+        );
+    }
+    // Every convolution has its launches under its own name, forward and backward.
+    for node in net.graph.nodes.iter().filter(|n| n.op.kind() == "conv2d") {
+        let phases: Vec<Phase> = p
+            .kernels
+            .iter()
+            .filter(|k| k.node == node.name)
+            .map(|k| k.phase)
+            .collect();
+        assert!(phases.contains(&Phase::Forward), "{}", node.name);
+        assert!(phases.contains(&Phase::Backward), "{}", node.name);
+    }
+    assert!(p.by_shader().iter().any(|r| r.name == "matmul.wgsl"));
+    let after = gpu.input_grad(&x, &loss, &opts).unwrap();
+    assert_eq!(after.grad.data(), before.grad.data());
+    assert_eq!(after.logits.data(), before.logits.data());
 }

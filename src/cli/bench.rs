@@ -11,8 +11,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use clap::Args;
 
-use super::timing::median_ms;
-use crate::array::Array;
+use super::timing::{bench_batch, median_ms};
 use crate::attack::{AttackConfig, AttackKind};
 use crate::cancel::Cancel;
 use crate::engine::cpu::conv::Conv2dOp;
@@ -63,6 +62,11 @@ pub struct BenchArgs {
     /// Also time the gpu engine (best adapter, software ones included), in the same table.
     #[arg(long)]
     pub gpu: bool,
+    /// With `--gpu`: profile the gpu engine instead: launches per attack step, wall time
+    /// against the kernels' device time (timestamp queries) and the time per shader, entry
+    /// point and node, at each `--batch`.
+    #[arg(long, requires = "gpu")]
+    pub profile: bool,
     /// Time the app instead (headless): ε change → updated views latency and frame time while
     /// dragging, FGSM and PGD-10 on the default model.
     #[arg(long)]
@@ -182,6 +186,9 @@ pub fn run(
         return super::bench_defense::defense_table(args.reps);
     }
     let net = Arc::new(crate::zoo::load_model(&args.model)?);
+    if args.profile {
+        return super::bench_gpu_profile::profile_tables(&net, &args.batch, args.reps);
+    }
     println!("model: {}", net.config.summary());
     println!("threads: {}\n", rayon::current_num_threads());
     println!(
@@ -246,17 +253,6 @@ pub fn run(
         eval_table(&net, args.reps)?;
     }
     Ok(())
-}
-
-/// `b` deterministic images in [0, 1] of the network's input shape, with labels cycling through
-/// the classes.
-fn bench_batch(net: &crate::model::Network, b: usize) -> anyhow::Result<(Array, Vec<usize>)> {
-    let [c, h, w] = net.input_shape();
-    let data: Vec<f32> = (0..b * c * h * w)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-        .collect();
-    let labels = (0..b).map(|i| i % net.num_classes()).collect();
-    Ok((Array::new(vec![b, c, h, w], data)?, labels))
 }
 
 /// Training throughput of each mode (clean, FGSM mix, PGD-7, ALP at ε = 0.1) with advlens's conv:

@@ -5,6 +5,7 @@ mod attack;
 mod bench;
 mod bench_data;
 mod bench_defense;
+mod bench_gpu_profile;
 mod bench_robust;
 mod defense_args;
 mod eval;

@@ -82,7 +82,8 @@ impl GpuContext {
         let info = adapter.get_info();
         let desc = wgpu::DeviceDescriptor {
             label: Some("advlens gpu engine"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps cost nothing until a profile asks for them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             ..Default::default()
         };

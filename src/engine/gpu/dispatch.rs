@@ -9,12 +9,16 @@ use super::error::gpu_err;
 use super::kernels::Entry;
 use super::uniforms::Uniform;
 use crate::engine::EngineError;
+use crate::model::NodeId;
 
 /// One recorded kernel launch.
 pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     groups: [u32; 3],
+    entry: Entry,
+    /// The graph node the launch computes, for profiles.
+    node: Option<NodeId>,
 }
 
 impl Dispatch {
@@ -76,7 +80,27 @@ impl Dispatch {
             pipeline: kernel.pipeline,
             bind,
             groups,
+            entry,
+            node: None,
         })
+    }
+
+    /// The launch, marked as computing node `node` (for profiles).
+    pub fn at_node(self, node: NodeId) -> Self {
+        Self {
+            node: Some(node),
+            ..self
+        }
+    }
+
+    /// The entry point it launches.
+    pub fn entry(&self) -> Entry {
+        self.entry
+    }
+
+    /// The graph node it computes, when it computes one.
+    pub fn node(&self) -> Option<NodeId> {
+        self.node
     }
 
     /// Records the launch into a compute pass.

@@ -22,6 +22,7 @@ mod layers;
 mod params;
 mod pipelines;
 mod plan;
+mod profile;
 mod readback;
 mod recorder;
 pub mod uniforms;
@@ -34,6 +35,7 @@ use error::gpu_err;
 pub use kernels::{Entry, Shader};
 use params::DeviceParams;
 use plan::Plan;
+pub use profile::{KernelTime, Phase, Profile, ProfileRow, StepLaunches};
 use readback::Readback;
 
 use super::{

@@ -52,9 +52,12 @@ impl Plan {
             let mut fwd = Vec::new();
             let mut bwd = Vec::new();
             for i in (1..graph.nodes.len()).filter(|&i| alias[i] == i) {
-                fwd.extend(layers::forward(&rec, i)?);
+                fwd.extend(layers::forward(&rec, i)?.into_iter().map(|d| d.at_node(i)));
                 // Each node's launches in execution order, the nodes in reverse.
-                let mut b = layers::backward(&rec, i)?;
+                let mut b: Vec<Dispatch> = layers::backward(&rec, i)?
+                    .into_iter()
+                    .map(|d| d.at_node(i))
+                    .collect();
                 b.reverse();
                 bwd.extend(b);
             }
@@ -95,6 +98,14 @@ impl Plan {
     /// The buffer holding the gradient at node `id`.
     pub fn grad(&self, id: NodeId, bypass: bool) -> &wgpu::Buffer {
         &self.buffers.grads[self.alias[bypass as usize][id]]
+    }
+
+    /// How many buffers [`Plan::clear_grads`] clears.
+    pub fn cleared_grads(&self, output: NodeId, bypass: bool) -> usize {
+        let alias = &self.alias[bypass as usize];
+        (0..self.buffers.grads.len())
+            .filter(|&i| alias[i] == i && i != alias[output])
+            .count()
     }
 
     /// Records clearing every gradient buffer except the logits' (which the caller fills).
