@@ -8,7 +8,8 @@
 # ones as mean ± sd over 10 draws. Writes NAME.defenses.md/.json into assets/models (or --out).
 # Data: the first N (default 2000) images of the Fashion-MNIST test set fetched by
 # scripts/fetch-data.sh into data/fashion-mnist, or --data DIR, or --data bundled (the 500
-# bundled test images, no download).
+# bundled test images, no download). Each defence row keeps its per-image results in
+# runs/NAME.N.defenses.ROW.jsonl: an interrupted run started again resumes where it stopped.
 # Usage: scripts/eval-defenses.sh [N] [--data DIR|bundled] [--out DIR] [MODEL...]
 #        (MODEL: a builtin name, default: clean pgd)
 set -euo pipefail
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ ${#models[@]} -gt 0 ] || models=(clean pgd)
-mkdir -p "$out_dir"
+mkdir -p "$out_dir" runs
 bin="${ADVLENS_BIN:-target/release/advlens}"
 [ -x "$bin" ] || cargo build --release
 defenses=(--defense none --defense jpeg:75 --defense bits:5 --defense bits:3 --defense median:3
@@ -38,7 +39,7 @@ for name in "${models[@]}"; do
   out="$out_dir/$name.defenses"
   args=(eval --engine cpu --model "builtin:$name" --data "$data" --n "$n" --eps 0.1 --seed 0
         --attacks pgd50 --batch 100 "${defenses[@]}" --gradient naive,bpda --eot 1,10
-        --defense-draws 10)
+        --defense-draws 10 --per-image "runs/$name.$n.defenses.jsonl")
   # Written to .tmp and moved into place only when the eval finished, so a failed or
   # interrupted run leaves the committed tables as they were.
   {

@@ -291,3 +291,63 @@ fn maps_runs_behind_a_defence_and_says_so() {
     );
     assert!(png.exists());
 }
+
+/// With several defence rows, `--per-image` keeps one file per row, and running the command
+/// again resumes every row: nothing is recomputed and the table is the same.
+#[test]
+fn per_image_files_per_defence_row_resume_the_whole_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("run.jsonl");
+    let json = dir.path().join("s.json");
+    let args = [
+        "eval",
+        "--engine",
+        "cpu",
+        "--model",
+        "builtin:clean",
+        "--data",
+        "bundled",
+        "--n",
+        "12",
+        "--batch",
+        "6",
+        "--attacks",
+        "fgsm",
+        "--eps",
+        "0.1",
+        "--defense",
+        "none",
+        "--defense",
+        "jpeg:75",
+        "--gradient",
+        "bpda",
+        "--per-image",
+        lines.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let first = advlens(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let table = text(&first.stdout);
+    for row in ["run.none.jsonl", "run.jpeg-75-bpda.jsonl"] {
+        let p = dir.path().join(row);
+        let n = std::fs::read_to_string(&p).unwrap().lines().count();
+        assert_eq!(n, 12, "{row}: one line per image");
+        assert!(
+            dir.path()
+                .join(row.replace(".jsonl", ".batches.jsonl"))
+                .exists()
+        );
+    }
+    assert!(!lines.exists(), "the base name itself is not written");
+    let suite = std::fs::read(&json).unwrap();
+    let again = advlens(&args);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let log = text(&again.stderr);
+    assert_eq!(log.matches("12 images done").count(), 2, "{log}");
+    assert_eq!(text(&again.stdout), table);
+    let resumed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let original: serde_json::Value = serde_json::from_slice(&suite).unwrap();
+    assert_eq!(resumed["reports"], original["reports"]);
+}

@@ -111,7 +111,8 @@ pub struct EvalArgs {
     pub shard: Option<crate::analysis::Shard>,
     /// Write one JSON line per image and attack here (index, path, label, clean and adversarial
     /// prediction, fooled, L∞, L2, final loss, steps), with `NAME.batches.jsonl` beside it; run
-    /// the same command again with the same file to resume an interrupted run.
+    /// the same command again with the same file to resume an interrupted run. With several
+    /// defence rows, each row has its own file, `NAME.ROW.jsonl` (`run.jpeg-75-bpda.jsonl`).
     #[arg(long, value_name = "FILE.jsonl")]
     pub per_image: Option<PathBuf>,
     /// Keep the adversarial images in this folder (lossless: float32 `.npz` per batch, with
@@ -215,15 +216,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     );
     let attacks = attack_configs(args)?;
     let grid = defenses(args, net.input_shape())?;
-    if grid.len() > 1
-        && (args.per_image.is_some() || args.shard.is_some() || args.save_adv.is_some())
-    {
+    if grid.len() > 1 && (args.shard.is_some() || args.save_adv.is_some()) {
         anyhow::bail!(
-            "--per-image, --shard and --save-adv take one defence row; this command asks for {} \
-             (defences × gradient modes × EOT settings): run one eval per row",
+            "--shard and --save-adv take one defence row; this command asks for {} (defences × \
+             gradient modes × EOT settings): run one eval per row",
             grid.len()
         );
     }
+    let rows = grid.len();
     let examples = open_examples(&args.data, args.n, args.classes.as_deref(), &net)?;
     let engine = super::open_engine(net.clone(), args.engine)?;
     let engine_name = engine.describe();
@@ -243,8 +243,18 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         if cancel.is_cancelled() {
             break;
         }
+        let per_image = args.per_image.as_deref().map(|p| match rows {
+            1 => p.to_path_buf(),
+            _ => row_file(p, &defense),
+        });
         engine.set_defense(defense)?;
-        let mut report = run_one(args, &mut engine, &examples, &attacks, &source, &cancel)?;
+        let run = RowRun {
+            per_image,
+            attacks: &attacks,
+            source: &source,
+            cancel: &cancel,
+        };
+        let mut report = run_one(args, &mut engine, &examples, &run)?;
         report.source = Some(source.clone());
         reports.push(report);
     }
@@ -300,21 +310,53 @@ pub(super) fn progress_bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// The per-image file of one defence row of several: `run.jsonl` becomes
+/// `run.jpeg-75-bpda.jsonl`, the row's description with every run of other characters a dash.
+fn row_file(path: &Path, defense: &Defense) -> PathBuf {
+    let described = defense.describe().to_ascii_lowercase();
+    let slug = described
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned());
+    let name = match (stem, ext) {
+        (Some(stem), Some(ext)) => format!("{stem}.{slug}.{ext}"),
+        (Some(stem), None) => format!("{stem}.{slug}"),
+        _ => format!("{slug}.jsonl"),
+    };
+    path.with_file_name(name)
+}
+
+/// What one defence row runs: its per-image file, the attacks, where the images come from, and
+/// the flag Ctrl-C sets.
+struct RowRun<'a> {
+    per_image: Option<PathBuf>,
+    attacks: &'a [AttackConfig],
+    source: &'a EvalSource,
+    cancel: &'a Cancel,
+}
+
 /// One defence row: this shard's images, less those a resumed per-image file already has,
 /// decoded ahead of the engine, with the per-image file and the saved images as sinks.
 fn run_one(
     args: &EvalArgs,
     engine: &mut crate::engine::Defended,
     examples: &Arc<dyn Examples>,
-    attacks: &[AttackConfig],
-    source: &EvalSource,
-    cancel: &Cancel,
+    run: &RowRun<'_>,
 ) -> anyhow::Result<EvalReport> {
+    let RowRun {
+        attacks,
+        source,
+        cancel,
+        ..
+    } = *run;
     let range = args
         .shard
         .map_or(0..examples.len(), |s| s.range(examples.len()));
     let mut resumed = vec![];
-    let mut log = match &args.per_image {
+    let mut log = match &run.per_image {
         Some(path) => {
             let defense = Some(engine.defense().clone()).filter(|d| !d.is_none());
             let header = LogHeader::new(
