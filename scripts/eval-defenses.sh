@@ -37,6 +37,7 @@ defenses=(--defense none --defense jpeg:75 --defense bits:5 --defense bits:3 --d
           --defense resize-pad)
 for name in "${models[@]}"; do
   out="$out_dir/$name.defenses"
+  # shellcheck disable=SC2054 # the commas separate a flag's values
   args=(eval --engine cpu --model "builtin:$name" --data "$data" --n "$n" --eps 0.1 --seed 0
         --attacks pgd50 --batch 100 "${defenses[@]}" --gradient naive,bpda --eot 1,10
         --defense-draws 10 --per-image "runs/$name.$n.defenses.jsonl")
