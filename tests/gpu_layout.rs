@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
 use advlens::engine::gpu::uniforms::{
-    ApgdParams, AttackParams, DenoiseParams, ElementwiseParams, MatmulParams, PoolParams,
-    SoftmaxParams, Uniform,
+    ApgdParams, AttackParams, DenoiseParams, DepthwiseParams, ElementwiseParams, MatmulParams,
+    PoolParams, SoftmaxParams, Uniform,
 };
 use advlens::engine::gpu::{Entry, Shader};
 
@@ -57,6 +57,11 @@ fn layouts() -> Vec<Layout> {
             planes: u32, h: u32, w: u32, oh: u32,
             ow: u32, kh: u32, kw: u32, stride: u32,
             pad_t: u32, pad_l: u32, kind: u32, unused: u32,
+        }),
+        layout!(DepthwiseParams {
+            planes: u32, c: u32, h: u32, w: u32,
+            oh: u32, ow: u32, kh: u32, kw: u32,
+            stride: u32, pad_t: u32, pad_l: u32, bias: u32,
         }),
         layout!(SoftmaxParams {
             rows: u32, cols: u32, scale: f32, unused: u32,

@@ -11,6 +11,8 @@ pub enum Shader {
     Elementwise,
     /// Max and average pooling.
     Pool,
+    /// Depthwise convolution, forward and input gradient.
+    Depthwise,
     /// Row softmax for the non-local blocks.
     Softmax,
     /// Local denoise filters (mean, median, bilateral).
@@ -23,10 +25,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Matmul,
         Shader::Elementwise,
         Shader::Pool,
+        Shader::Depthwise,
         Shader::Softmax,
         Shader::Denoise,
         Shader::Attack,
@@ -39,6 +42,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Pool => "pool.wgsl",
+            Shader::Depthwise => "depthwise.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Denoise => "denoise.wgsl",
             Shader::Attack => "attack.wgsl",
@@ -52,6 +56,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Pool => include_str!("../../../shaders/pool.wgsl"),
+            Shader::Depthwise => include_str!("../../../shaders/depthwise.wgsl"),
             Shader::Softmax => include_str!("../../../shaders/softmax.wgsl"),
             Shader::Denoise => include_str!("../../../shaders/denoise.wgsl"),
             Shader::Attack => include_str!("../../../shaders/attack.wgsl"),
@@ -62,7 +67,7 @@ impl Shader {
     /// Storage buffers the file declares (bindings 1..=n; binding 0 is the uniform parameters).
     pub fn storage_bindings(self) -> u32 {
         match self {
-            Shader::Matmul | Shader::Elementwise | Shader::Pool => 4,
+            Shader::Matmul | Shader::Elementwise | Shader::Pool | Shader::Depthwise => 4,
             Shader::Softmax => 2,
             Shader::Denoise => 8,
             Shader::Attack | Shader::Apgd => 8,
@@ -137,6 +142,12 @@ entries! {
         PoolForward = "pool_forward",
         /// Gradient of [`Entry::PoolForward`].
         PoolBackward = "pool_backward",
+    }
+    Depthwise {
+        /// One filter per channel (groups = channels).
+        DepthwiseForward = "depthwise_forward",
+        /// Gradient of [`Entry::DepthwiseForward`] with respect to its input.
+        DepthwiseBackward = "depthwise_backward",
     }
     Softmax {
         /// Row softmax of scaled scores.

@@ -9,7 +9,7 @@ use super::error::gpu_err;
 use super::kernels::Entry;
 use super::params::NodeParams;
 use super::recorder::Recorder;
-use super::uniforms::{MatmulParams, PoolParams};
+use super::uniforms::{DepthwiseParams, MatmulParams, PoolParams};
 use crate::engine::EngineError;
 use crate::model::{NodeId, Op};
 
@@ -22,6 +22,7 @@ pub fn forward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
     let n = rec.n;
     let count = n * node.shape.iter().product::<usize>();
     let x = || rec.input(i, 0).map(|j| rec.value(j));
+    let dw = depthwise(rec, i)?;
     let d = match (&node.op, rec.node_params(i)) {
         (Op::Input, _) => return Ok(vec![]),
         (Op::Normalize { .. }, NodeParams::Aux(aux)) => {
@@ -31,6 +32,16 @@ pub fn forward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
                 count,
                 [node.shape[0], h * w, ci],
                 [Some(x()?), Some(out), None, Some(aux)],
+            )?
+        }
+        (Op::Conv2d { .. }, NodeParams::Conv { w, bias }) if dw.is_some() => {
+            let mut p = dw.unwrap_or_default();
+            p.bias = bias.is_some() as u32;
+            rec.launch(
+                Entry::DepthwiseForward,
+                &p,
+                &[Some(x()?), Some(w), bias.as_ref(), Some(out)],
+                grid(count),
             )?
         }
         (Op::Conv2d { .. }, NodeParams::Conv { w, bias }) => {
@@ -122,6 +133,7 @@ pub fn backward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
     let j = rec.input(i, 0)?;
     let gx = rec.grad(j);
     let in_count = n * rec.in_shape(i)?.iter().product::<usize>();
+    let dw = depthwise(rec, i)?;
     let d = match (&node.op, rec.node_params(i)) {
         (Op::Normalize { .. }, NodeParams::Aux(aux)) => {
             let [ci, h, w] = chw(rec.in_shape(i)?)?;
@@ -130,6 +142,15 @@ pub fn backward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
                 in_count,
                 [node.shape[0], h * w, ci],
                 [Some(g), Some(gx), None, Some(aux)],
+            )?
+        }
+        (Op::Conv2d { .. }, NodeParams::Conv { w, .. }) if dw.is_some() => {
+            let p = dw.unwrap_or_default();
+            rec.launch(
+                Entry::DepthwiseBackward,
+                &p,
+                &[Some(g), Some(w), None, Some(gx)],
+                grid(in_count),
             )?
         }
         (Op::Conv2d { .. }, NodeParams::Conv { w, .. }) => {
@@ -215,6 +236,62 @@ pub fn backward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
         (op, _) => return Err(gpu_err(format!("{}: no gpu backward", op.kind()))),
     };
     Ok(vec![d])
+}
+
+/// The parameter block of convolution node `i` when it is depthwise (one filter per channel:
+/// groups = input channels = output channels, more than one), which gets its own kernel
+/// instead of one matrix product per channel; `None` for any other convolution.
+fn depthwise(rec: &Recorder<'_>, i: NodeId) -> R<Option<DepthwiseParams>> {
+    let node = rec.node(i);
+    let Op::Conv2d {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        groups,
+        ..
+    } = &node.op
+    else {
+        return Ok(None);
+    };
+    if *groups <= 1 || groups != in_channels || groups != out_channels {
+        return Ok(None);
+    }
+    let [c, h, w] = chw(rec.in_shape(i)?)?;
+    let [o, oh, ow] = chw(&node.shape)?;
+    if c != *in_channels || o != *out_channels {
+        return Err(gpu_err(format!("{}: inconsistent convolution", node.name)));
+    }
+    let [pt, _, pl, _] = padding.resolve(h, w, *kernel, *stride);
+    let [planes, c, h, w, oh, ow, kh, kw, stride, pad_t, pad_l] = [
+        rec.n * c,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        kernel[0],
+        kernel[1],
+        *stride,
+        pt,
+        pl,
+    ]
+    .map(|v| v as u32);
+    Ok(Some(DepthwiseParams {
+        planes,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        pad_t,
+        pad_l,
+        bias: 0,
+    }))
 }
 
 /// The matrix product of convolution node `i` (forward, or its input gradient when `backward`)

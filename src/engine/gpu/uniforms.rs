@@ -216,6 +216,40 @@ impl Uniform for PoolParams {
     const SHADER: Shader = Shader::Pool;
 }
 
+/// `shaders/depthwise.wgsl`: depthwise convolution.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct DepthwiseParams {
+    /// Images × channels.
+    pub planes: u32,
+    /// Channels.
+    pub c: u32,
+    /// Input height.
+    pub h: u32,
+    /// Input width.
+    pub w: u32,
+    /// Output height.
+    pub oh: u32,
+    /// Output width.
+    pub ow: u32,
+    /// Kernel height.
+    pub kh: u32,
+    /// Kernel width.
+    pub kw: u32,
+    /// Stride.
+    pub stride: u32,
+    /// Padding above.
+    pub pad_t: u32,
+    /// Padding on the left.
+    pub pad_l: u32,
+    /// 1 when a bias is added.
+    pub bias: u32,
+}
+
+impl Uniform for DepthwiseParams {
+    const SHADER: Shader = Shader::Depthwise;
+}
+
 /// `shaders/softmax.wgsl`: row softmax of scaled scores.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
