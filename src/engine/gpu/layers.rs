@@ -22,7 +22,16 @@ pub fn forward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
     let n = rec.n;
     let count = n * node.shape.iter().product::<usize>();
     let x = || rec.input(i, 0).map(|j| rec.value(j));
-    let dw = depthwise(rec, i)?;
+    if let (Some(mut p), NodeParams::Conv { w, bias }) = (depthwise(rec, i)?, rec.node_params(i)) {
+        p.bias = bias.is_some() as u32;
+        let bufs = [Some(x()?), Some(w), bias.as_ref(), Some(out)];
+        return Ok(vec![rec.launch(
+            Entry::DepthwiseForward,
+            &p,
+            &bufs,
+            grid(count),
+        )?]);
+    }
     let d = match (&node.op, rec.node_params(i)) {
         (Op::Input, _) => return Ok(vec![]),
         (Op::Normalize { .. }, NodeParams::Aux(aux)) => {
@@ -32,16 +41,6 @@ pub fn forward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
                 count,
                 [node.shape[0], h * w, ci],
                 [Some(x()?), Some(out), None, Some(aux)],
-            )?
-        }
-        (Op::Conv2d { .. }, NodeParams::Conv { w, bias }) if dw.is_some() => {
-            let mut p = dw.unwrap_or_default();
-            p.bias = bias.is_some() as u32;
-            rec.launch(
-                Entry::DepthwiseForward,
-                &p,
-                &[Some(x()?), Some(w), bias.as_ref(), Some(out)],
-                grid(count),
             )?
         }
         (Op::Conv2d { .. }, NodeParams::Conv { w, bias }) => {
@@ -133,7 +132,15 @@ pub fn backward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
     let j = rec.input(i, 0)?;
     let gx = rec.grad(j);
     let in_count = n * rec.in_shape(i)?.iter().product::<usize>();
-    let dw = depthwise(rec, i)?;
+    if let (Some(p), NodeParams::Conv { w, .. }) = (depthwise(rec, i)?, rec.node_params(i)) {
+        let bufs = [Some(g), Some(w), None, Some(gx)];
+        return Ok(vec![rec.launch(
+            Entry::DepthwiseBackward,
+            &p,
+            &bufs,
+            grid(in_count),
+        )?]);
+    }
     let d = match (&node.op, rec.node_params(i)) {
         (Op::Normalize { .. }, NodeParams::Aux(aux)) => {
             let [ci, h, w] = chw(rec.in_shape(i)?)?;
@@ -142,15 +149,6 @@ pub fn backward(rec: &Recorder<'_>, i: NodeId) -> R<Vec<Dispatch>> {
                 in_count,
                 [node.shape[0], h * w, ci],
                 [Some(g), Some(gx), None, Some(aux)],
-            )?
-        }
-        (Op::Conv2d { .. }, NodeParams::Conv { w, .. }) if dw.is_some() => {
-            let p = dw.unwrap_or_default();
-            rec.launch(
-                Entry::DepthwiseBackward,
-                &p,
-                &[Some(g), Some(w), None, Some(gx)],
-                grid(in_count),
             )?
         }
         (Op::Conv2d { .. }, NodeParams::Conv { w, .. }) => {
@@ -258,29 +256,16 @@ fn depthwise(rec: &Recorder<'_>, i: NodeId) -> R<Option<DepthwiseParams>> {
     if *groups <= 1 || groups != in_channels || groups != out_channels {
         return Ok(None);
     }
-    let [c, h, w] = chw(rec.in_shape(i)?)?;
-    let [o, oh, ow] = chw(&node.shape)?;
+    let [c, _, _] = chw(rec.in_shape(i)?)?;
+    let [o, _, _] = chw(&node.shape)?;
     if c != *in_channels || o != *out_channels {
         return Err(gpu_err(format!("{}: inconsistent convolution", node.name)));
     }
-    let [pt, _, pl, _] = padding.resolve(h, w, *kernel, *stride);
-    let [planes, c, h, w, oh, ow, kh, kw, stride, pad_t, pad_l] = [
-        rec.n * c,
-        c,
-        h,
-        w,
-        oh,
-        ow,
-        kernel[0],
-        kernel[1],
-        *stride,
-        pt,
-        pl,
-    ]
-    .map(|v| v as u32);
+    let [planes, h, w, oh, ow, kh, kw, stride, pad_t, pad_l] =
+        window(rec, i, *kernel, *stride, padding)?;
     Ok(Some(DepthwiseParams {
         planes,
-        c,
+        c: c as u32,
         h,
         w,
         oh,
@@ -375,22 +360,8 @@ fn pool_params(rec: &Recorder<'_>, i: NodeId) -> R<PoolParams> {
         } => (1, kernel, stride, padding),
         _ => return Err(gpu_err("not a pooling node")),
     };
-    let [c, h, w] = chw(rec.in_shape(i)?)?;
-    let [_, oh, ow] = chw(&node.shape)?;
-    let [pt, _, pl, _] = padding.resolve(h, w, *kernel, *stride);
-    let [planes, h, w, oh, ow, kh, kw, stride, pad_t, pad_l] = [
-        rec.n * c,
-        h,
-        w,
-        oh,
-        ow,
-        kernel[0],
-        kernel[1],
-        *stride,
-        pt,
-        pl,
-    ]
-    .map(|v| v as u32);
+    let [planes, h, w, oh, ow, kh, kw, stride, pad_t, pad_l] =
+        window(rec, i, *kernel, *stride, padding)?;
     Ok(PoolParams {
         planes,
         h,
@@ -405,4 +376,32 @@ fn pool_params(rec: &Recorder<'_>, i: NodeId) -> R<PoolParams> {
         kind,
         unused: 0,
     })
+}
+
+/// The geometry a windowed op over node `i`'s input planes shares (pooling, depthwise
+/// convolution) for a `kernel` window at `stride` with `padding`: `[planes (images × channels),
+/// h, w, oh, ow, kh, kw, stride, pad_t, pad_l]`, as its parameter block holds them.
+fn window(
+    rec: &Recorder<'_>,
+    i: NodeId,
+    kernel: [usize; 2],
+    stride: usize,
+    padding: &crate::model::Padding,
+) -> R<[u32; 10]> {
+    let [c, h, w] = chw(rec.in_shape(i)?)?;
+    let [_, oh, ow] = chw(&rec.node(i).shape)?;
+    let [pad_t, _, pad_l, _] = padding.resolve(h, w, kernel, stride);
+    Ok([
+        rec.n * c,
+        h,
+        w,
+        oh,
+        ow,
+        kernel[0],
+        kernel[1],
+        stride,
+        pad_t,
+        pad_l,
+    ]
+    .map(|v| v as u32))
 }

@@ -150,24 +150,30 @@ impl GpuEngine {
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// [`GpuEngine::can_profile`] as an error that names the adapter when it cannot.
+    pub fn require_profiling(&self) -> R<()> {
+        if self.can_profile() {
+            return Ok(());
+        }
+        Err(gpu_err(format!(
+            "{} offers no timestamp queries (wgpu's TIMESTAMP_QUERY): its kernels cannot be timed",
+            self.ctx.adapter_name()
+        )))
+    }
+
     /// Times every launch of one forward pass and input gradient of `loss` at `x` (one chunk:
     /// the batch must fit [`GpuEngine::max_batch`]).
     pub fn profile(&mut self, x: &Array, loss: &Loss, opts: &ForwardOptions) -> R<Profile> {
         check_input(&self.net, x)?;
-        if !self.can_profile() {
-            return Err(gpu_err(format!(
-                "{} offers no timestamp queries: kernels cannot be timed on it",
-                self.ctx.adapter_name()
-            )));
-        }
+        self.require_profiling()?;
         if x.batch() > self.max_batch() {
             return Err(gpu_err(format!(
                 "a profile runs one chunk: at most {} examples on this device",
                 self.max_batch()
             )));
         }
-        // Runs the pass once untimed: the plan is built and the logits give the loss's
-        // gradient.
+        // Runs the pass once untimed: the plan is built, the input is on the device (no launch
+        // writes it) and the logits give the loss's gradient.
         let plain = ForwardOptions {
             bypass_denoise: opts.bypass_denoise,
             ..ForwardOptions::default()
@@ -177,9 +183,6 @@ impl GpuEngine {
         let bypass = opts.bypass_denoise;
         let out = self.net.graph.output;
         let plan = self.plan.as_ref().ok_or_else(|| gpu_err("plan missing"))?;
-        self.ctx
-            .queue
-            .write_buffer(plan.value(0, bypass), 0, bytemuck::cast_slice(x.data()));
         let mut kernels = self.time(Phase::Forward, plan.forward(bypass), None)?;
         self.ctx
             .queue
